@@ -1,0 +1,132 @@
+"""The scp2p exception hierarchy. Every error scp2p raises on purpose is a ``Scp2pError``.
+
+Both codec twins raise from this module, so native and pure error types match.
+Decode errors say *what* was wrong and *where*: ``path`` is the field path
+(``ManifestV1.items[3].chunks[0]``) and ``offset`` the byte offset in the input.
+"""
+
+from __future__ import annotations
+
+
+class Scp2pError(Exception):
+    """Root of every scp2p error."""
+
+
+# --------------------------------------------------------------------------- decoding
+class DecodeError(Scp2pError, ValueError):
+    """Bytes from the network (or disk) do not form a valid record."""
+
+    def __init__(self, what: str, *, offset: int | None = None, path: str = "") -> None:
+        self.what = what
+        self.offset = offset
+        self.path = path
+        super().__init__(what)
+
+    def add_context(self, segment: str) -> None:
+        """Prepend a path segment while the error propagates outwards."""
+        if not self.path:
+            self.path = segment
+        elif self.path.startswith("["):
+            self.path = segment + self.path
+        else:
+            self.path = segment + "." + self.path
+
+    def __str__(self) -> str:
+        where = []
+        if self.path:
+            where.append(f"at {self.path}")
+        if self.offset is not None:
+            where.append(f"byte {self.offset}")
+        return f"{self.what} ({', '.join(where)})" if where else self.what
+
+    def __reduce__(self):  # keep picklable with keyword-only arguments
+        return (_rebuild, (type(self), self.what, self.offset, self.path))
+
+
+def _rebuild(cls, what, offset, path):
+    return cls(what, offset=offset, path=path)
+
+
+class TruncatedInput(DecodeError):
+    """The input ended inside a CBOR item."""
+
+
+class TrailingBytes(DecodeError):
+    """Bytes remain after the complete record."""
+
+
+class MalformedCbor(DecodeError):
+    """Not well-formed CBOR for the v0.1 shapes (indefinite length, reserved info, bad UTF-8...)."""
+
+
+class WrongType(DecodeError):
+    """A CBOR item of the wrong major type (e.g. text where an integer belongs)."""
+
+
+class WrongLength(DecodeError):
+    """A fixed-size value (id, key, hash, signature, IP) has the wrong number of bytes."""
+
+
+class IntOutOfRange(DecodeError):
+    """An integer does not fit its field (negative, or above u8/u16/u32/u64 or a field maximum)."""
+
+
+class DuplicateKey(DecodeError):
+    """The same key appears twice in one map."""
+
+
+class MissingField(DecodeError):
+    """A required key is absent."""
+
+
+class InvalidValue(DecodeError):
+    """A value of the right type that is not allowed (unknown enum text, bad IP map...)."""
+
+
+class LimitExceeded(DecodeError):
+    """A size or count limit (PROTOCOL.md section 9) would be exceeded; checked before allocating."""
+
+
+class FrameTooLarge(LimitExceeded):
+    """A frame's length prefix is above the limit for its phase."""
+
+
+class UnknownMessageType(DecodeError):
+    """An envelope's type is not in the message registry (answer with an error, keep the session)."""
+
+    def __init__(self, msg_type: int, **kw) -> None:
+        self.msg_type = msg_type
+        super().__init__(f"unknown message type {msg_type}", **kw)
+
+    def __reduce__(self):
+        return (UnknownMessageType, (self.msg_type,))
+
+
+# --------------------------------------------------------------------------- encoding
+class EncodeError(Scp2pError, ValueError):
+    """A record cannot be encoded (a field has the wrong type, size or range)."""
+
+
+# --------------------------------------------------------------------------- verification
+class VerificationError(Scp2pError):
+    """A signature, id or hash check failed: the data must not be used."""
+
+
+class SignatureInvalid(VerificationError):
+    """An Ed25519 signature does not verify."""
+
+
+class IdMismatch(VerificationError):
+    """An identifier does not match its content (share_id vs key, ManifestId, DHT key, pubkey hint)."""
+
+
+class HashMismatch(VerificationError):
+    """A chunk or file does not hash to the expected BLAKE3 value."""
+
+
+class HandshakeError(VerificationError):
+    """The peer's Hello is invalid: bad signature, nonce not echoed, or unexpected key."""
+
+
+class KeyFormatError(Scp2pError, ValueError):
+    """Key material has the wrong size or format."""
