@@ -12,9 +12,8 @@ class Scp2pError(Exception):
     """Root of every scp2p error."""
 
 
-# --------------------------------------------------------------------------- decoding
-class DecodeError(Scp2pError, ValueError):
-    """Bytes from the network (or disk) do not form a valid record."""
+class _Located(Scp2pError):
+    """An error with a field path, built outwards while the error propagates."""
 
     def __init__(self, what: str, *, offset: int | None = None, path: str = "") -> None:
         self.what = what
@@ -23,7 +22,7 @@ class DecodeError(Scp2pError, ValueError):
         super().__init__(what)
 
     def add_context(self, segment: str) -> None:
-        """Prepend a path segment while the error propagates outwards."""
+        """Prepend a path segment (a field name, or ``[i]`` for a list index)."""
         if not self.path:
             self.path = segment
         elif self.path.startswith("["):
@@ -45,6 +44,11 @@ class DecodeError(Scp2pError, ValueError):
 
 def _rebuild(cls, what, offset, path):
     return cls(what, offset=offset, path=path)
+
+
+# --------------------------------------------------------------------------- decoding
+class DecodeError(_Located, ValueError):
+    """Bytes from the network (or disk) do not form a valid record."""
 
 
 class TruncatedInput(DecodeError):
@@ -103,8 +107,8 @@ class UnknownMessageType(DecodeError):
 
 
 # --------------------------------------------------------------------------- encoding
-class EncodeError(Scp2pError, ValueError):
-    """A record cannot be encoded (a field has the wrong type, size or range)."""
+class EncodeError(_Located, ValueError):
+    """A record cannot be encoded (a field has the wrong type, size or range); ``path`` names it."""
 
 
 # --------------------------------------------------------------------------- verification
@@ -130,3 +134,73 @@ class HandshakeError(VerificationError):
 
 class KeyFormatError(Scp2pError, ValueError):
     """Key material has the wrong size or format."""
+
+
+# --------------------------------------------------------------------------- store
+class StoreError(Scp2pError):
+    """The persistent store (``scp2p.store``) failed. ``path`` names the file, ``problem`` says what."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged (SQLite reports corruption, or a stored checksum fails)."""
+
+
+class NotADatabase(StoreError):
+    """The file is not an SQLite database at all."""
+
+
+class NotAStore(NotADatabase):
+    """The file is an SQLite database, but not an scp2p store (another application's data)."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer scp2p (schema ``found`` > ``supported``)."""
+
+    def __init__(self, path: object, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        StoreError.__init__(
+            self,
+            path,
+            f"schema version {found} is newer than this scp2p supports ({supported}); "
+            "upgrade scp2p (the file was left untouched)",
+        )
+
+    def __reduce__(self):
+        return (SchemaTooNew, (self.path, self.found, self.supported))
+
+
+class MigrationError(StoreError):
+    """A schema migration failed; the database was rolled back to its previous version."""
+
+
+class StoreReadOnly(StoreError):
+    """The database or its directory cannot be written (permissions, read-only file system)."""
+
+
+class StoreLocked(StoreError):
+    """Another process (or another open ``Store``) already uses this database."""
+
+
+class PassphraseError(StoreError):
+    """Private keys at rest could not be unlocked."""
+
+
+class PassphraseRequired(PassphraseError):
+    """The store's private keys are encrypted and no passphrase was given."""
+
+
+class WrongPassphrase(PassphraseError):
+    """The passphrase does not unlock the store's private keys."""
+
+
+class BlobConflict(StoreError):
+    """A blob was written with an ``expected_generation`` that no longer matches."""
