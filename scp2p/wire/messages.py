@@ -7,8 +7,18 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from .. import limits
-from ..errors import UnknownMessageType
-from .records import ManifestLocation, PeerAddr, Providers, RelayKind, _Record
+from ..errors import TrailingBytes, UnknownMessageType
+from . import codec as _codec
+from .records import (
+    FLAG_RESPONSE,
+    FLAGS_ERROR_RESPONSE,
+    Envelope,
+    ManifestLocation,
+    PeerAddr,
+    Providers,
+    RelayKind,
+    _Record,
+)
 from .schema import (
     bytestr,
     enum_text,
@@ -263,5 +273,65 @@ __all__ = [
     "GetChunk", "GetManifest", "HaveContent", "ManifestData", "ManifestLocation", "Message",
     "MsgType", "PexOffer", "PexRequest", "Providers", "REGISTRY", "RESPONSE_TYPE",
     "RelayConnect", "RelayRegister", "RelayRegistered", "RelayStream", "Store", "TYPE_OF",
-    "payload_class", "payload_classes",
+    "payload_class", "payload_classes", "ACK", "encode_payload", "decode_payload",
+    "encode_envelope", "decode_envelope", "request_envelope", "response_envelope",
+    "error_envelope", "decode_typed",
 ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- payloads and envelopes
+ACK = Ack()
+
+
+def encode_payload(msg) -> bytes:
+    """The payload bytes of a message (``Ack`` is the empty payload)."""
+    if isinstance(msg, Ack):
+        return b""
+    return _codec.encode(msg)
+
+
+def decode_payload(msg_type: int, payload, response: bool = False):
+    """Decode a payload by its type; :class:`UnknownMessageType` for unregistered types."""
+    cls = payload_class(msg_type, response)
+    if cls is Ack:
+        if len(payload):
+            raise TrailingBytes(f"{len(payload)} bytes in an empty acknowledgement", offset=0)
+        return ACK
+    return _codec.decode(cls, payload)
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    return _codec.encode(env)
+
+
+def decode_envelope(data) -> Envelope:
+    """Decode an envelope (limits: 2 MiB encoded, 1 MiB payload)."""
+    return _codec.decode(Envelope, data)
+
+
+def request_envelope(msg, req_id: int, msg_type: int | None = None) -> Envelope:
+    """Wrap a request (or with ``req_id`` 0, a fire-and-forget message)."""
+    t = TYPE_OF[type(msg)] if msg_type is None else msg_type
+    return Envelope(t, req_id, 0, encode_payload(msg))
+
+
+def response_envelope(request: Envelope, msg) -> Envelope:
+    """Wrap the response to ``request``: the registry's response type, the request's req_id."""
+    t = RESPONSE_TYPE.get(request.type)
+    if t is None:
+        raise UnknownMessageType(request.type)
+    return Envelope(t, request.req_id, FLAG_RESPONSE, encode_payload(msg))
+
+
+def error_envelope(request_type: int, req_id: int, reason: str) -> Envelope:
+    """An error response: flags 3, the request's type, a UTF-8 reason (trimmed to fit)."""
+    data = reason.encode("utf-8", "replace")[: limits.MAX_PAYLOAD]
+    return Envelope(request_type, req_id, FLAGS_ERROR_RESPONSE, data.decode("utf-8", "ignore").encode())
+
+
+def decode_typed(data):
+    """Decode an envelope and then its payload by type: (envelope, message)."""
+    env = decode_envelope(data)
+    if env.is_error:
+        return env, env.payload.decode("utf-8", "replace")
+    return env, decode_payload(env.type, env.payload, env.is_response)

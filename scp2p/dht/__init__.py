@@ -1,0 +1,1 @@
+"""The DHT: keyspace validation now; routing and lookups build on it."""

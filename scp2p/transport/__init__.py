@@ -1,0 +1,1 @@
+"""Connections: framing, the Hello handshake and (later) the TCP/TLS/QUIC drivers."""
