@@ -20,9 +20,14 @@ GIL on large buffers):
 Both hashes are taken from the same buffer, so the ContentId and the chunk
 list always describe the same bytes even if the file changes underneath us
 (the description is then of what was read). No ``mmap`` is used: a file
-truncated while mapped would kill the process with SIGBUS. On the benchmark
-machine this reaches about 0.9x the rate of one single-threaded BLAKE3 pass
-(see ``benchmarks/hashing_bench.py``).
+truncated while mapped would kill the process with SIGBUS. On the 2-core
+benchmark machine a warm 1 GiB file is described at about 1.05x the rate of
+one raw single-threaded BLAKE3 pass (``update_mmap`` or ``readinto`` fed,
+within 2% of each other) and about 0.9x the rate of one pass whose reads are
+hidden on the other core (see ``benchmarks/hashing_bench.py``).
+
+Memory: the read ring is ``_NBUF * _BLOCK`` bytes (6 MiB) for any file
+size; the result itself holds 32 bytes per chunk (~128 KiB per GiB).
 
 This module is plain Python over the ``blake3`` extension (Rust); it has no
 Cython twin because a twin cannot call into that extension any faster: the
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,8 +68,10 @@ __all__ = [
 #: length of a ContentId and of a chunk hash
 HASH_LEN = 32
 
-#: bytes read per block; a multiple of CHUNK_SIZE (16 chunks)
-_BLOCK = 16 * CHUNK_SIZE
+#: bytes read per block; a multiple of CHUNK_SIZE. Small enough that the ring stays
+#: in cache while both threads read it: 2 MiB measured best (1-4 MiB within noise,
+#: 8 MiB -20%, 16 MiB -30% on the benchmark machine)
+_BLOCK = 8 * CHUNK_SIZE
 #: buffers in the read ring (one being read, one whole-hashed, one chunk-hashed)
 _NBUF = 3
 #: below this size one thread does everything (a thread costs more than it saves)
@@ -188,7 +196,7 @@ def describe_file(
 ) -> FileDescription:
     """Describe the file at ``path`` (ContentId, size, chunk hashes) in bounded memory.
 
-    Memory use is ``_NBUF * _BLOCK`` bytes (12 MiB) whatever the file size.
+    Memory use is ``_NBUF * _BLOCK`` bytes (6 MiB) whatever the file size.
     ``progress(done_bytes, total_bytes)``, if given, is called on the calling
     thread after each block and once at the end with ``done == total``;
     ``done`` never decreases. ``total`` is the size at open time (if the file
@@ -261,8 +269,6 @@ def _describe_small(f, total: int, progress: _Progress | None) -> FileDescriptio
 
 
 def _describe_threaded(f, total: int, progress: _Progress | None) -> FileDescription:
-    import queue
-
     bufs = [bytearray(_BLOCK) for _ in range(_NBUF)]
     views = [memoryview(b) for b in bufs]
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -290,7 +296,7 @@ def _describe_threaded(f, total: int, progress: _Progress | None) -> FileDescrip
     done = 0
     prev: _Block | None = None
     try:
-        while True:
+        while not failure:
             slot = free.get()
             buf, mv = bufs[slot], views[slot]
             n = f.readinto(buf)
