@@ -591,7 +591,11 @@ class Store:
 
         Returns False if the manifest was itself evicted at once (larger than the whole cache).
         """
+        cap = self.manifest_cache_policy.max_bytes
         with self.transaction():
+            if not pinned and cap is not None and len(row.wire) > cap:
+                # never flush the whole cache for one oversized entry; keep it only if already pinned
+                return self._one("SELECT 1 FROM manifests WHERE manifest_id = ? AND pinned = 1", (row.manifest_id,)) is not None
             self._exec(
                 f"INSERT INTO manifests({self._MAN_COLS}, size, pinned, last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(manifest_id) DO UPDATE SET pinned = max(pinned, excluded.pinned), last_used = excluded.last_used",
