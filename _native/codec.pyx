@@ -1,0 +1,986 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Native (Cython) CBOR codec twin: builds ``scp2p.wire._codec_c``.
+
+Same API, bytes, records, exceptions, error paths and offsets as the pure twin
+``scp2p/wire/_codec_py.py``, which is the reference: its module docstring lists
+the decoding rules and the order in which both twins check them.
+
+Design:
+
+* each record class's ``__wire_fields__`` is compiled once into ``_Rec`` /
+  ``_Fld`` cdef objects (kind, size, nullable, key bytes, element field,
+  sub-schema, enum map, slot offset), cached per class;
+* decoding reads any buffer (bytes, bytearray, memoryview) in place through a
+  bounds-checked ``_Reader``; every read checks the end first;
+* map keys are matched with ``memcmp``, trying the next expected field first;
+* records are allocated with ``tp_alloc`` (what ``object.__new__`` does) and
+  their slots filled directly (what ``object.__setattr__`` does for a slot);
+  classes without plain slots fall back to ``object.__setattr__``;
+* encoding writes into a growable C buffer and returns ``bytes`` once.
+"""
+
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcmp, memcpy
+
+import ipaddress as _ipaddress
+import types as _types
+
+from scp2p.errors import (
+    DecodeError,
+    DuplicateKey,
+    EncodeError,
+    IntOutOfRange,
+    InvalidValue,
+    LimitExceeded,
+    MalformedCbor,
+    MissingField,
+    TrailingBytes,
+    TruncatedInput,
+    WrongLength,
+    WrongType,
+)
+from scp2p.limits import MAX_NESTING as _MAX_NESTING_PY
+from scp2p.wire import schema as _schema_mod
+from scp2p.wire.schema import fields_of
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    ctypedef struct PyTypeObject:
+        PyObject* (*tp_alloc)(PyTypeObject*, Py_ssize_t)
+        unsigned long tp_flags
+    ctypedef struct Py_buffer:
+        void* buf
+        Py_ssize_t len
+    int PyBUF_SIMPLE
+    unsigned long Py_TPFLAGS_IS_ABSTRACT
+
+    int PyObject_GetBuffer(object, Py_buffer*, int) except -1
+    void PyBuffer_Release(Py_buffer*)
+
+    void Py_INCREF(object)
+    void Py_DECREF(object)
+    PyObject* PyErr_Occurred()
+    void PyErr_Clear()
+
+    bint PyBytes_Check(object)
+    bint PyBytes_CheckExact(object)
+    char* PyBytes_AS_STRING(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+    object PyBytes_FromStringAndSize(const char*, Py_ssize_t)
+
+    bint PyLong_Check(object)
+    bint PyLong_CheckExact(object)
+    object PyLong_FromUnsignedLongLong(unsigned long long)
+    unsigned long long PyLong_AsUnsignedLongLong(object)
+
+    bint PyUnicode_Check(object)
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    void* PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    PyObject* _decode_utf8 "PyUnicode_DecodeUTF8"(const char*, Py_ssize_t, const char*)
+
+    bint PyTuple_CheckExact(object)
+    object PyTuple_New(Py_ssize_t)
+    void PyTuple_SET_ITEM(object, Py_ssize_t, PyObject*)
+    PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+    Py_ssize_t PyTuple_GET_SIZE(object)
+
+    int PyObject_GenericSetAttr(object, object, object) except -1
+    PyObject* PyObject_GetAttr(object, object)
+
+
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+        int flags
+    int T_OBJECT_EX
+    int READONLY
+
+
+cdef extern from "descrobject.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+
+# field kinds (checked against scp2p.wire.schema at import)
+cdef enum:
+    K_UINT = 1
+    K_BOOL = 2
+    K_TEXT = 3
+    K_FIXED = 4
+    K_BYTES = 5
+    K_LIST = 6
+    K_RECORD = 7
+    K_ENUM = 8
+    K_IP = 9
+
+assert (_schema_mod.UINT, _schema_mod.BOOL, _schema_mod.TEXT, _schema_mod.FIXED, _schema_mod.BYTES,
+        _schema_mod.LIST, _schema_mod.RECORD, _schema_mod.ENUM, _schema_mod.IP) == (1, 2, 3, 4, 5, 6, 7, 8, 9)
+
+cdef int MAX_NESTING = _MAX_NESTING_PY
+
+_IPV4 = _ipaddress.IPv4Address
+_IPV6 = _ipaddress.IPv6Address
+_MemberDescriptorType = _types.MemberDescriptorType
+_obj_setattr = object.__setattr__
+cdef object _BUF_TYPES = (bytes, bytearray, memoryview)
+cdef object _NOT_SEQ = (str, bytes, bytearray)
+
+
+# --------------------------------------------------------------------------- compiled schemas
+cdef class _Fld:
+    """One compiled field (the pure twin's tuple)."""
+
+    cdef readonly str name
+    cdef int kind
+    cdef uint64_t size
+    cdef bint nullable
+    cdef _Fld elem
+    cdef _Rec sub
+    cdef dict enum_map
+    cdef bytes key          # key text, without its head
+    cdef bytes key_head     # encoded key (head + text)
+    cdef const char* kptr
+    cdef Py_ssize_t klen
+    cdef const char* hptr
+    cdef Py_ssize_t hlen
+    cdef Py_ssize_t offset  # slot offset in the owning record, or -1
+
+
+cdef class _Rec:
+    """One compiled record class (the pure twin's ``_Compiled``)."""
+
+    cdef readonly object cls
+    cdef readonly str names
+    cdef tuple fields
+    cdef Py_ssize_t nfields
+    cdef bint fast          # every field is a plain writable object slot
+    cdef PyTypeObject* tp
+
+
+cdef dict _cache = {}
+
+
+cdef bytes _py_head(int major, uint64_t value):
+    cdef Buf b
+    b.p = NULL
+    b.n = 0
+    b.cap = 0
+    try:
+        _reserve(&b, 9)
+        _put_head(&b, major, value)
+        return PyBytes_FromStringAndSize(b.p, b.n)
+    finally:
+        free(b.p)
+
+
+cdef _Fld _compile_field(f):
+    cdef _Fld cf = _Fld.__new__(_Fld)
+    cf.name = f.name
+    cf.kind = f.kind
+    cf.size = f.size
+    cf.nullable = bool(f.nullable)
+    cf.elem = _compile_field(f.elem) if f.elem is not None else None
+    cf.sub = _schema(f.record) if f.kind == K_RECORD else None
+    cf.enum_map = {m.value.encode(): m for m in f.enum} if f.kind == K_ENUM else None
+    cf.key = f.name.encode()
+    cf.key_head = _py_head(3, len(cf.key)) + cf.key
+    cf.kptr = PyBytes_AS_STRING(cf.key)
+    cf.klen = PyBytes_GET_SIZE(cf.key)
+    cf.hptr = PyBytes_AS_STRING(cf.key_head)
+    cf.hlen = PyBytes_GET_SIZE(cf.key_head)
+    cf.offset = -1
+    return cf
+
+
+cdef Py_ssize_t _slot_offset(cls, str name):
+    """The offset of ``name``'s plain object slot in ``cls`` instances, or -1."""
+    cdef PyMemberDef* m
+    for k in cls.__mro__:
+        d = k.__dict__.get(name)
+        if d is None:
+            continue
+        if type(d) is not _MemberDescriptorType:
+            return -1
+        m = (<PyMemberDescrObject*><PyObject*>d).d_member
+        if m.type != T_OBJECT_EX or (m.flags & READONLY) or m.offset <= 0:
+            return -1
+        return m.offset
+    return -1
+
+
+cdef _Rec _schema(cls):
+    cdef _Rec c = _cache.get(cls)
+    cdef _Fld f
+    if c is not None:
+        return c
+    wire_fields = fields_of(cls)  # TypeError if not a record, as in the pure twin
+    c = _Rec.__new__(_Rec)
+    c.cls = cls
+    c.names = cls.__name__
+    c.tp = <PyTypeObject*><PyObject*>cls
+    _cache[cls] = c  # before the fields: a record may (indirectly) contain itself
+    try:
+        c.fields = tuple([_compile_field(x) for x in wire_fields])
+        c.nfields = len(c.fields)
+        c.fast = True
+        for f in c.fields:
+            f.offset = _slot_offset(cls, f.name)
+            if f.offset < 0:
+                c.fast = False
+    except BaseException:
+        del _cache[cls]
+        raise
+    return c
+
+
+cdef _Rec _schema_for(obj):
+    cls = type(obj)
+    cdef _Rec c = _cache.get(cls)
+    if c is None:
+        if not hasattr(cls, "__wire_fields__"):
+            raise EncodeError(f"{cls.__name__} is not a wire record")
+        c = _schema(cls)
+    return c
+
+
+# --------------------------------------------------------------------------- slots
+cdef inline object _slot_get(object obj, _Fld f):
+    cdef PyObject* p
+    if f.offset >= 0:
+        p = (<PyObject**>((<char*><PyObject*>obj) + f.offset))[0]
+        if p != NULL:
+            return <object>p
+    return getattr(obj, f.name)
+
+
+cdef inline bint _slot_is_set(object obj, Py_ssize_t offset):
+    return (<PyObject**>((<char*><PyObject*>obj) + offset))[0] != NULL
+
+
+cdef inline void _slot_put(object obj, Py_ssize_t offset, object value):
+    # only called on an empty slot of a freshly allocated object
+    Py_INCREF(value)
+    (<PyObject**>((<char*><PyObject*>obj) + offset))[0] = <PyObject*>value
+
+
+cdef object _alloc(_Rec c):
+    cdef PyObject* p
+    if c.tp.tp_flags & Py_TPFLAGS_IS_ABSTRACT:
+        return object.__new__(c.cls)  # raises the same TypeError as the pure twin
+    p = c.tp.tp_alloc(c.tp, 0)
+    if p == NULL:
+        raise MemoryError()
+    obj = <object>p
+    Py_DECREF(obj)  # drop tp_alloc's reference: ``obj`` holds one
+    return obj
+
+
+# --------------------------------------------------------------------------- encoding
+cdef struct Buf:
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef int _grow(Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.n + extra
+    cdef Py_ssize_t cap = b.cap * 2
+    cdef char* p
+    if cap < need:
+        cap = need
+    if cap < 256:
+        cap = 256
+    p = <char*>realloc(b.p, <size_t>cap)
+    if p == NULL:
+        raise MemoryError()
+    b.p = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int _reserve(Buf* b, Py_ssize_t extra) except -1:
+    if extra > b.cap - b.n:
+        return _grow(b, extra)
+    return 0
+
+
+cdef inline void _put_head(Buf* b, int major, uint64_t v) noexcept:
+    """Write a head in shortest form; the caller reserved 9 bytes."""
+    cdef unsigned char* o = <unsigned char*>(b.p + b.n)
+    cdef unsigned char m = <unsigned char>(major << 5)
+    if v < 24:
+        o[0] = m | <unsigned char>v
+        b.n += 1
+    elif v < 0x100:
+        o[0] = m | 24
+        o[1] = <unsigned char>v
+        b.n += 2
+    elif v < 0x10000:
+        o[0] = m | 25
+        o[1] = <unsigned char>(v >> 8)
+        o[2] = <unsigned char>v
+        b.n += 3
+    elif v < 0x100000000:
+        o[0] = m | 26
+        o[1] = <unsigned char>(v >> 24)
+        o[2] = <unsigned char>(v >> 16)
+        o[3] = <unsigned char>(v >> 8)
+        o[4] = <unsigned char>v
+        b.n += 5
+    else:
+        o[0] = m | 27
+        o[1] = <unsigned char>(v >> 56)
+        o[2] = <unsigned char>(v >> 48)
+        o[3] = <unsigned char>(v >> 40)
+        o[4] = <unsigned char>(v >> 32)
+        o[5] = <unsigned char>(v >> 24)
+        o[6] = <unsigned char>(v >> 16)
+        o[7] = <unsigned char>(v >> 8)
+        o[8] = <unsigned char>v
+        b.n += 9
+
+
+cdef inline int _head_out(Buf* b, int major, uint64_t v) except -1:
+    if 9 > b.cap - b.n:
+        _grow(b, 9)
+    _put_head(b, major, v)
+    return 0
+
+
+cdef inline int _raw_out(Buf* b, const char* p, Py_ssize_t n) except -1:
+    if n > b.cap - b.n:
+        _grow(b, n)
+    memcpy(b.p + b.n, p, <size_t>n)
+    b.n += n
+    return 0
+
+
+cdef int _byte_array_out(Buf* b, const unsigned char* src, Py_ssize_t n) except -1:
+    """Each byte as a CBOR uint: one octet below 24, else 0x18 and the byte."""
+    cdef Py_ssize_t i
+    cdef unsigned char x
+    cdef unsigned char* o
+    if 2 * n > b.cap - b.n:
+        _grow(b, 2 * n)
+    o = <unsigned char*>(b.p + b.n)
+    for i in range(n):
+        x = src[i]
+        if x < 24:
+            o[0] = x
+            o += 1
+        else:
+            o[0] = 24
+            o[1] = x
+            o += 2
+    b.n = <char*>o - b.p
+    return 0
+
+
+def encode(obj):
+    """Encode a record as its v0.1 wire map."""
+    cdef _Rec c = _schema_for(obj)
+    cdef Buf b
+    b.p = NULL
+    b.n = 0
+    b.cap = 0
+    try:
+        try:
+            _write_record(&b, obj, c, False)
+        except EncodeError as exc:
+            exc.add_context(c.names)
+            raise
+        return PyBytes_FromStringAndSize(b.p, b.n)
+    finally:
+        free(b.p)
+
+
+def encode_signing(obj, nfields, nested_arrays):
+    """Encode the first ``nfields`` fields of a record as a positional CBOR array.
+
+    With ``nested_arrays`` nested records are positional arrays too (manifest signing
+    bytes); otherwise they stay maps (Hello signing bytes, ManifestId preimage).
+    """
+    cdef _Rec c = _schema_for(obj)
+    cdef Buf b
+    cdef Py_ssize_t i, n
+    cdef bint nested = nested_arrays
+    cdef _Fld f
+    if not 0 <= nfields <= c.nfields:
+        raise EncodeError(f"has {c.nfields} fields, cannot sign {nfields}", path=c.names)
+    n = nfields
+    b.p = NULL
+    b.n = 0
+    b.cap = 0
+    try:
+        try:
+            _head_out(&b, 4, <uint64_t>n)
+            for i in range(n):
+                f = <_Fld>c.fields[i]
+                value = getattr(obj, f.name)
+                try:
+                    _write_field(&b, f, value, nested)
+                except EncodeError as exc:
+                    exc.add_context(f.name)
+                    raise
+        except EncodeError as exc:
+            exc.add_context(c.names)
+            raise
+        return PyBytes_FromStringAndSize(b.p, b.n)
+    finally:
+        free(b.p)
+
+
+cdef int _write_record(Buf* b, object obj, _Rec c, bint as_array) except -1:
+    cdef Py_ssize_t i, cur = -1
+    cdef _Fld f
+    cdef bint exact = type(obj) is c.cls
+    _head_out(b, 4 if as_array else 5, <uint64_t>c.nfields)
+    try:
+        for i in range(c.nfields):
+            f = <_Fld>c.fields[i]
+            if not as_array:
+                _raw_out(b, f.hptr, f.hlen)
+            value = _slot_get(obj, f) if exact else getattr(obj, f.name)
+            cur = i
+            _write_field(b, f, value, as_array)
+            cur = -1
+    except EncodeError as exc:
+        if cur >= 0:
+            exc.add_context((<_Fld>c.fields[cur]).name)
+        raise
+    return 0
+
+
+cdef int _write_field(Buf* b, _Fld f, object value, bint nested) except -1:
+    """Write one value; errors name the problem, callers add the path."""
+    cdef int kind = f.kind
+    cdef unsigned long long u
+    cdef Py_ssize_t n, i
+    cdef Py_buffer view
+    if value is None:
+        if not f.nullable:
+            raise EncodeError("must not be None")
+        _raw_out(b, b"\xf6", 1)
+        return 0
+    if kind == K_FIXED:
+        if PyBytes_Check(value):
+            data = value
+            n = PyBytes_GET_SIZE(value)
+        elif isinstance(value, _BUF_TYPES):
+            n = len(value)
+            data = None
+        else:
+            raise EncodeError(f"must be bytes, not {type(value).__name__}")
+        if <uint64_t>n != f.size:
+            raise EncodeError(f"must be {f.size} bytes, got {n}")
+        if data is None:
+            data = bytes(value)
+        _head_out(b, 4, f.size)
+        _byte_array_out(b, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    elif kind == K_UINT:
+        if not PyLong_CheckExact(value) and (type(value) is bool or not PyLong_Check(value)):
+            raise EncodeError(f"{value!r} is not an integer in 0..{f.size}")
+        u = PyLong_AsUnsignedLongLong(value)
+        if u == <unsigned long long>-1 and PyErr_Occurred() != NULL:
+            PyErr_Clear()
+            raise EncodeError(f"{value!r} is not an integer in 0..{f.size}")
+        if u > f.size:
+            raise EncodeError(f"{value!r} is not an integer in 0..{f.size}")
+        _head_out(b, 0, u)
+    elif kind == K_TEXT:
+        if not PyUnicode_Check(value):
+            raise EncodeError(f"must be str, not {type(value).__name__}")
+        if PyUnicode_IS_COMPACT_ASCII(value):
+            n = PyUnicode_GET_LENGTH(value)
+            _head_out(b, 3, <uint64_t>n)
+            _raw_out(b, <const char*>PyUnicode_DATA(value), n)
+        else:
+            try:
+                data = value.encode()
+            except UnicodeEncodeError as exc:
+                raise EncodeError(f"is not valid UTF-8 text: {exc}") from None
+            _head_out(b, 3, <uint64_t>PyBytes_GET_SIZE(data))
+            _raw_out(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    elif kind == K_LIST:
+        _write_list(b, f, value, nested)
+    elif kind == K_RECORD:
+        if type(value) is not f.sub.cls and not isinstance(value, f.sub.cls):
+            raise EncodeError(f"must be {f.sub.names}, not {type(value).__name__}")
+        _write_record(b, value, f.sub, nested)
+    elif kind == K_BYTES:
+        if not isinstance(value, _BUF_TYPES):
+            raise EncodeError(f"must be bytes, not {type(value).__name__}")
+        if PyBytes_Check(value):
+            n = PyBytes_GET_SIZE(value)
+            if <uint64_t>n > f.size:
+                raise EncodeError(f"is {n} bytes, limit {f.size}")
+            _head_out(b, 2, <uint64_t>n)
+            _raw_out(b, PyBytes_AS_STRING(value), n)
+        else:
+            n = value.nbytes if isinstance(value, memoryview) else len(value)
+            if <uint64_t>n > f.size:
+                raise EncodeError(f"is {n} bytes, limit {f.size}")
+            _head_out(b, 2, <uint64_t>n)
+            PyObject_GetBuffer(value, &view, PyBUF_SIMPLE)
+            try:
+                _raw_out(b, <const char*>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+    elif kind == K_BOOL:
+        if value is True:
+            _raw_out(b, b"\xf5", 1)
+        elif value is False:
+            _raw_out(b, b"\xf4", 1)
+        else:
+            raise EncodeError(f"must be a bool, not {type(value).__name__}")
+    elif kind == K_ENUM:
+        raw = getattr(value, "value", value)
+        data = raw.encode() if isinstance(raw, str) else None
+        if data not in f.enum_map:
+            raise EncodeError(f"{value!r} is not one of {sorted(f.enum_map)}")
+        _head_out(b, 3, <uint64_t>PyBytes_GET_SIZE(data))
+        _raw_out(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    elif kind == K_IP:
+        if isinstance(value, _IPV4):
+            _raw_out(b, b"\xa1\x62V4\x84", 5)
+        elif isinstance(value, _IPV6):
+            _raw_out(b, b"\xa1\x62V6\x90", 5)
+        else:
+            raise EncodeError(f"must be an ipaddress object, not {type(value).__name__}")
+        data = value.packed
+        _byte_array_out(b, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    else:  # pragma: no cover - schema bug
+        raise TypeError(f"unknown field kind {kind}")
+    return 0
+
+
+cdef int _write_list(Buf* b, _Fld f, object value, bint nested) except -1:
+    cdef Py_ssize_t n, i = 0
+    cdef _Fld elem = f.elem
+    if PyTuple_CheckExact(value):
+        n = PyTuple_GET_SIZE(value)
+    else:
+        if isinstance(value, _NOT_SEQ) or not hasattr(value, "__len__"):
+            raise EncodeError(f"must be a sequence, not {type(value).__name__}")
+        n = len(value)
+    if f.size and <uint64_t>n > f.size:
+        raise EncodeError(f"has {n} entries, limit {f.size}")
+    _head_out(b, 4, <uint64_t>n)
+    try:
+        if PyTuple_CheckExact(value):
+            for i in range(n):
+                _write_field(b, elem, <object>PyTuple_GET_ITEM(value, i), nested)
+        else:
+            for item in value:
+                _write_field(b, elem, item, nested)
+                i += 1
+    except EncodeError as exc:
+        exc.add_context(f"[{i}]")
+        raise
+    return 0
+
+
+# --------------------------------------------------------------------------- decoding
+cdef struct Reader:
+    const unsigned char* data
+    Py_ssize_t pos
+    Py_ssize_t end
+
+
+cdef int _head(Reader* r, int* major, uint64_t* arg) except -1:
+    """Read one head: (major, argument)."""
+    cdef Py_ssize_t pos = r.pos
+    cdef unsigned char b
+    cdef int info, n, i
+    cdef uint64_t v
+    if pos >= r.end:
+        raise TruncatedInput("input ended where a CBOR item was expected", offset=pos)
+    b = r.data[pos]
+    major[0] = b >> 5
+    info = b & 31
+    if info < 24:
+        r.pos = pos + 1
+        arg[0] = <uint64_t>info
+        return 0
+    if info > 27:
+        if info == 31:
+            raise MalformedCbor("indefinite-length items and 'break' are not allowed", offset=pos)
+        raise MalformedCbor(f"reserved additional information {info}", offset=pos)
+    n = 1 << (info - 24)
+    if n > r.end - pos - 1:
+        raise TruncatedInput("input ended inside a CBOR head", offset=pos)
+    v = 0
+    for i in range(1, n + 1):
+        v = (v << 8) | r.data[pos + i]
+    r.pos = pos + 1 + n
+    arg[0] = v
+    return 0
+
+
+cdef inline uint64_t _left(Reader* r) noexcept:
+    return <uint64_t>(r.end - r.pos)
+
+
+cdef object _take(Reader* r, uint64_t n, Py_ssize_t start):
+    cdef Py_ssize_t pos = r.pos
+    if n > _left(r):
+        raise TruncatedInput(f"length {n} runs past the end of the input", offset=start)
+    r.pos = pos + <Py_ssize_t>n
+    return PyBytes_FromStringAndSize(<const char*>(r.data + pos), <Py_ssize_t>n)
+
+
+cdef int _skip(Reader* r, int depth) except -1:
+    """Skip one well-formed definite-length item (an unknown key's value)."""
+    cdef Py_ssize_t start
+    cdef int major
+    cdef uint64_t arg, k
+    if depth > MAX_NESTING:
+        raise LimitExceeded(f"CBOR nesting deeper than {MAX_NESTING}", offset=r.pos)
+    start = r.pos
+    _head(r, &major, &arg)
+    if major == 2 or major == 3:
+        if arg > _left(r):
+            raise TruncatedInput(f"length {arg} runs past the end of the input", offset=start)
+        r.pos += <Py_ssize_t>arg
+    elif major == 4:
+        if arg > _left(r):
+            raise TruncatedInput(f"array of {arg} items cannot fit", offset=start)
+        k = 0
+        while k < arg:
+            _skip(r, depth + 1)
+            k += 1
+    elif major == 5:
+        if arg > _left(r) // 2:
+            raise TruncatedInput(f"map of {arg} entries cannot fit", offset=start)
+        k = 0
+        while k < arg:
+            _skip(r, depth + 1)
+            _skip(r, depth + 1)
+            k += 1
+    elif major == 6:
+        _skip(r, depth + 1)
+    # majors 0, 1, 7: the head was the whole item
+    return 0
+
+
+def decode(cls, data, max_size=None):
+    """Decode ``data`` (any bytes-like object) as one ``cls`` record, rejecting trailing bytes."""
+    cdef _Rec c = _schema(cls)
+    cdef Py_buffer view
+    cdef bint have_view = False
+    cdef Reader r
+    cdef Py_ssize_t n
+    if max_size is None:
+        max_size = cls.__wire_max__
+    if PyBytes_CheckExact(data):
+        r.data = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+    else:
+        if isinstance(data, memoryview) and not data.c_contiguous and data.format == "B" and data.ndim == 1:
+            data = data.tobytes()  # the pure twin indexes it element by element
+            r.data = <const unsigned char*>PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            have_view = True
+            r.data = <const unsigned char*>view.buf
+            n = view.len
+    try:
+        if n > max_size:
+            raise LimitExceeded(
+                f"{c.names} input of {n} bytes exceeds the limit of {max_size}", path=c.names
+            )
+        r.pos = 0
+        r.end = n
+        try:
+            obj = _read_record(&r, c, 0)
+            if r.pos != n:
+                raise TrailingBytes(f"{n - r.pos} bytes after the end of the record", offset=r.pos)
+        except DecodeError as exc:
+            exc.add_context(c.names)
+            raise
+        return obj
+    finally:
+        if have_view:
+            PyBuffer_Release(&view)
+
+
+cdef inline Py_ssize_t _find(_Rec c, const unsigned char* kp, Py_ssize_t klen, Py_ssize_t expect):
+    cdef Py_ssize_t j
+    cdef _Fld f
+    if expect < c.nfields:
+        f = <_Fld>c.fields[expect]
+        if f.klen == klen and memcmp(f.kptr, kp, <size_t>klen) == 0:
+            return expect
+    for j in range(c.nfields):
+        f = <_Fld>c.fields[j]
+        if f.klen == klen and memcmp(f.kptr, kp, <size_t>klen) == 0:
+            return j
+    return -1
+
+
+cdef object _read_record(Reader* r, _Rec c, int depth):
+    cdef Py_ssize_t start = r.pos, kstart, i, cur = -1, expect = 0, nf = c.nfields
+    cdef int major
+    cdef uint64_t count, klen, k
+    cdef const unsigned char* kp
+    cdef _Fld f
+    cdef set unknown = None
+    cdef list values = None
+    _head(r, &major, &count)
+    if major != 5:
+        raise WrongType(f"expected a map for {c.names}, got major type {major}", offset=start)
+    if count > _left(r) // 2:
+        raise TruncatedInput(f"map of {count} entries cannot fit", offset=start)
+    if c.fast:
+        obj = _alloc(c)
+    else:
+        obj = None
+        values = [_MISSING] * nf
+    try:
+        k = 0
+        while k < count:
+            k += 1
+            kstart = r.pos
+            _head(r, &major, &klen)
+            if major != 3:
+                raise WrongType(f"map key must be text, got major type {major}", offset=kstart)
+            if klen > _left(r):
+                raise TruncatedInput(f"length {klen} runs past the end of the input", offset=kstart)
+            kp = r.data + r.pos
+            r.pos += <Py_ssize_t>klen
+            i = _find(c, kp, <Py_ssize_t>klen, expect)
+            if i < 0:
+                key = PyBytes_FromStringAndSize(<const char*>kp, <Py_ssize_t>klen)
+                if unknown is None:
+                    unknown = {key}
+                elif key in unknown:
+                    raise DuplicateKey(f"duplicate key {key!r}", offset=kstart)
+                else:
+                    unknown.add(key)
+                _skip(r, depth + 1)
+                continue
+            expect = i + 1
+            f = <_Fld>c.fields[i]
+            if (_slot_is_set(obj, f.offset) if values is None else values[i] is not _MISSING):
+                raise DuplicateKey(f"duplicate key {f.name!r}", offset=kstart)
+            cur = i
+            value = _read_field(r, f, depth)
+            cur = -1
+            if values is None:
+                _slot_put(obj, f.offset, value)
+            else:
+                values[i] = value
+    except DecodeError as exc:
+        if cur >= 0:
+            exc.add_context((<_Fld>c.fields[cur]).name)
+        raise
+    if values is None:
+        for i in range(nf):
+            f = <_Fld>c.fields[i]
+            if not _slot_is_set(obj, f.offset):
+                if not f.nullable:
+                    raise MissingField(f"missing key {f.name!r}", offset=start)
+                _slot_put(obj, f.offset, None)
+        return obj
+    obj = object.__new__(c.cls)
+    for i in range(nf):
+        f = <_Fld>c.fields[i]
+        value = values[i]
+        if value is _MISSING:
+            if not f.nullable:
+                raise MissingField(f"missing key {f.name!r}", offset=start)
+            value = None
+        _obj_setattr(obj, f.name, value)
+    return obj
+
+
+class _Missing:
+    __slots__ = ()
+
+
+cdef object _MISSING = _Missing()
+
+
+cdef object _read_field(Reader* r, _Fld f, int depth):
+    cdef Py_ssize_t start = r.pos
+    cdef int major, kind = f.kind
+    cdef uint64_t value
+    cdef unsigned char b
+    if start >= r.end:
+        raise TruncatedInput("input ended where a value was expected", offset=start)
+    if f.nullable and r.data[start] == 0xF6:
+        r.pos = start + 1
+        return None
+    if kind == K_FIXED:
+        return _read_fixed(r, f.size)
+    if kind == K_UINT:
+        _head(r, &major, &value)
+        if major != 0:
+            if major == 1:
+                raise IntOutOfRange("negative integer where an unsigned one is required", offset=start)
+            raise WrongType(f"expected an unsigned integer, got major type {major}", offset=start)
+        if value > f.size:
+            raise IntOutOfRange(f"{value} is above the maximum {f.size}", offset=start)
+        return PyLong_FromUnsignedLongLong(value)
+    if kind == K_TEXT:
+        return _read_text(r)
+    if kind == K_LIST:
+        return _read_list(r, f, depth)
+    if kind == K_RECORD:
+        return _read_record(r, f.sub, depth + 1)
+    if kind == K_BYTES:
+        _head(r, &major, &value)
+        if major != 2:
+            raise WrongType(f"expected a byte string, got major type {major}", offset=start)
+        if value > f.size:
+            raise LimitExceeded(f"byte string of {value} bytes, limit {f.size}", offset=start)
+        return _take(r, value, start)
+    if kind == K_BOOL:
+        b = r.data[start]
+        if b == 0xF5 or b == 0xF4:
+            r.pos = start + 1
+            return b == 0xF5
+        raise WrongType("expected true or false", offset=start)
+    if kind == K_ENUM:
+        text = _read_text(r)
+        member = f.enum_map.get(text.encode())
+        if member is None:
+            raise InvalidValue(f"{text!r} is not one of {sorted(f.enum_map)}", offset=start)
+        return member
+    if kind == K_IP:
+        return _read_ip(r)
+    raise TypeError(f"unknown field kind {kind}")  # pragma: no cover - schema bug
+
+
+cdef object _read_list(Reader* r, _Fld f, int depth):
+    cdef Py_ssize_t start = r.pos, i = 0, n
+    cdef int major
+    cdef uint64_t count
+    cdef _Fld elem = f.elem
+    _head(r, &major, &count)
+    if major != 4:
+        raise WrongType(f"expected an array, got major type {major}", offset=start)
+    if f.size and count > f.size:
+        raise LimitExceeded(f"array of {count} entries, limit {f.size}", offset=start)
+    if count > _left(r):
+        raise TruncatedInput(f"array of {count} entries cannot fit", offset=start)
+    n = <Py_ssize_t>count
+    out = PyTuple_New(n)
+    try:
+        for i in range(n):
+            item = _read_field(r, elem, depth + 1)
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(out, i, <PyObject*>item)
+    except DecodeError as exc:
+        exc.add_context(f"[{i}]")
+        raise
+    return out
+
+
+cdef object _read_text(Reader* r):
+    cdef Py_ssize_t start = r.pos
+    cdef int major
+    cdef uint64_t n
+    cdef const char* p
+    cdef PyObject* s
+    _head(r, &major, &n)
+    if major != 3:
+        raise WrongType(f"expected text, got major type {major}", offset=start)
+    if n > _left(r):
+        raise TruncatedInput(f"length {n} runs past the end of the input", offset=start)
+    p = <const char*>(r.data + r.pos)
+    r.pos += <Py_ssize_t>n
+    s = _decode_utf8(p, <Py_ssize_t>n, NULL)
+    if s == NULL:
+        _utf8_error(p, <Py_ssize_t>n, start)
+    text = <object>s
+    Py_DECREF(text)  # drop the decoder's reference: ``text`` holds one
+    return text
+
+
+cdef int _utf8_error(const char* p, Py_ssize_t n, Py_ssize_t start) except -1:
+    PyErr_Clear()
+    raw = PyBytes_FromStringAndSize(p, n)
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedCbor(f"invalid UTF-8 in text: {exc.reason}", offset=start) from None
+    raise MemoryError()  # the first decode failed for another reason
+
+
+cdef object _read_fixed(Reader* r, uint64_t size):
+    cdef Py_ssize_t start = r.pos, pos, end, i, n
+    cdef int major
+    cdef uint64_t count, value
+    cdef const unsigned char* data = r.data
+    cdef unsigned char* o
+    cdef unsigned char x
+    _head(r, &major, &count)
+    if major == 2:
+        if count != size:
+            raise WrongLength(f"expected {size} bytes, got a byte string of {count}", offset=start)
+        return _take(r, count, start)
+    if major != 4:
+        raise WrongType(f"expected an array of {size} byte values, got major type {major}", offset=start)
+    if count != size:
+        raise WrongLength(f"expected an array of {size} byte values, got {count}", offset=start)
+    n = <Py_ssize_t>size
+    out = PyBytes_FromStringAndSize(NULL, n)
+    o = <unsigned char*>PyBytes_AS_STRING(out)
+    end = r.end
+    pos = r.pos
+    for i in range(n):
+        if pos >= end:
+            raise TruncatedInput("input ended inside a byte array", offset=pos)
+        x = data[pos]
+        if x < 24:
+            o[i] = x
+            pos += 1
+        elif x == 24 and pos + 1 < end:
+            o[i] = data[pos + 1]
+            pos += 2
+        else:
+            r.pos = pos
+            _head(r, &major, &value)
+            if major != 0:
+                if major == 1:
+                    raise IntOutOfRange("negative byte value", offset=pos)
+                raise WrongType(
+                    f"byte array element must be an unsigned integer, got major type {major}", offset=pos
+                )
+            if value > 255:
+                raise IntOutOfRange(f"byte array element {value} is above 255", offset=pos)
+            o[i] = <unsigned char>value
+            pos = r.pos
+    r.pos = pos
+    return out
+
+
+cdef object _read_ip(Reader* r):
+    cdef Py_ssize_t start = r.pos, kstart
+    cdef int major
+    cdef uint64_t count, klen
+    _head(r, &major, &count)
+    if major != 5:
+        raise WrongType(f"expected an IP address map, got major type {major}", offset=start)
+    if count != 1:
+        raise InvalidValue(f"IP address map must have exactly one entry, has {count}", offset=start)
+    kstart = r.pos
+    _head(r, &major, &klen)
+    if major != 3:
+        raise WrongType(f"IP address key must be text, got major type {major}", offset=kstart)
+    key = _take(r, klen, kstart)
+    if key == b"V4":
+        return _IPV4(_read_fixed(r, 4))
+    if key == b"V6":
+        return _IPV6(_read_fixed(r, 16))
+    raise InvalidValue(f"IP address key must be 'V4' or 'V6', not {key!r}", offset=kstart)
+
+
+__all__ = ["decode", "encode", "encode_signing"]
