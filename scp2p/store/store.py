@@ -166,22 +166,23 @@ class Store:
         db = db.expanduser().absolute()
         ensure_private_dir(db.parent)
         lock_fd = _acquire_lock(db)
-        conn = None
         try:
             _create_private_file(db)
             try:
                 conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READWRITE)
             except apsw.Error as exc:
                 raise _translate_open(db, exc) from exc
-            store = cls(db, conn, lock_fd, manifest_cache)
-            store._setup(synchronous.upper(), migrations)
-            store._init_keys(passphrase, kdf)
-            return store
         except BaseException:
-            if conn is not None:
-                conn.close()
             _release_lock(lock_fd)
             raise
+        store = cls(db, conn, lock_fd, manifest_cache)  # from here on, store.close() owns conn and lock
+        try:
+            store._setup(synchronous.upper(), migrations)
+            store._init_keys(passphrase, kdf)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def _setup(self, synchronous: str, migrations: Sequence[Migration]) -> None:
         conn = self._conn
@@ -292,8 +293,11 @@ class Store:
 
     @_guarded
     def integrity_check(self, *, quick: bool = False) -> list[str]:
-        """``PRAGMA integrity_check`` (or ``quick_check``): ``['ok']`` when healthy."""
-        return [r[0] for r in self._all("PRAGMA quick_check" if quick else "PRAGMA integrity_check")]
+        """``PRAGMA integrity_check`` (or ``quick_check``): ``['ok']`` when healthy, else the problems found."""
+        try:
+            return [r[0] for r in self._all("PRAGMA quick_check" if quick else "PRAGMA integrity_check")]
+        except (apsw.CorruptError, apsw.NotADBError) as exc:  # too damaged for the check to finish
+            return [f"check aborted: {exc}"]
 
     @_guarded
     def checkpoint(self, *, truncate: bool = False) -> None:
@@ -926,8 +930,7 @@ def _create_private_file(path: Path) -> None:
     except FileExistsError:
         if not path.is_file():
             raise NotADatabase(path, "is not a regular file") from None
-        _private_mode(path)
-        return
+        return  # its mode is tightened only once it is known to be ours
     except OSError as exc:
         raise StoreReadOnly(path, f"cannot create the database file ({exc.strerror or exc}); is the directory writable?") from exc
     os.close(fd)
@@ -959,7 +962,8 @@ def _acquire_lock(db: Path) -> int | None:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as exc:
-        raise StoreReadOnly(lock_path, f"cannot create the lock file ({exc.strerror or exc}); is the directory writable?") from exc
+        raise StoreReadOnly(db, f"cannot create the lock file {lock_path.name} ({exc.strerror or exc}); "
+                                "is the directory writable?") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
