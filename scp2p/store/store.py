@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 #: blobs are stored in rows of this size, so a large search index never needs one huge row
 BLOB_CHUNK_SIZE = 1 << 20
+_MANY_SLICE = 256
 _I64_MAX = (1 << 63) - 1
 _BIAS = 1 << 63
 _U64 = 1 << 64
@@ -285,6 +286,13 @@ class Store:
         self._conn.execute(sql, args)
         return self._conn.changes()
 
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``executemany`` in slices: between slices Python can switch threads (the event loop's
+        thread gets the GIL back), which one long C-level ``executemany`` call would not allow."""
+        assert self._conn is not None
+        for i in range(0, len(rows), _MANY_SLICE):
+            self._conn.executemany(sql, rows[i : i + _MANY_SLICE])
+
     @property
     @_guarded
     def schema_version(self) -> int:
@@ -468,9 +476,8 @@ class Store:
     def upsert_peers(self, peers: Iterable[PeerRecord]) -> int:
         """Upsert many peers in one transaction; returns how many were given."""
         args = [self._peer_args(p) for p in peers]
-        assert self._conn is not None
         with self.transaction():
-            self._conn.executemany(self._PEER_UPSERT, args)
+            self._executemany(self._PEER_UPSERT, args)
         return len(args)
 
     @_guarded
@@ -624,7 +631,7 @@ class Store:
             victims.append(mid)
             over_n -= 1
             over_b -= msize
-        self._conn.executemany("DELETE FROM manifests WHERE manifest_id = ?", [(v,) for v in victims])
+        self._executemany("DELETE FROM manifests WHERE manifest_id = ?", [(v,) for v in victims])
         log.debug("store: evicted %d cached manifests", len(victims))
 
     @_guarded
@@ -684,7 +691,7 @@ class Store:
     def put_dht_values(self, values: Iterable[OwnedDhtValue]) -> None:
         assert self._conn is not None
         with self.transaction():
-            self._conn.executemany(
+            self._executemany(
                 "INSERT OR REPLACE INTO dht_owned(key, value, ttl, next_republish_at) VALUES (?, ?, ?, ?)",
                 [(v.key, v.value, v.ttl, _time_in(v.next_republish_at)) for v in values])
 
@@ -763,7 +770,7 @@ class Store:
         """Insert or update files of a published share (by path)."""
         assert self._conn is not None
         with self.transaction():
-            self._conn.executemany(
+            self._executemany(
                 f"INSERT OR REPLACE INTO published_files(share_id, {self._FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [self._file_args(share_id, f) for f in files])
 
@@ -774,7 +781,7 @@ class Store:
         args = [self._file_args(share_id, f) for f in files]
         with self.transaction():
             self._exec("DELETE FROM published_files WHERE share_id = ?", (share_id,))
-            self._conn.executemany(
+            self._executemany(
                 f"INSERT INTO published_files(share_id, {self._FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", args)
 
     @_guarded
