@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from scp2p.errors import Scp2pError
 from scp2p.wire import codec as selected
 
-from .conftest import FUZZ_EXAMPLES, SEEDED_MUTATIONS, TWIN_MODULES, _twins, load_twin
-from .strategies import RECORD_CLASSES, mutated, random_mutation, random_record, record_strategy
+from helpers import FUZZ_EXAMPLES, SEEDED_MUTATIONS, TWIN_MODULES, load_twin, twin_names
+from strategies import RECORD_CLASSES, mutated, random_mutation, random_record, record_strategy
 
-TWINS = [load_twin(name) for name in _twins()]
+TWINS = [load_twin(name) for name in twin_names()]
 NAMES = [c.__name__ for c in RECORD_CLASSES]
 
 
@@ -86,4 +86,4 @@ def test_seeded_mutations_only_raise_scp2p_errors(cls):
 
 
 def test_twin_modules_listed():
-    assert set(_twins()) <= set(TWIN_MODULES)
+    assert set(twin_names()) <= set(TWIN_MODULES)
