@@ -87,8 +87,12 @@ cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
     Py_ssize_t PyTuple_GET_SIZE(object)
 
-    int PyObject_GenericSetAttr(object, object, object) except -1
-    PyObject* PyObject_GetAttr(object, object)
+    PyObject* _bytes_new "PyBytes_FromStringAndSize"(const char*, Py_ssize_t)
+    int _bytes_resize "_PyBytes_Resize"(PyObject**, Py_ssize_t)
+    void _xdecref "Py_XDECREF"(PyObject*)
+    void PyObject_GC_Track(PyObject*)
+    void PyObject_GC_UnTrack(PyObject*)
+    int PyObject_GC_IsTracked(PyObject*)
 
 
 cdef extern from "structmember.h":
@@ -149,6 +153,7 @@ cdef class _Fld:
     cdef const char* hptr
     cdef Py_ssize_t hlen
     cdef Py_ssize_t offset  # slot offset in the owning record, or -1
+    cdef bint atomic        # values never hold references to GC-tracked objects
 
 
 cdef class _Rec:
@@ -167,15 +172,13 @@ cdef dict _cache = {}
 
 cdef bytes _py_head(int major, uint64_t value):
     cdef Buf b
-    b.p = NULL
-    b.n = 0
-    b.cap = 0
+    _buf_init(&b)
     try:
         _reserve(&b, 9)
         _put_head(&b, major, value)
-        return PyBytes_FromStringAndSize(b.p, b.n)
+        return _buf_finish(&b)
     finally:
-        free(b.p)
+        _buf_free(&b)
 
 
 cdef _Fld _compile_field(f):
@@ -194,6 +197,7 @@ cdef _Fld _compile_field(f):
     cf.hptr = PyBytes_AS_STRING(cf.key_head)
     cf.hlen = PyBytes_GET_SIZE(cf.key_head)
     cf.offset = -1
+    cf.atomic = cf.kind in (K_UINT, K_BOOL, K_TEXT, K_FIXED, K_BYTES)
     return cf
 
 
@@ -282,23 +286,57 @@ cdef object _alloc(_Rec c):
 
 # --------------------------------------------------------------------------- encoding
 cdef struct Buf:
+    # the output is built in place in a bytes object, grown by _PyBytes_Resize (realloc)
+    PyObject* obj
     char* p
     Py_ssize_t n
     Py_ssize_t cap
 
 
+cdef inline void _buf_init(Buf* b) noexcept:
+    b.obj = NULL
+    b.p = NULL
+    b.n = 0
+    b.cap = 0
+
+
+cdef inline void _buf_free(Buf* b) noexcept:
+    _xdecref(b.obj)
+    b.obj = NULL
+    b.p = NULL
+
+
+cdef bytes _buf_finish(Buf* b):
+    """The output as bytes (shrunk in place to its length); the buffer is handed over."""
+    if b.obj == NULL:
+        return b""
+    if _bytes_resize(&b.obj, b.n) < 0:  # frees and clears b.obj on failure
+        b.p = NULL
+        raise MemoryError()
+    out = <bytes>b.obj
+    _xdecref(b.obj)  # ``out`` holds the reference now
+    b.obj = NULL
+    b.p = NULL
+    return out
+
+
 cdef int _grow(Buf* b, Py_ssize_t extra) except -1:
     cdef Py_ssize_t need = b.n + extra
     cdef Py_ssize_t cap = b.cap * 2
-    cdef char* p
     if cap < need:
         cap = need
     if cap < 256:
         cap = 256
-    p = <char*>realloc(b.p, <size_t>cap)
-    if p == NULL:
+    if b.obj == NULL:
+        b.obj = _bytes_new(NULL, cap)
+        if b.obj == NULL:
+            raise MemoryError()
+    elif _bytes_resize(&b.obj, cap) < 0:  # frees and clears b.obj on failure
+        b.p = NULL
+        b.n = 0
+        b.cap = 0
         raise MemoryError()
-    b.p = p
+    b.p = PyBytes_AS_STRING(<object>b.obj)
     b.cap = cap
     return 0
 
@@ -361,22 +399,21 @@ cdef inline int _raw_out(Buf* b, const char* p, Py_ssize_t n) except -1:
 
 
 cdef int _byte_array_out(Buf* b, const unsigned char* src, Py_ssize_t n) except -1:
-    """Each byte as a CBOR uint: one octet below 24, else 0x18 and the byte."""
+    """Each byte as a CBOR uint: one octet below 24, else 0x18 and the byte (branch-free)."""
     cdef Py_ssize_t i
     cdef unsigned char x
+    cdef int big
     cdef unsigned char* o
     if 2 * n > b.cap - b.n:
         _grow(b, 2 * n)
     o = <unsigned char*>(b.p + b.n)
+    # o[1] is always written: within the 2 * n reserved bytes, as o <= start + 2 * i
     for i in range(n):
         x = src[i]
-        if x < 24:
-            o[0] = x
-            o += 1
-        else:
-            o[0] = 24
-            o[1] = x
-            o += 2
+        big = x >= 24
+        o[0] = 24 if big else x
+        o[1] = x
+        o += 1 + big
     b.n = <char*>o - b.p
     return 0
 
@@ -385,18 +422,16 @@ def encode(obj):
     """Encode a record as its v0.1 wire map."""
     cdef _Rec c = _schema_for(obj)
     cdef Buf b
-    b.p = NULL
-    b.n = 0
-    b.cap = 0
+    _buf_init(&b)
     try:
         try:
             _write_record(&b, obj, c, False)
         except EncodeError as exc:
             exc.add_context(c.names)
             raise
-        return PyBytes_FromStringAndSize(b.p, b.n)
+        return _buf_finish(&b)
     finally:
-        free(b.p)
+        _buf_free(&b)
 
 
 def encode_signing(obj, nfields, nested_arrays):
@@ -413,9 +448,7 @@ def encode_signing(obj, nfields, nested_arrays):
     if not 0 <= nfields <= c.nfields:
         raise EncodeError(f"has {c.nfields} fields, cannot sign {nfields}", path=c.names)
     n = nfields
-    b.p = NULL
-    b.n = 0
-    b.cap = 0
+    _buf_init(&b)
     try:
         try:
             _head_out(&b, 4, <uint64_t>n)
@@ -430,9 +463,9 @@ def encode_signing(obj, nfields, nested_arrays):
         except EncodeError as exc:
             exc.add_context(c.names)
             raise
-        return PyBytes_FromStringAndSize(b.p, b.n)
+        return _buf_finish(&b)
     finally:
-        free(b.p)
+        _buf_free(&b)
 
 
 cdef int _write_record(Buf* b, object obj, _Rec c, bint as_array) except -1:
@@ -739,6 +772,7 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
         raise TruncatedInput(f"map of {count} entries cannot fit", offset=start)
     if c.fast:
         obj = _alloc(c)
+        PyObject_GC_UnTrack(<PyObject*>obj)  # tracked when complete, if it needs to be
     else:
         obj = None
         values = [_MISSING] * nf
@@ -787,6 +821,17 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
                 if not f.nullable:
                     raise MissingField(f"missing key {f.name!r}", offset=start)
                 _slot_put(obj, f.offset, None)
+        # The record was built untracked by the cyclic GC. Track it iff one of its
+        # values is a tracked object: the rule CPython's GC applies to tuples
+        # (_PyTuple_MaybeUntrack), applied once the container is complete. A record
+        # holding only atomic values (bytes, str, int, None, untracked records and
+        # tuples) cannot be part of a reference cycle, and decoded records are
+        # frozen, so the GC never has to traverse (again and again) a big decoded tree.
+        for i in range(nf):
+            f = <_Fld>c.fields[i]
+            if not f.atomic and PyObject_GC_IsTracked((<PyObject**>((<char*><PyObject*>obj) + f.offset))[0]):
+                PyObject_GC_Track(<PyObject*>obj)
+                break
         return obj
     obj = object.__new__(c.cls)
     for i in range(nf):
@@ -872,6 +917,7 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
         raise TruncatedInput(f"array of {count} entries cannot fit", offset=start)
     n = <Py_ssize_t>count
     out = PyTuple_New(n)
+    PyObject_GC_UnTrack(<PyObject*>out)  # tracked when complete, if it needs to be
     try:
         for i in range(n):
             item = _read_field(r, elem, depth + 1)
@@ -880,6 +926,11 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
     except DecodeError as exc:
         exc.add_context(f"[{i}]")
         raise
+    if not elem.atomic:  # see _read_record: track it iff an item is tracked
+        for i in range(n):
+            if PyObject_GC_IsTracked(PyTuple_GET_ITEM(out, i)):
+                PyObject_GC_Track(<PyObject*>out)
+                break
     return out
 
 
@@ -921,6 +972,7 @@ cdef object _read_fixed(Reader* r, uint64_t size):
     cdef const unsigned char* data = r.data
     cdef unsigned char* o
     cdef unsigned char x
+    cdef int two, bad
     _head(r, &major, &count)
     if major == 2:
         if count != size:
@@ -935,6 +987,20 @@ cdef object _read_fixed(Reader* r, uint64_t size):
     o = <unsigned char*>PyBytes_AS_STRING(out)
     end = r.end
     pos = r.pos
+    if end - pos >= 2 * n:
+        # fast path: every element read here (<= 2 bytes each) is within the input;
+        # branch-free for the shortest forms, anything else re-done by the checked loop
+        bad = 0
+        for i in range(n):
+            x = data[pos]
+            two = x == 24
+            o[i] = data[pos + 1] if two else x
+            bad |= x > 24
+            pos += 1 + two
+        if not bad:
+            r.pos = pos
+            return out
+        pos = r.pos
     for i in range(n):
         if pos >= end:
             raise TruncatedInput("input ended inside a byte array", offset=pos)
