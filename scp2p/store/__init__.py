@@ -18,7 +18,7 @@ from .records import (
     PeerRecord,
     PublishedFile,
     PublishedShare,
-    ShareKey,
+    OwnedShareKey,
     Subscription,
     TrustLevel,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "PublishedFile",
     "PublishedShare",
     "SCHEMA_VERSION",
-    "ShareKey",
+    "OwnedShareKey",
     "Store",
     "Subscription",
     "TrustLevel",

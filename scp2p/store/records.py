@@ -7,16 +7,18 @@ unix seconds passed in by the caller: the store never reads a clock.
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
 
+from ..errors import KeyFormatError
+from ..identity import NodeKey, ShareKey
+from ..identity import share_id as share_id_of
 from ..limits import ID_LEN, MAX_DHT_VALUE, MAX_TTL, NODE_ID_LEN, PUBKEY_LEN, U16_MAX, U64_MAX
 
 __all__ = [
     "TrustLevel",
     "BlocklistRole",
     "NodeKey",
-    "ShareKey",
+    "OwnedShareKey",
     "PeerRecord",
     "Subscription",
     "ManifestRow",
@@ -64,47 +66,24 @@ class BlocklistRole(str, enum.Enum):
     HONOURED = "honoured"  #: the user chose to honour this share's blocklist
 
 
-def node_id_of(public_key: bytes) -> bytes:
-    """NodeId = first 20 bytes of SHA-256(node public key) (PROTOCOL.md section 1)."""
-    return hashlib.sha256(public_key).digest()[:NODE_ID_LEN]
-
-
-def share_id_of(public_key: bytes) -> bytes:
-    """ShareId = SHA-256(share public key)."""
-    return hashlib.sha256(public_key).digest()
-
-
 @dataclass(frozen=True, slots=True)
-class NodeKey:
-    """The node's Ed25519 identity: 32-byte private seed and 32-byte public key."""
+class OwnedShareKey:
+    """A share this node publishes: its key (``scp2p.identity.ShareKey``) and a local label."""
 
-    private_key: bytes = field(repr=False)
-    public_key: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes("private_key", self.private_key, SEED_LEN)
-        _check_bytes("public_key", self.public_key, PUBKEY_LEN)
-
-    @property
-    def node_id(self) -> bytes:
-        return node_id_of(self.public_key)
-
-
-@dataclass(frozen=True, slots=True)
-class ShareKey:
-    """A share this node publishes: its Ed25519 key pair and a local label."""
-
-    private_key: bytes = field(repr=False)
-    public_key: bytes
+    key: ShareKey
     label: str | None = None
 
     def __post_init__(self) -> None:
-        _check_bytes("private_key", self.private_key, SEED_LEN)
-        _check_bytes("public_key", self.public_key, PUBKEY_LEN)
+        if not isinstance(self.key, ShareKey):
+            raise KeyFormatError("OwnedShareKey.key must be a scp2p.identity.ShareKey")
 
     @property
     def share_id(self) -> bytes:
-        return share_id_of(self.public_key)
+        return self.key.share_id
+
+    @property
+    def public_key(self) -> bytes:
+        return self.key.public_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import apsw
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import (
     BlobConflict,
@@ -37,7 +35,7 @@ from ..errors import (
     StoreReadOnly,
     WrongPassphrase,
 )
-from ..errors import KeyFormatError
+from ..identity import NodeKey, ShareKey
 from . import keycrypt
 from .datadir import DB_FILENAME, default_data_dir, ensure_private_dir
 from .keycrypt import KdfParams
@@ -45,17 +43,15 @@ from .records import (
     Blob,
     BlocklistRole,
     ManifestRow,
-    NodeKey,
     OwnedDhtValue,
+    OwnedShareKey,
     PartialDownload,
     PeerRecord,
     PublishedFile,
     PublishedShare,
-    ShareKey,
     Subscription,
     TrustLevel,
     set_bits,
-    share_id_of,
 )
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Migration, migrate, user_version
 
@@ -105,12 +101,6 @@ class ManifestCachePolicy:
     @classmethod
     def light(cls) -> "ManifestCachePolicy":
         return cls(max_entries=2_000, max_bytes=32 * 1024 * 1024)
-
-
-def _public_of(seed: bytes) -> bytes:
-    if not isinstance(seed, bytes) or len(seed) != 32:
-        raise KeyFormatError("an Ed25519 private key is a 32-byte seed")
-    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
@@ -385,14 +375,16 @@ class Store:
         if row is None:
             return None
         seed = self._open_secret(row[1], row[2], "node_identity", b"1")
-        if _public_of(seed) != row[0]:
+        key = NodeKey(seed)
+        if key.public_key != row[0]:
             raise StoreCorrupt(self.path, "node private key does not match its public key")
-        return NodeKey(seed, row[0])
+        return key
 
     @_guarded
-    def set_node_key(self, private_key: bytes, *, replace: bool = False) -> NodeKey:
-        """Store the node identity. Refuses to replace an existing one unless ``replace``."""
-        public = _public_of(private_key)
+    def set_node_key(self, key: NodeKey | bytes, *, replace: bool = False) -> NodeKey:
+        """Store the node identity (a key or its 32-byte seed). Refuses to replace one unless ``replace``."""
+        key = key if isinstance(key, NodeKey) else NodeKey(key)
+        private_key, public = key.seed, key.public_key
         with self.transaction():
             if not replace and self._one("SELECT 1 FROM node_identity WHERE id = 1"):
                 raise StoreError(self.path, "a node identity already exists (pass replace=True to replace it)")
@@ -401,7 +393,7 @@ class Store:
                 "INSERT OR REPLACE INTO node_identity(id, public_key, secret, secret_fmt) VALUES (1, ?, ?, ?)",
                 (public, secret, fmt),
             )
-        return NodeKey(private_key, public)
+        return key
 
     @_guarded
     def ensure_node_key(self) -> NodeKey:
@@ -411,35 +403,35 @@ class Store:
             if existing is not None:
                 return existing
             log.info("store %s: generating a new node identity", self.path)
-            seed = Ed25519PrivateKey.generate().private_bytes_raw()
-            return self.set_node_key(seed)
+            return self.set_node_key(NodeKey.generate())
 
     @_guarded
-    def add_share_key(self, private_key: bytes, label: str | None = None) -> ShareKey:
-        """Store a share key pair this node publishes (idempotent; updates the label)."""
-        public = _public_of(private_key)
-        share_id = share_id_of(public)
+    def add_share_key(self, key: ShareKey | bytes, label: str | None = None) -> OwnedShareKey:
+        """Store a share key this node publishes (a key or its seed; idempotent, updates the label)."""
+        key = key if isinstance(key, ShareKey) else ShareKey(key)
+        private_key, public, share_id = key.seed, key.public_key, key.share_id
         secret, fmt = keycrypt.seal(self._kek, private_key, "share_keys", share_id)
         self._exec(
             "INSERT INTO share_keys(share_id, public_key, secret, secret_fmt, label) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(share_id) DO UPDATE SET label = excluded.label",
             (share_id, public, secret, fmt, label),
         )
-        return ShareKey(private_key, public, label)
+        return OwnedShareKey(key, label)
 
     @_guarded
-    def share_key(self, share_id: bytes) -> ShareKey | None:
+    def share_key(self, share_id: bytes) -> OwnedShareKey | None:
         row = self._one("SELECT public_key, secret, secret_fmt, label FROM share_keys WHERE share_id = ?", (share_id,))
         return None if row is None else self._share_key(share_id, row)
 
-    def _share_key(self, share_id: bytes, row: tuple[Any, ...]) -> ShareKey:
+    def _share_key(self, share_id: bytes, row: tuple[Any, ...]) -> OwnedShareKey:
         seed = self._open_secret(row[1], row[2], "share_keys", share_id)
-        if _public_of(seed) != row[0] or share_id_of(row[0]) != share_id:
+        key = ShareKey(seed)
+        if key.public_key != row[0] or key.share_id != share_id:
             raise StoreCorrupt(self.path, "share private key does not match its public key")
-        return ShareKey(seed, row[0], row[3])
+        return OwnedShareKey(key, row[3])
 
     @_guarded
-    def share_keys(self) -> list[ShareKey]:
+    def share_keys(self) -> list[OwnedShareKey]:
         rows = self._all("SELECT share_id, public_key, secret, secret_fmt, label FROM share_keys ORDER BY share_id")
         return [self._share_key(r[0], r[1:]) for r in rows]
 

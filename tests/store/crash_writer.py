@@ -110,8 +110,8 @@ def check_invariants(s: Store) -> dict[str, int]:
     if node is None:  # killed before setup() committed: then nothing of it may exist
         assert s.share_keys() == [] and s.subscriptions() == [] and s.partials() == []
         return {"peers": 0, "files": 0, "manifests": 0}
-    assert node.private_key == NODE_SEED  # every key decrypts under one passphrase (raises otherwise)
-    assert sorted(k.private_key for k in s.share_keys()) == sorted(SHARE_SEEDS)
+    assert node.seed == NODE_SEED  # every key decrypts under one passphrase (raises otherwise)
+    assert sorted(k.key.seed for k in s.share_keys()) == sorted(SHARE_SEEDS)
     peers = s.peers()
     assert len(peers) in (0, N_PEERS), len(peers)
     assert len({(p.last_seen, p.score, p.failures) for p in peers}) <= 1, "peer batch half applied"

@@ -23,7 +23,7 @@ from scp2p.store import (
     Subscription,
     TrustLevel,
 )
-from scp2p.store.records import share_id_of
+from scp2p.identity import share_id as share_id_of
 
 from storetest_util import ident, seed
 

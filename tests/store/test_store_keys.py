@@ -6,7 +6,7 @@ import pytest
 
 from scp2p.errors import KeyFormatError, PassphraseRequired, StoreCorrupt, StoreError, WrongPassphrase
 from scp2p.store import Store
-from scp2p.store.records import node_id_of
+from scp2p.identity import node_id as node_id_of
 
 from storetest_util import FAST_KDF, file_snapshot, seed
 
@@ -21,7 +21,7 @@ def test_ensure_node_key_is_stable_and_valid(store):
     assert k1.node_id == node_id_of(k1.public_key) and len(k1.node_id) == 20
     with pytest.raises(StoreError, match="already exists"):
         store.set_node_key(seed(9))
-    assert store.set_node_key(seed(9), replace=True).private_key == seed(9)
+    assert store.set_node_key(seed(9), replace=True).seed == seed(9)
 
 
 def test_known_ed25519_public_key_is_derived(store):
@@ -72,7 +72,7 @@ def test_unicode_passphrase_is_normalised(db_path):
     with Store.open(db_path, passphrase="caf\u00e9", kdf=FAST_KDF) as s:
         s.set_node_key(seed(4))
     with Store.open(db_path, passphrase="cafe\u0301") as s:  # NFD form of the same text
-        assert s.node_key().private_key == seed(4)
+        assert s.node_key().seed == seed(4)
 
 
 def test_adopting_and_changing_and_removing_passphrase(db_path):
@@ -80,7 +80,7 @@ def test_adopting_and_changing_and_removing_passphrase(db_path):
         s.set_node_key(seed(1))
         s.add_share_key(seed(2))
     with Store.open(db_path, passphrase="one", kdf=FAST_KDF) as s:  # adopts: encrypts existing keys
-        assert s.encrypted and s.node_key().private_key == seed(1)
+        assert s.encrypted and s.node_key().seed == seed(1)
     assert seed(1) not in _raw(db_path) and seed(2) not in _raw(db_path)
     with Store.open(db_path, passphrase="one") as s:
         s.change_passphrase("two", kdf=FAST_KDF)
@@ -90,7 +90,7 @@ def test_adopting_and_changing_and_removing_passphrase(db_path):
         s.change_passphrase(None)
         assert not s.encrypted
     with Store.open(db_path) as s:
-        assert s.node_key().private_key == seed(1) and s.share_keys()[0].private_key == seed(2)
+        assert s.node_key().seed == seed(1) and s.share_keys()[0].key.seed == seed(2)
 
 
 def test_swapped_encrypted_secret_is_detected_as_corruption(db_path):
