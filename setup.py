@@ -17,9 +17,11 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 
-# _native/<source>.pyx -> importable module name
+# _native/<source>.pyx -> importable module name (sources that do not exist yet are skipped)
 NATIVE_MODULES = {
     "codec": "scp2p.wire._codec_c",
+    "routing": "scp2p.dht._routing_c",
+    "search": "scp2p.search._index_c",
 }
 
 
@@ -44,6 +46,8 @@ def _extensions():
         return []
     exts = []
     for src, modname in NATIVE_MODULES.items():
+        if not (HERE / "_native" / f"{src}.pyx").exists():
+            continue
         args = ["/O2"] if sys.platform == "win32" else ["-O3"]
         exts.append(Extension(modname, [f"_native/{src}.pyx"], extra_compile_args=args))
     return cythonize(

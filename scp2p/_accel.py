@@ -47,6 +47,11 @@ def backend() -> str:
     return "native" if loaded and all(v == "native" for v in loaded.values()) else "pure"
 
 
+#: every selector module (each calls :func:`pick` at import); add new twins here
+SELECTORS: tuple[str, ...] = ("scp2p.wire.codec", "scp2p.dht.routing")
+
+
 def _load_all() -> None:
     # importing the selector modules fills ``loaded``
-    importlib.import_module("scp2p.wire.codec")
+    for name in SELECTORS:
+        importlib.import_module(name)

@@ -204,3 +204,24 @@ class WrongPassphrase(PassphraseError):
 
 class BlobConflict(StoreError):
     """A blob was written with an ``expected_generation`` that no longer matches."""
+
+
+# --------------------------------------------------------------------------- DHT (scp2p.dht)
+class DhtError(Scp2pError):
+    """A DHT operation was refused or could not complete."""
+
+
+class StaleValue(DhtError):
+    """A share head with a lower ``latest_seq`` than the one held (or a different head at the same seq)."""
+
+
+class QuotaExceeded(DhtError):
+    """A peer's storage quota (values or bytes), or the node's total value storage, is used up."""
+
+
+class RateLimited(DhtError):
+    """A peer sent requests faster than its token bucket allows."""
+
+
+class LookupFailed(DhtError):
+    """A lookup ended without a result (no reachable nodes, or the value was not found)."""
