@@ -206,6 +206,58 @@ class BlobConflict(StoreError):
     """A blob was written with an ``expected_generation`` that no longer matches."""
 
 
+# --------------------------------------------------------------------------- transport and sessions
+class TransportError(Scp2pError):
+    """A connection or session problem (dial failure, closed session, timeout, overload)."""
+
+
+class ConnectFailed(TransportError, OSError):
+    """No session could be established with the peer (every address/transport tried failed)."""
+
+
+class HandshakeTimeout(TransportError, TimeoutError):
+    """The Hello exchange did not complete within the handshake timeout."""
+
+
+class ChannelBindingError(HandshakeError):
+    """A Hello's nonce is not bound to this TLS/QUIC channel (a replayed or relayed Hello)."""
+
+
+class SessionClosed(TransportError, ConnectionError):
+    """The session closed (or broke) before the operation completed. ``reason`` says why."""
+
+    def __init__(self, reason: str = "session closed") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """No response arrived within the request timeout."""
+
+
+class Backpressure(TransportError):
+    """A bounded queue is full: the peer (or our writer) cannot keep up."""
+
+
+class ProtocolViolation(TransportError):
+    """The peer broke the session protocol (malformed frame or envelope); the session is closed."""
+
+
+class RemoteError(Scp2pError):
+    """The peer answered with an error response (flags 3); ``reason`` is its UTF-8 text."""
+
+    def __init__(self, reason: str, msg_type: int | None = None) -> None:
+        self.reason = reason
+        self.msg_type = msg_type
+        super().__init__(reason if msg_type is None else f"type {msg_type}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.msg_type))
+
+
 # --------------------------------------------------------------------------- DHT (scp2p.dht)
 class DhtError(Scp2pError):
     """A DHT operation was refused or could not complete."""
@@ -225,3 +277,41 @@ class RateLimited(DhtError):
 
 class LookupFailed(DhtError):
     """A lookup ended without a result (no reachable nodes, or the value was not found)."""
+
+
+# --------------------------------------------------------------------------- search
+class SearchError(Scp2pError):
+    """A search index problem (bad query, bad input to the index, unreadable persisted image)."""
+
+
+class QueryError(SearchError, ValueError):
+    """The query string is malformed; ``position`` is the character offset of the problem."""
+
+    def __init__(self, what: str, position: int) -> None:
+        self.what = what
+        self.position = position
+        super().__init__(f"{what} (at character {position})")
+
+    def __reduce__(self):
+        return (type(self), (self.what, self.position))
+
+
+class IndexImageError(SearchError):
+    """A persisted search index image is damaged or of an unknown format (rebuild from manifests)."""
+
+
+# --------------------------------------------------------------------------- catalog (shares)
+class CatalogError(Scp2pError):
+    """Publishing, subscribing or syncing a share failed."""
+
+
+class InvalidInvite(CatalogError, ValueError):
+    """An invite link is malformed; the message says which part."""
+
+
+class ManifestTooLarge(CatalogError):
+    """A folder's manifest would not fit the v0.1 1 MiB payload limit."""
+
+
+class StaleManifest(VerificationError):
+    """A share head or manifest is older than what we hold (rollback), or expired."""
