@@ -46,3 +46,17 @@ U8_MAX = 0xFF
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
 U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+#: transport and session defaults (scp2p.transport.TransportConfig), seconds unless named otherwise
+HANDSHAKE_TIMEOUT = 10.0
+IDLE_TIMEOUT = 300.0
+KEEPALIVE_INTERVAL = 30.0
+KEEPALIVE_TIMEOUT = 20.0
+REQUEST_TIMEOUT = 30.0
+#: requests we keep in flight on one session to a peer that proved it pipelines (our own nodes)
+MAX_IN_FLIGHT = 64
+#: requests a session serves concurrently before it stops reading (receive-side backpressure)
+MAX_CONCURRENT_HANDLERS = 64
+#: transport write-buffer high/low water marks (send-side backpressure)
+WRITE_HIGH_WATER = 4 * MIB
+WRITE_LOW_WATER = 1 * MIB

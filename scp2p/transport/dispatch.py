@@ -1,0 +1,149 @@
+"""Routing received requests to handlers: ``Dispatcher.register(msg_type, handler)``.
+
+A handler is ``async def handler(ctx: RequestContext, message) -> response | None``.
+``message`` is the decoded payload record (``PexRequest``, ``GetChunk``...); for a
+type outside the v0.1 registry (an extension) it is the raw payload ``bytes``.
+The response is a record (its type comes from ``RESPONSE_TYPE``), or ``bytes``
+sent under the request's type for extensions, or ``None`` for no response.
+
+Failure never kills the server: an unknown type, an undecodable payload, a
+handler exception or a handler raising :class:`RemoteError` each become an error
+response (flags 3, UTF-8 reason) and the session stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+
+from ..errors import DecodeError, RemoteError
+from ..identity import node_id
+from ..wire.messages import REGISTRY, RESPONSE_TYPE, decode_payload, encode_payload
+from ..wire.records import FLAG_RESPONSE, Capabilities
+from .frames import RawEnvelope
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who sent the message being handled, and on which session."""
+
+    session: "Session"
+    msg_type: int
+    req_id: int
+
+    @property
+    def remote_pubkey(self) -> bytes:
+        return self.session.remote_pubkey
+
+    @property
+    def remote_node_id(self) -> bytes:
+        return node_id(self.session.remote_pubkey)
+
+    @property
+    def remote_capabilities(self) -> Capabilities:
+        return self.session.remote_capabilities
+
+    @property
+    def remote_addr(self) -> tuple:
+        return self.session.remote_addr
+
+    @property
+    def transport(self) -> str:
+        return self.session.transport
+
+    @property
+    def is_fire_and_forget(self) -> bool:
+        return self.req_id == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the session sends back: an envelope's type, flags and payload."""
+
+    type: int
+    flags: int
+    payload: bytes
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & 2)
+
+
+def _error(msg_type: int, reason: str) -> Reply:
+    return Reply(msg_type, 3, reason.encode("utf-8", "replace")[:4096].decode("utf-8", "ignore").encode())
+
+
+class Dispatcher:
+    """Handlers per message type. One dispatcher serves every session of an endpoint."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[int, Handler] = {}
+        self.handler_errors = 0
+
+    def register(self, msg_type: int, handler: Handler, *, replace: bool = False) -> None:
+        t = int(msg_type)
+        if t in self._handlers and not replace:
+            raise ValueError(f"a handler for type {t} is already registered")
+        self._handlers[t] = handler
+
+    def unregister(self, msg_type: int) -> None:
+        self._handlers.pop(int(msg_type), None)
+
+    def handles(self, msg_type: int) -> bool:
+        return int(msg_type) in self._handlers
+
+    async def dispatch(self, ctx: RequestContext, env: RawEnvelope) -> Optional[Reply]:
+        """Run the handler for ``env``; the reply to send (None: nothing to send)."""
+        t = env.type
+        answer = env.req_id != 0
+        handler = self._handlers.get(t)
+        if handler is None:
+            log.debug("no handler for message type %d from %s", t, ctx.remote_addr)
+            return _error(t, f"unknown message type {t}") if answer else None
+        if (t, False) in REGISTRY:
+            try:
+                message = decode_payload(t, env.payload, False)
+            except DecodeError as exc:
+                log.debug("bad payload for type %d from %s: %s", t, ctx.remote_addr, exc)
+                return _error(t, f"bad payload: {exc}") if answer else None
+        else:
+            message = bytes(env.payload)
+        try:
+            result = await handler(ctx, message)
+        except RemoteError as exc:
+            return _error(t, exc.reason) if answer else None
+        except Exception:  # a handler bug must not kill the session
+            self.handler_errors += 1
+            log.exception("handler for message type %d failed (peer %s)", t, ctx.remote_addr)
+            return _error(t, "internal error") if answer else None
+        if not answer:
+            return None
+        if result is None:
+            if (t, False) in REGISTRY and RESPONSE_TYPE.get(t) is not None:
+                return _error(t, "no response")
+            return None
+        if isinstance(result, Reply):
+            return result
+        if isinstance(result, (bytes, bytearray, memoryview)):
+            return Reply(t, FLAG_RESPONSE, bytes(result))
+        rtype = RESPONSE_TYPE.get(t)
+        if rtype is None:
+            log.error("handler for type %d returned a response but the type has none", t)
+            return _error(t, "internal error")
+        try:
+            return Reply(rtype, FLAG_RESPONSE, encode_payload(result))
+        except Exception:
+            self.handler_errors += 1
+            log.exception("handler for message type %d returned an unencodable response", t)
+            return _error(t, "internal error")
+
+
+__all__ = ["Dispatcher", "Handler", "Reply", "RequestContext"]

@@ -1,0 +1,267 @@
+"""The lean data path: frame assembly into reusable buffers and a fast envelope codec.
+
+``FrameReader`` is sans-I/O and serves both ways of receiving bytes:
+
+* ``get_buffer()`` / ``buffer_updated(n)`` (the ``asyncio.BufferedProtocol`` shape):
+  the kernel writes straight into our memory. Small frames are assembled in one
+  reusable 64 KiB scratch buffer; a large frame body (>= ``DIRECT_THRESHOLD``)
+  gets one exact-size ``bytearray`` (allocated only *after* its length was
+  checked against the limit) that the socket fills directly, so a 256 KiB
+  CHUNK_DATA frame is never copied on its way in;
+* ``feed(data)`` for tests and for drivers that are handed ``bytes`` (QUIC).
+
+``encode_envelope_header`` / ``parse_envelope`` are a fast path for the
+canonical Envelope layout our encoder (and the v0.1 network) emits; the payload
+stays a ``memoryview`` of the frame, so decoding a CHUNK_DATA response copies
+the 256 KiB exactly once (into ``ChunkData.bytes``). Anything that is not the
+canonical layout goes through the generic codec, which owns the error reporting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Union
+
+from ..errors import FrameTooLarge
+from ..limits import MAX_FRAME, MAX_PAYLOAD, U16_MAX, U32_MAX
+from ..wire.messages import decode_envelope
+
+HEADER_LEN = 4
+SCRATCH_SIZE = 64 * 1024
+DIRECT_THRESHOLD = 16 * 1024
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+class FrameReader:
+    """Incremental, limit-checked frame reader. Complete bodies collect in ``frames``.
+
+    ``single`` makes the reader stop after one frame (the handshake: the next
+    frame must be checked against the post-handshake limit, not the Hello one);
+    clear it and call :meth:`resume` to parse what is already buffered.
+    """
+
+    __slots__ = ("limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill")
+
+    def __init__(self, limit: int = MAX_FRAME, *, single: bool = False, scratch: int = SCRATCH_SIZE) -> None:
+        self.limit = limit
+        self.single = single
+        self.frames: deque = deque()
+        self._buf = bytearray(scratch)
+        self._mv = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._big: bytearray | None = None
+        self._big_mv: memoryview | None = None
+        self._big_fill = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return self._end - self._start + self._big_fill
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._big_mv is not None:
+            return self._big_mv[self._big_fill :]
+        if self._end == len(self._buf):
+            self._compact()
+        return self._mv[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._big is not None:
+            self._big_fill += nbytes
+            if self._big_fill == len(self._big):
+                self.frames.append(self._big)
+                self._big = self._big_mv = None
+                self._big_fill = 0
+            return
+        self._end += nbytes
+        self._parse()
+
+    def feed(self, data: Buffer) -> None:
+        """Copy ``data`` in (the non-buffered path)."""
+        mv = memoryview(data).cast("B")
+        while len(mv):
+            dst = self.get_buffer()
+            n = min(len(dst), len(mv))
+            dst[:n] = mv[:n]
+            mv = mv[n:]
+            self.buffer_updated(n)
+
+    def resume(self) -> None:
+        """Parse buffered bytes again (after ``single`` or ``limit`` changed)."""
+        if self._big is None:
+            self._parse()
+
+    def take_buffered(self) -> bytes:
+        """Every byte not yet returned as a frame (for handing a stream to another reader)."""
+        out = bytes(self._mv[self._start : self._end])
+        if self._big is not None:
+            out = out + bytes(self._big_mv[: self._big_fill])
+        self._start = self._end = 0
+        self._big = self._big_mv = None
+        self._big_fill = 0
+        return out
+
+    def _compact(self) -> None:
+        s, e = self._start, self._end
+        if s:
+            self._buf[: e - s] = self._mv[s:e]
+            self._start, self._end = 0, e - s
+
+    def _parse(self) -> None:
+        buf, mv = self._buf, self._mv
+        s, e = self._start, self._end
+        frames = self.frames
+        while e - s >= HEADER_LEN and not (self.single and frames):
+            n = int.from_bytes(buf[s : s + HEADER_LEN], "big")
+            if n > self.limit:
+                self._start, self._end = s, e
+                raise FrameTooLarge(f"frame length {n} exceeds the limit of {self.limit}", offset=0)
+            have = e - s - HEADER_LEN
+            if have >= n:
+                frames.append(bytes(mv[s + HEADER_LEN : s + HEADER_LEN + n]))
+                s += HEADER_LEN + n
+                continue
+            if n >= DIRECT_THRESHOLD:
+                big = bytearray(n)  # length already checked against the limit
+                big[:have] = mv[s + HEADER_LEN : e]
+                self._big, self._big_mv, self._big_fill = big, memoryview(big), have
+                s = e
+            break
+        if s == e:
+            s = e = 0
+        elif len(buf) - e < DIRECT_THRESHOLD + HEADER_LEN:
+            self._start, self._end = s, e
+            self._compact()
+            return
+        self._start, self._end = s, e
+
+
+# --------------------------------------------------------------------------- envelopes
+def _uint(v: int) -> bytes:
+    if v < 24:
+        return bytes((v,))
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return b"\x19" + v.to_bytes(2, "big")
+    if v < 0x1_0000_0000:
+        return b"\x1a" + v.to_bytes(4, "big")
+    return b"\x1b" + v.to_bytes(8, "big")
+
+
+def _bstr_head(n: int) -> bytes:
+    h = _uint(n)
+    return bytes((h[0] | 0x40,)) + h[1:]
+
+
+_K_TYPE = b"\xa4\x64type"
+_K_REQ = b"\x66req_id"
+_K_FLAGS = b"\x65flags"
+_K_PAYLOAD = b"\x67payload"
+
+
+def encode_envelope_header(msg_type: int, req_id: int, flags: int, payload_len: int) -> bytes:
+    """Frame length prefix plus the Envelope map up to (not including) the payload bytes.
+
+    ``header + payload`` is byte for byte ``encode_frame(encode_envelope(Envelope(...)))``.
+    """
+    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= flags <= U16_MAX):
+        raise ValueError("envelope field out of range")
+    if payload_len > MAX_PAYLOAD:
+        raise FrameTooLarge(f"payload of {payload_len} bytes exceeds the limit of {MAX_PAYLOAD}")
+    env = b"".join(
+        (_K_TYPE, _uint(msg_type), _K_REQ, _uint(req_id), _K_FLAGS, _uint(flags), _K_PAYLOAD, _bstr_head(payload_len))
+    )
+    return (len(env) + payload_len).to_bytes(HEADER_LEN, "big") + env
+
+
+def encode_envelope_frame(msg_type: int, req_id: int, flags: int, payload: Buffer) -> bytes:
+    return encode_envelope_header(msg_type, req_id, flags, len(payload)) + bytes(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class RawEnvelope:
+    """A received envelope; ``payload`` may be a memoryview into the frame (no copy)."""
+
+    type: int
+    req_id: int
+    flags: int
+    payload: Buffer
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 1)
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & 2)
+
+
+def _read_uint(b, i: int, limit: int):
+    """Shortest-form CBOR uint at ``b[i]``: (value, next index), or None if not canonical."""
+    if i >= len(b):
+        return None
+    ib = b[i]
+    if ib < 24:
+        return ib, i + 1
+    if ib == 0x18:
+        if i + 2 > len(b) or b[i + 1] < 24:
+            return None
+        v, j = b[i + 1], i + 2
+    elif ib == 0x19:
+        v, j = int.from_bytes(b[i + 1 : i + 3], "big"), i + 3
+        if j > len(b) or v < 0x100:
+            return None
+    elif ib == 0x1A:
+        v, j = int.from_bytes(b[i + 1 : i + 5], "big"), i + 5
+        if j > len(b) or v < 0x10000:
+            return None
+    else:
+        return None
+    return (v, j) if v <= limit else None
+
+
+def _fast(body) -> RawEnvelope | None:
+    n = len(body)
+    if n < 30 or body[:6] != _K_TYPE:
+        return None
+    r = _read_uint(body, 6, U16_MAX)
+    if r is None or body[r[1] : r[1] + 7] != _K_REQ:
+        return None
+    t = r[0]
+    r = _read_uint(body, r[1] + 7, U32_MAX)
+    if r is None or body[r[1] : r[1] + 6] != _K_FLAGS:
+        return None
+    req = r[0]
+    r = _read_uint(body, r[1] + 6, U16_MAX)
+    if r is None or body[r[1] : r[1] + 8] != _K_PAYLOAD:
+        return None
+    flags = r[0]
+    i = r[1] + 8
+    if i >= n or body[i] >> 5 != 2:
+        return None
+    ln = _read_uint(bytes((body[i] & 0x1F,)) + bytes(body[i + 1 : i + 5]), 0, MAX_PAYLOAD)
+    if ln is None:
+        return None
+    start = i + ln[1]
+    if n - start != ln[0]:
+        return None
+    return RawEnvelope(t, req, flags, memoryview(body)[start:])
+
+
+def parse_envelope(body: Buffer) -> RawEnvelope:
+    """Decode one envelope frame body; the generic codec decides (and names) every error."""
+    env = _fast(body)
+    if env is not None:
+        return env
+    e = decode_envelope(body)
+    return RawEnvelope(e.type, e.req_id, e.flags, e.payload)
+
+
+__all__ = [
+    "DIRECT_THRESHOLD", "FrameReader", "HEADER_LEN", "RawEnvelope", "SCRATCH_SIZE",
+    "encode_envelope_frame", "encode_envelope_header", "parse_envelope",
+]  # fmt: skip
