@@ -1,0 +1,5 @@
+"""The ``scp2p`` command line."""
+
+from .main import main
+
+__all__ = ["main"]

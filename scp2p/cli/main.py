@@ -1,0 +1,292 @@
+"""The ``scp2p`` command.
+
+Global options: ``--data-dir DIR`` (default: the platform data directory, or
+``$SCP2P_DATA_DIR``), ``--json`` (machine-readable output on every command that
+prints data), ``--passphrase-env VAR`` (read the key passphrase from ``$VAR``;
+``$SCP2P_PASSPHRASE`` is used when set), ``-v`` (log to stderr).
+Exit status: 0 on success, 1 on an error (printed to stderr, or as ``{"error": ...}``
+with ``--json``), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import __version__
+from .._accel import backend
+from ..catalog.invite import Invite, InvitePeer, format_invite, parse_invite
+from ..catalog.publish import publish_folder
+from ..errors import InvalidInvite, Scp2pError
+from ..identity import ShareKey, node_id as node_id_of, share_id as share_id_of
+from ..node.config import NodeConfig
+from ..store import PeerRecord, Store, Subscription, TrustLevel
+from ..store.records import BlocklistRole
+from .output import Output
+
+log = logging.getLogger("scp2p.cli")
+
+Handler = Callable[[argparse.Namespace, NodeConfig, Output], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+class UsageError(Scp2pError):
+    """A command was given arguments it cannot use."""
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _open_store(cfg: NodeConfig) -> Store:
+    return Store.open(cfg.db_path, passphrase=cfg.passphrase)
+
+
+def _hex_id(text: str, n: int = 32, what: str = "share id") -> bytes:
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raise UsageError(f"{what} must be hex, got {text!r}") from None
+    if len(raw) != n:
+        raise UsageError(f"{what} must be {n} bytes ({2 * n} hex digits)")
+    return raw
+
+
+# ----------------------------------------------------------------------------- commands
+@command("init")
+def cmd_init(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Create the data directory, the store and the node identity (never replaces an existing one)."""
+    with _open_store(cfg) as store:
+        existed = store.node_key() is not None
+        key = store.ensure_node_key()
+        out.data(
+            {"node_id": key.node_id.hex(), "node_pubkey": key.public_key.hex(), "data_dir": str(cfg.data_dir),
+             "created": not existed, "encrypted": store.encrypted},  # fmt: skip
+            f"{'created' if not existed else 'existing'} node {key.node_id.hex()} in {cfg.data_dir}"
+            + (" (keys encrypted)" if store.encrypted else ""),
+        )
+    return 0
+
+
+def _share_for_folder(store: Store, folder: Path, share_hex: Optional[str]) -> ShareKey:
+    if share_hex:
+        owned = store.share_key(_hex_id(share_hex))
+        if owned is None:
+            raise UsageError(f"no share key for {share_hex} in this data directory")
+        return owned.key
+    for pub in store.published_shares():
+        if pub.root_path and Path(pub.root_path) == folder:
+            owned = store.share_key(pub.share_id)
+            if owned is not None:
+                return owned.key
+    return ShareKey.generate()
+
+
+@command("publish")
+def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Publish FOLDER as a share (a re-run updates it); prints the share id."""
+    folder = Path(args.folder).expanduser().resolve()
+    with _open_store(cfg) as store:
+        store.ensure_node_key()
+        key = _share_for_folder(store, folder, args.share)
+        bar = out.progress("hashing", None, " files")
+        try:
+            res = publish_folder(store, key, folder, title=args.title, description=args.description, tags=args.tag,
+                                 progress=lambda done, total, _b: bar.update(done, total))  # fmt: skip
+        finally:
+            bar.close()
+    out.data(
+        {"share_id": res.share_id.hex(), "seq": res.seq, "manifest_id": res.manifest_id.hex(),
+         "items": len(res.manifest.items), "hashed_files": res.hashed_files, "hashed_bytes": res.hashed_bytes,
+         "manifest_bytes": len(res.wire)},  # fmt: skip
+        res.share_id.hex(),
+    )
+    return 0
+
+
+@command("shares")
+def cmd_shares(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """List the shares this node publishes."""
+    with _open_store(cfg) as store:
+        rows = []
+        for p in store.published_shares():
+            m = store.manifest(p.latest_manifest_id, touch=False) if p.latest_manifest_id else None
+            rows.append({"share_id": p.share_id.hex(), "seq": p.latest_seq, "items": m.item_count if m else 0,
+                         "title": p.title, "folder": p.root_path})  # fmt: skip
+    out.table(rows, [("share_id", "SHARE ID"), ("seq", "SEQ"), ("items", "ITEMS"), ("title", "TITLE"),
+                     ("folder", "FOLDER")], "no shares published yet")  # fmt: skip
+    return 0
+
+
+@command("invite")
+def cmd_invite(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Print the invite link of one of our shares (peers: --peer, else our advertised listeners)."""
+    sid = _hex_id(args.share_id)
+    with _open_store(cfg) as store:
+        owned = store.share_key(sid)
+        if owned is None:
+            raise UsageError(f"share {args.share_id} is not published from this data directory")
+        node = store.ensure_node_key()
+    urls = args.peer or list(cfg.advertised())
+    link = format_invite(Invite(sid, owned.public_key, tuple(InvitePeer(u, node.public_key) for u in urls)))
+    out.data({"share_id": sid.hex(), "link": link}, link)
+    return 0
+
+
+@command("subscribe")
+def cmd_subscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Subscribe to a share by invite link or by id (+ --pubkey)."""
+    text = args.target.strip()
+    if text.lower().startswith("scp2p://"):
+        inv = parse_invite(text)
+    else:
+        sid = _hex_id(text)
+        inv = Invite(sid)
+    pk = inv.share_pubkey
+    if args.pubkey:
+        given = _hex_id(args.pubkey, 32, "public key")
+        if pk is not None and given != pk:
+            raise UsageError("--pubkey differs from the key in the invite link")
+        if share_id_of(given) != inv.share_id:
+            raise InvalidInvite("the public key does not match the share id (SHA-256)")
+        pk = given
+    sub = Subscription(inv.share_id, pk, TrustLevel(args.trust), args.weight,
+                       blocklist=BlocklistRole.HONOURED if args.blocklist else BlocklistRole.NONE)  # fmt: skip
+    with _open_store(cfg) as store:
+        with store.transaction():
+            store.put_subscription(sub)
+            store.upsert_peers(
+                PeerRecord(p.host, p.port, p.transport, node_id=node_id_of(p.node_pubkey) if p.node_pubkey else None,
+                           pubkey_hint=p.node_pubkey)
+                for p in inv.peers
+            )
+        stored = store.subscription(inv.share_id)
+    out.data(
+        {"share_id": inv.share_id.hex(), "trust": stored.trust.value, "weight": stored.weight,
+         "verified_key": stored.share_pubkey is not None, "peers": [p.url for p in inv.peers]},  # fmt: skip
+        inv.share_id.hex(),
+    )
+    return 0
+
+
+@command("subscriptions")
+def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """List subscriptions."""
+    with _open_store(cfg) as store:
+        rows = [
+            {"share_id": s.share_id.hex(), "trust": s.trust.value, "weight": s.weight, "seq": s.latest_seq,
+             "blocklist": s.blocklist is BlocklistRole.HONOURED, "has_pubkey": s.share_pubkey is not None}
+            for s in store.subscriptions()
+        ]  # fmt: skip
+    out.table(rows, [("share_id", "SHARE ID"), ("trust", "TRUST"), ("weight", "WEIGHT"), ("seq", "SEQ"),
+                     ("blocklist", "BLOCKLIST")], "no subscriptions")  # fmt: skip
+    return 0
+
+
+@command("unsubscribe")
+def cmd_unsubscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Forget a subscription."""
+    sid = _hex_id(args.share_id)
+    with _open_store(cfg) as store:
+        removed = store.delete_subscription(sid)
+    if not removed:
+        raise UsageError(f"not subscribed to {sid.hex()}")
+    out.data({"share_id": sid.hex(), "removed": True}, f"unsubscribed from {sid.hex()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scp2p", description="SCP2P: signed catalogs, local search, verified downloads")
+    p.add_argument("--version", action="store_true", help="print the version and the codec backend")
+    p.add_argument("--data-dir", type=Path, help="data directory (default: platform data dir or $SCP2P_DATA_DIR)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--passphrase-env", metavar="VAR", help="read the key passphrase from environment variable VAR")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv for debug)")
+    # the same options are accepted after the command name too (``scp2p search x --json``)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
+
+    s = sub.add_parser("init", help="create identity and store (idempotent)")
+    s.add_argument("--passphrase-env", dest="init_passphrase_env", metavar="VAR",
+                   help="encrypt the private keys with the passphrase in $VAR")  # fmt: skip
+
+    s = sub.add_parser("publish", help="publish a folder as a share; prints the share id")
+    s.add_argument("folder")
+    s.add_argument("--title")
+    s.add_argument("--description")
+    s.add_argument("--tag", action="append", default=[], help="a tag for every item (repeatable)")
+    s.add_argument("--share", help="publish under this existing share id")
+
+    sub.add_parser("shares", help="list published shares")
+
+    s = sub.add_parser("invite", help="print a share's scp2p:// invite link")
+    s.add_argument("share_id")
+    s.add_argument("--peer", action="append", default=[], help="peer URL to put in the link (repeatable)")
+
+    s = sub.add_parser("subscribe", help="subscribe by invite link or share id")
+    s.add_argument("target", metavar="LINK_OR_ID")
+    s.add_argument("--pubkey", help="the share public key (hex), to verify heads")
+    s.add_argument("--trust", default="normal", choices=[t.value for t in TrustLevel])
+    s.add_argument("--weight", type=float, default=1.0, help="ranking weight of this share (default 1)")
+    s.add_argument("--blocklist", action="store_true", help="honour this share as a blocklist")
+
+    sub.add_parser("subscriptions", help="list subscriptions")
+    s = sub.add_parser("unsubscribe", help="forget a subscription")
+    s.add_argument("share_id")
+    return p
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    var = getattr(args, "init_passphrase_env", None) or args.passphrase_env
+    passphrase = None
+    if var:
+        passphrase = os.environ.get(var)
+        if passphrase is None:
+            raise UsageError(f"environment variable {var} is not set")
+    elif os.environ.get("SCP2P_PASSPHRASE"):
+        passphrase = os.environ["SCP2P_PASSPHRASE"]
+    kw = {"passphrase": passphrase}
+    if args.data_dir is not None:
+        kw["data_dir"] = args.data_dir
+    return NodeConfig(**kw)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    out = Output(args.json)
+    if args.version:
+        out.data({"version": __version__, "backend": backend(), "python": sys.version.split()[0]},
+                 f"scp2p {__version__} ({backend()} backend, Python {sys.version.split()[0]})")  # fmt: skip
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args, _config(args), out)
+    except Scp2pError as exc:
+        out.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
