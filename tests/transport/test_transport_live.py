@@ -25,7 +25,7 @@ from scp2p.transport.urls import parse_url
 from scp2p.wire import messages as m
 from scp2p.wire.records import Capabilities
 
-TRANSPORTS = ["tcp", "tls"]
+TRANSPORTS = ["tcp", "tls", "quic"]
 CID = bytes(range(32))
 
 
@@ -295,7 +295,7 @@ def test_unexpected_pubkey_rejected(scheme):
     run(go())
 
 
-def _later_test_dial_policy_prefers_quic_then_tls_then_tcp():
+def test_dial_policy_prefers_quic_then_tls_then_tcp():
     async def go():
         key = NodeKey.generate()
         listen = ["tcp://127.0.0.1:0", "tls://127.0.0.1:0", "quic://127.0.0.1:0"]
@@ -363,5 +363,42 @@ def test_v01_style_peer_is_answered_in_order_and_never_pipelined():
             got = [await p.recv() for _ in range(3)]
             assert [e.req_id for e in got] == [10, 11, 12]
             p.close()
+
+    run(go())
+
+
+def test_tls_hello_replayed_onto_another_channel_is_rejected():
+    """A relay records the initiator's bound Hello on TLS channel 1 and replays it on channel 2."""
+
+    async def go():
+        from scp2p.transport.binding import tls_binding
+        from scp2p.transport.tls import client_context
+
+        async with endpoint("tls") as a:
+            u = parse_url(a.listen_addrs[0])
+            key = NodeKey.generate()
+            ctx = client_context()
+            r1, w1 = await asyncio.open_connection(u.host, u.port, ssl=ctx)
+            b1 = tls_binding(w1.get_extra_info("ssl_object"))
+            hs1 = Handshake(Role.INITIATOR, key, Capabilities(), timestamp=1, binding=b1)
+            hello1 = hs1.initiate()
+            r2, w2 = await asyncio.open_connection(u.host, u.port, ssl=ctx)
+            assert tls_binding(w2.get_extra_info("ssl_object")) != b1
+            w2.write(hello1)  # the replay
+            assert await r2.read(65536) == b""  # the server drops the channel without a Hello
+            w1.write(hello1)  # on its own channel the same Hello works
+            data = await r1.read(65536)
+            hs1.receive_data(data)
+            assert hs1.done and hs1.result.remote_pubkey == a.key.public_key
+            w1.close()
+            w2.close()
+            # a plain (unbound) Hello is refused on TLS too
+            r3, w3 = await asyncio.open_connection(u.host, u.port, ssl=ctx)
+            w3.write(Handshake(Role.INITIATOR, key, Capabilities(), timestamp=1, nonce=os.urandom(32)).initiate())
+            assert await r3.read(65536) == b""
+            w3.close()
+            # the server keeps serving
+            async with endpoint(None) as b:
+                assert await b.pool.request(a.listen_addrs[0], m.PexRequest(1), timeout=10) == m.PexOffer(())
 
     run(go())
