@@ -545,6 +545,10 @@ class Session:
         if not self.ready.done():
             if isinstance(exc, (HandshakeError, HandshakeTimeout)):
                 self.ready.set_exception(exc)
+            elif isinstance(exc, DecodeError):
+                err = HandshakeError(f"bad hello from peer: {exc}")
+                err.__cause__ = exc
+                self.ready.set_exception(err)
             else:
                 self.ready.set_exception(SessionClosed(f"closed during handshake: {self.close_reason}"))
             self.ready.exception()  # mark retrieved
