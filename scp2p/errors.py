@@ -315,3 +315,24 @@ class ManifestTooLarge(CatalogError):
 
 class StaleManifest(VerificationError):
     """A share head or manifest is older than what we hold (rollback), or expired."""
+
+
+# --------------------------------------------------------------------------- search
+class SearchError(Scp2pError):
+    """A search index problem (bad query, bad input to the index, unreadable persisted image)."""
+
+
+class QueryError(SearchError, ValueError):
+    """The query string is malformed; ``position`` is the character offset of the problem."""
+
+    def __init__(self, what: str, position: int) -> None:
+        self.what = what
+        self.position = position
+        super().__init__(f"{what} (at character {position})")
+
+    def __reduce__(self):
+        return (type(self), (self.what, self.position))
+
+
+class IndexImageError(SearchError):
+    """A persisted search index image is damaged or of an unknown format (rebuild from manifests)."""

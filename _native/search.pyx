@@ -1,0 +1,671 @@
+# cython: language_level=3
+"""Native twin of the search kernels (scp2p.search._index_c); reference: scp2p/search/_index_py.py.
+
+Same state layout (scp2p/search/_base.py), same algorithm, typed: tokenizer with an ASCII fast
+path (non-ASCII text goes through the pure normaliser, so both twins agree), appends straight
+into array('I') buffers, and the query kernel over raw uint32 pointers.
+"""
+
+from cpython.array cimport array, resize_smart
+from cpython.unicode cimport PyUnicode_FromStringAndSize
+from libc.stdlib cimport malloc, calloc, free, realloc
+from libc.string cimport memcmp, memset
+
+from scp2p.search import ranking
+from scp2p.search._base import IndexBase
+from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    const char* PyUnicode_1BYTE_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+
+cdef int NAME = ranking.NAME
+cdef int NPFX = ranking.NAME_PREFIX
+cdef int TAG = ranking.TAG
+cdef int EXACT = ranking.EXACT_NAME
+cdef int FN = ranking.FLAG_NAME
+cdef int FT = ranking.FLAG_TAG
+cdef tuple PLENS = tuple(ranking.PREFIX_LIST_LENGTHS)
+
+__all__ = ["Index", "tokenize", "add_share", "run", "ExactNames"]
+
+
+# ---------------------------------------------------------------------- tokenizer
+cpdef list tokenize(str text):
+    """Normalised tokens (see scp2p.search.text.tokenize)."""
+    if not PyUnicode_IS_ASCII(text):
+        return _pure_tokenize(text)
+    cdef const char* s = PyUnicode_1BYTE_DATA(text)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i, start = -1, L
+    cdef char buf[64]
+    cdef char c
+    cdef list out = []
+    cdef int maxc = MAX_TOKEN_CHARS, maxt = MAX_TOKENS_PER_FIELD
+    cdef int blen = 0
+    for i in range(n + 1):
+        c = s[i] if i < n else 0
+        if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
+            if blen < maxc:
+                buf[blen] = c
+                blen += 1
+            start = 1
+        elif c >= 65 and c <= 90:
+            if blen < maxc:
+                buf[blen] = c + 32
+                blen += 1
+            start = 1
+        elif start > 0:
+            out.append(PyUnicode_FromStringAndSize(buf, blen))
+            blen = 0
+            start = -1
+            if len(out) >= maxt:
+                return out
+    return out
+
+
+# ---------------------------------------------------------------------- helpers
+cdef inline int push(array a, unsigned int v) except -1:
+    cdef Py_ssize_t n = len(a)
+    resize_smart(a, n + 1)
+    a.data.as_uints[n] = v
+    return 0
+
+
+cdef inline int push_q(array a, unsigned long long v) except -1:
+    cdef Py_ssize_t n = len(a)
+    resize_smart(a, n + 1)
+    a.data.as_ulonglongs[n] = v
+    return 0
+
+
+cdef inline int append_posting(array post, array blk, unsigned int d, unsigned int flags,
+                               unsigned int slot, unsigned int lo) except -1:
+    cdef Py_ssize_t nb = len(blk)
+    cdef unsigned int* b = blk.data.as_uints
+    if nb and (b[nb - 2] >> 2) == slot and post.data.as_uints[b[nb - 1]] >= lo:
+        b[nb - 2] |= flags
+    else:
+        push(blk, slot << 2 | flags)
+        push(blk, <unsigned int>len(post))
+    push(post, d)
+    return 0
+
+
+cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
+    o = term_ids.get(tok)
+    if o is None:
+        return st.new_term(tok)
+    return o
+
+
+cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned int t, unsigned int f) noexcept:
+    """OR flag f into t's entry of the per-doc (ids, fl) set; returns the new size (capacity 512)."""
+    cdef int j
+    for j in range(nids):
+        if ids[j] == t:
+            fl[j] |= f
+            return nids
+    if nids < 512:
+        ids[nids] = t
+        fl[nids] = f
+        nids += 1
+    return nids
+
+
+def add_share(st, unsigned int slot, list rows):
+    """Append one share's items (rows from _prepare_items, in rank order) as docs."""
+    cdef unsigned int lo = len(st.doc_share), d, t, p
+    cdef array doc_share = st.doc_share, doc_size = st.doc_size, doc_mime = st.doc_mime
+    cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
+    cdef array name_off = st.name_off, tt
+    cdef bytearray names = st.names, cids = st.cids
+    cdef dict term_ids = st.term_ids, pfx_ids = st.pfx_ids
+    cdef list post = st.post, blk = st.blk, ppost = st.ppost, pblk = st.pblk
+    cdef list tagset_toks = st.tagset_toks, tagset_pfx = st.tagset_pfx
+    cdef unsigned int ids[512]
+    cdef unsigned int fl[512]
+    cdef int nids, j, k, n, ts
+    cdef Py_ssize_t dot
+    cdef str name, tok, ps
+    cdef list toks
+    for row in rows:
+        name = row[1]
+        toks = row[3]
+        d = len(doc_share)
+        ts = st.tagset_id(row[6], tokenize)
+        push(doc_share, slot)
+        push_q(doc_size, row[4])
+        push(doc_mime, st.mime_id(row[5]))
+        push(doc_tagset, ts)
+        nids = 0
+        for tok in toks:
+            t = _tid(st, term_ids, tok)
+            push(fwd, t)
+            nids = _flag(ids, fl, nids, t, FN)
+        push(fwd_off, <unsigned int>len(fwd))
+        t = 0
+        dot = name.rfind(".")
+        if 0 < dot < len(name) - 1:
+            et = tokenize(name[dot + 1:])
+            if len(et) == 1:
+                t = _tid(st, term_ids, et[0])
+        push(doc_ext, t)
+        names += name.encode()
+        push_q(name_off, len(names))
+        cids += row[2]
+        tt = tagset_toks[ts]
+        n = nids
+        for k in range(len(tt)):
+            t = tt.data.as_uints[k]
+            if t:
+                nids = _flag(ids, fl, nids, t, FT)
+        for j in range(nids):
+            append_posting(post[ids[j]], blk[ids[j]], d, fl[j], slot, lo)
+        # strict prefixes
+        nids = 0
+        for pr in tagset_pfx[ts]:
+            ids[nids] = pr[0]
+            fl[nids] = pr[1]
+            nids += 1
+        for tok in toks:
+            for L in PLENS:
+                if len(tok) > L:
+                    ps = tok[:L]
+                    o = pfx_ids.get(ps)
+                    p = st.new_pfx(ps) if o is None else o
+                    nids = _flag(ids, fl, nids, p, FN)
+        for j in range(nids):
+            append_posting(ppost[ids[j]], pblk[ids[j]], d, fl[j], slot, lo)
+
+
+# ---------------------------------------------------------------------- exact names
+cdef inline unsigned int _hash(const unsigned int* ids, Py_ssize_t n) nogil:
+    cdef unsigned long long h = 1469598103934665603ULL ^ <unsigned long long>n
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ ids[i]) * 1099511628211ULL
+        h ^= h >> 29
+    return <unsigned int>(h ^ (h >> 32))
+
+
+cdef class ExactNames:
+    """Open-addressing table: hash of a name's term-id sequence -> doc ids."""
+
+    cdef unsigned int* docs   # doc + 1, 0 = empty
+    cdef unsigned int* hashes
+    cdef size_t cap, n
+
+    def __cinit__(self):
+        self.cap = 0
+        self.n = 0
+        self.docs = NULL
+        self.hashes = NULL
+
+    def __dealloc__(self):
+        free(self.docs)
+        free(self.hashes)
+
+    cdef int _grow(self) except -1:
+        cdef size_t ncap = self.cap * 2 if self.cap else 1024, i, j
+        cdef unsigned int* nd = <unsigned int*>calloc(ncap, sizeof(unsigned int))
+        cdef unsigned int* nh = <unsigned int*>calloc(ncap, sizeof(unsigned int))
+        if nd == NULL or nh == NULL:
+            free(nd)
+            free(nh)
+            raise MemoryError()
+        for i in range(self.cap):
+            if self.docs[i]:
+                j = self.hashes[i] & (ncap - 1)
+                while nd[j]:
+                    j = (j + 1) & (ncap - 1)
+                nd[j] = self.docs[i]
+                nh[j] = self.hashes[i]
+        free(self.docs)
+        free(self.hashes)
+        self.docs, self.hashes, self.cap = nd, nh, ncap
+        return 0
+
+    def add_range(self, st, unsigned int lo, unsigned int hi):
+        cdef array fwd = st.fwd, off = st.fwd_off
+        cdef unsigned int d, h
+        cdef size_t j
+        for d in range(lo, hi):
+            if (self.n + 1) * 4 >= self.cap * 3:
+                self._grow()
+            h = _hash(fwd.data.as_uints + off.data.as_uints[d], off.data.as_uints[d + 1] - off.data.as_uints[d])
+            j = h & (self.cap - 1)
+            while self.docs[j]:
+                j = (j + 1) & (self.cap - 1)
+            self.docs[j] = d + 1
+            self.hashes[j] = h
+            self.n += 1
+
+    def lookup(self, st, array ids):
+        cdef array fwd = st.fwd, off = st.fwd_off
+        cdef Py_ssize_t n = len(ids)
+        cdef unsigned int h = _hash(ids.data.as_uints, n), d
+        cdef size_t j
+        cdef list out = []
+        if not self.cap:
+            return out
+        j = h & (self.cap - 1)
+        while self.docs[j]:
+            if self.hashes[j] == h:
+                d = self.docs[j] - 1
+                if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
+                        fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
+                    out.append(d)
+            j = (j + 1) & (self.cap - 1)
+        out.sort()
+        return out
+
+
+# ---------------------------------------------------------------------- query kernel
+cdef struct TermC:
+    int exact
+    const char* pfx
+    Py_ssize_t pfxlen
+    const unsigned char* sd
+    int l0, l1          # lists[l0:l1]
+
+cdef struct ListC:
+    const unsigned int* post
+    Py_ssize_t npost
+    const unsigned int* blk
+    Py_ssize_t nblk
+    int strict
+
+cdef struct SeqC:       # a phrase (a, b) or an id sequence (ids[o0:o1])
+    int a, b
+    const unsigned char* smask
+    int has_ids
+
+cdef struct Ctx:
+    TermC* terms
+    int nt
+    ListC* lists
+    const unsigned int* fwd
+    const unsigned int* fwd_off
+    const unsigned int* doc_tagset
+    const unsigned int* doc_ext
+    const unsigned long long* doc_size
+    const unsigned char* term_blob
+    const unsigned long long* term_off
+    const unsigned int* slot_wq
+    const unsigned int* exts
+    int nexts
+    unsigned long long size_min, size_max
+    const unsigned int* exact_ids
+    int nexact
+
+
+cdef inline int tmatch(Ctx* c, TermC* t, unsigned int tok) nogil:
+    if <int>tok == t.exact:
+        return NAME
+    if t.pfx != NULL:
+        if <Py_ssize_t>(c.term_off[tok + 1] - c.term_off[tok]) >= t.pfxlen and \
+                memcmp(c.term_blob + c.term_off[tok], t.pfx, t.pfxlen) == 0:
+            return NPFX
+    return 0
+
+
+cdef inline bint seq_at_terms(Ctx* c, int a, int b, const unsigned int* seq, Py_ssize_t i) nogil:
+    cdef int j
+    for j in range(b - a):
+        if not tmatch(c, &c.terms[a + j], seq[i + j]):
+            return False
+    return True
+
+
+cdef bint phrase_in(Ctx* c, int a, int b, const unsigned int* seq, Py_ssize_t n) nogil:
+    """Terms a..b consecutive somewhere in seq (0 separates tag segments)."""
+    cdef Py_ssize_t i, j
+    cdef int m = b - a
+    cdef bint ok
+    for i in range(n - m + 1):
+        ok = True
+        for j in range(m):
+            if seq[i + j] == 0 or not tmatch(c, &c.terms[a + j], seq[i + j]):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+cdef bint ids_in(const unsigned int* ids, int m, const unsigned int* seq, Py_ssize_t n) nogil:
+    cdef Py_ssize_t i
+    for i in range(n - m + 1):
+        if memcmp(seq + i, ids, m * 4) == 0:
+            return True
+    return False
+
+
+cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object plan_tags, list tagset_toks,
+                         unsigned int d, unsigned int slot) except -2:
+    cdef const unsigned int* name = c.fwd + c.fwd_off[d]
+    cdef Py_ssize_t nn = c.fwd_off[d + 1] - c.fwd_off[d], i
+    cdef array ta = tagset_toks[c.doc_tagset[d]]
+    cdef const unsigned int* tags = ta.data.as_uints
+    cdef Py_ssize_t ntg = len(ta)
+    cdef long long raw = 0
+    cdef int ti, cc, m, j
+    cdef TermC* t
+    cdef unsigned long long size
+    cdef array ids
+    cdef const unsigned char* sm
+    for ti in range(c.nt):
+        t = &c.terms[ti]
+        cc = t.sd[slot]
+        for i in range(nn):
+            m = tmatch(c, t, name[i])
+            if m > cc:
+                cc = m
+                if cc == NAME:
+                    break
+        if cc < TAG:
+            for i in range(ntg):
+                if tags[i] and tmatch(c, t, tags[i]):
+                    cc = TAG
+                    break
+        if not cc:
+            return -1
+        raw += cc
+    if c.exts != NULL:
+        for j in range(c.nexts):
+            if c.doc_ext[d] == c.exts[j]:
+                break
+        else:
+            return -1
+    size = c.doc_size[d]
+    if size < c.size_min or size > c.size_max:
+        return -1
+    if plan_phrases:
+        for a, b, smask in plan_phrases:
+            sm = smask
+            if sm[slot]:
+                continue
+            if not phrase_in(c, a, b, name, nn) and not phrase_in(c, a, b, tags, ntg):
+                return -1
+    if plan_excl:
+        for eids, smask in plan_excl:
+            sm = smask
+            if sm[slot]:
+                return -1
+            if eids is not None:
+                ids = eids
+                if ids_in(ids.data.as_uints, len(ids), name, nn) or ids_in(ids.data.as_uints, len(ids), tags, ntg):
+                    return -1
+    if plan_tags:
+        for tids in plan_tags:
+            ids = tids
+            if not ids_in(ids.data.as_uints, len(ids), tags, ntg):
+                return -1
+    if c.exact_ids != NULL and nn == c.nexact and memcmp(name, c.exact_ids, nn * 4) == 0:
+        raw += EXACT
+    return raw * c.slot_wq[slot]
+
+
+cdef inline Py_ssize_t lower_bound(const unsigned int* a, Py_ssize_t lo, Py_ssize_t hi, unsigned int x) nogil:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline int driver(Ctx* cx, unsigned int* cnt, int nt, int nslots, unsigned int s, unsigned int span,
+                       unsigned int* best) noexcept nogil:
+    cdef int ti, bt = -1
+    cdef unsigned int c
+    best[0] = span
+    for ti in range(nt):
+        if cx.terms[ti].sd[s]:
+            continue
+        c = cnt[ti * nslots + s]
+        if (0 < c < best[0]) or (c and bt < 0 and c <= best[0]):
+            best[0] = c
+            bt = ti
+    return bt
+
+
+def run(st, plan, bint exhaustive=False):
+    """[(score, doc)] best first (at most plan.k), total, total_is_estimate (see _index_py.run)."""
+    cdef int nslots = len(st.slot_ids), nt = len(plan.terms), ti, li, nl = 0, k = plan.k
+    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi, slot_wq = st.slot_wq, slot_rank = st.slot_rank
+    cdef const unsigned int* lo_ = slot_lo.data.as_uints
+    cdef const unsigned int* hi_ = slot_hi.data.as_uints
+    cdef const unsigned int* rk = slot_rank.data.as_uints
+    cdef const unsigned char* mask = plan.mask
+    cdef const unsigned char* exs = plan.exact_slots
+    cdef list keep = []
+    cdef Ctx c
+    cdef array a
+    cdef Py_ssize_t r, nb, start, end, i, j
+    cdef unsigned int key, s, cc, d, lo, hi, best
+    cdef ListC* L
+    cdef unsigned char* maxc = NULL
+    cdef unsigned int* cnt = NULL
+    cdef unsigned long long* order = NULL
+    cdef unsigned long long bound, b
+    cdef unsigned char* marks = NULL
+    cdef long long sc
+    cdef unsigned long long* top_s = NULL
+    cdef unsigned int* top_r = NULL
+    cdef unsigned int* top_d = NULL
+    cdef int ntop = 0, pos, no = 0, oi, bt
+    cdef long long matched = 0, rest
+    cdef list tagset_toks = st.tagset_toks
+    cdef object blocked = plan.blocked
+    cdef bytearray cids = st.cids
+    cdef bint stopped = False
+    for term in plan.terms:
+        nl += len(term[3])
+    c.terms = <TermC*>calloc(nt + 1, sizeof(TermC))
+    c.lists = <ListC*>calloc(nl + 1, sizeof(ListC))
+    maxc = <unsigned char*>calloc(<size_t>nt * nslots + 1, 1)
+    cnt = <unsigned int*>calloc(<size_t>nt * nslots + 1, sizeof(unsigned int))
+    order = <unsigned long long*>malloc((nslots + 1) * sizeof(unsigned long long))
+    top_s = <unsigned long long*>malloc((k + 1) * sizeof(unsigned long long))
+    top_r = <unsigned int*>malloc((k + 1) * sizeof(unsigned int))
+    top_d = <unsigned int*>malloc((k + 1) * sizeof(unsigned int))
+    try:
+        if c.terms == NULL or c.lists == NULL or maxc == NULL or cnt == NULL or order == NULL or top_d == NULL \
+                or top_s == NULL or top_r == NULL:
+            raise MemoryError()
+        c.nt = nt
+        a = st.fwd; c.fwd = a.data.as_uints
+        a = st.fwd_off; c.fwd_off = a.data.as_uints
+        a = st.doc_tagset; c.doc_tagset = a.data.as_uints
+        a = st.doc_ext; c.doc_ext = a.data.as_uints
+        a = st.doc_size; c.doc_size = a.data.as_ulonglongs
+        a = st.term_off; c.term_off = a.data.as_ulonglongs
+        c.term_blob = <const unsigned char*>(<char*>st.term_blob) if len(st.term_blob) else <const unsigned char*>""
+        keep.append(st.term_blob)
+        c.slot_wq = slot_wq.data.as_uints
+        c.exts = NULL
+        if plan.exts is not None:
+            a = plan.exts; c.exts = a.data.as_uints; c.nexts = len(a)
+        c.size_min = plan.size_min
+        c.size_max = plan.size_max
+        c.exact_ids = NULL
+        if plan.exact_ids is not None:
+            a = plan.exact_ids; c.exact_ids = a.data.as_uints; c.nexact = len(a)
+        li = 0
+        for ti in range(nt):
+            term = plan.terms[ti]
+            c.terms[ti].exact = term[0]
+            if term[2] is not None:
+                keep.append(term[2])
+                c.terms[ti].pfx = <const char*>(<bytes>term[2])
+                c.terms[ti].pfxlen = len(<bytes>term[2])
+            else:
+                c.terms[ti].pfx = NULL
+            keep.append(term[4])
+            c.terms[ti].sd = <const unsigned char*>(<bytes>term[4]) if nslots else <const unsigned char*>""
+            c.terms[ti].l0 = li
+            for post, blk, strict in term[3]:
+                a = post
+                c.lists[li].post = a.data.as_uints
+                c.lists[li].npost = len(a)
+                a = blk
+                c.lists[li].blk = a.data.as_uints
+                c.lists[li].nblk = len(a)
+                c.lists[li].strict = strict
+                li += 1
+            c.terms[ti].l1 = li
+        # per-share bounds and counts from the block tables
+        for ti in range(nt):
+            for li in range(c.terms[ti].l0, c.terms[ti].l1):
+                L = &c.lists[li]
+                nb = L.nblk >> 1
+                for r in range(nb):
+                    key = L.blk[2 * r]
+                    start = L.blk[2 * r + 1]
+                    s = key >> 2
+                    if not mask[s] or not (lo_[s] <= L.post[start] < hi_[s]):
+                        continue
+                    end = L.blk[2 * r + 3] if r + 1 < nb else L.npost
+                    cc = ((NPFX if L.strict else NAME) if key & FN else TAG)
+                    if cc > maxc[ti * nslots + s]:
+                        maxc[ti * nslots + s] = cc
+                    cnt[ti * nslots + s] += end - start
+            for s in range(nslots):
+                if c.terms[ti].sd[s] > maxc[ti * nslots + s]:
+                    maxc[ti * nslots + s] = c.terms[ti].sd[s]
+        for s in range(nslots):
+            if not mask[s] or lo_[s] == hi_[s]:
+                continue
+            b = 0
+            for ti in range(nt):
+                if not maxc[ti * nslots + s]:
+                    break
+                b += maxc[ti * nslots + s]
+            else:
+                if exs[s]:
+                    b += EXACT
+                b *= c.slot_wq[s]
+                # sort key: bound desc, rank asc  ->  ascending sort of (~bound, rank)
+                order[no] = ((0xFFFFFFFFULL - b) << 32) | rk[s]
+                no += 1
+        _sort_u64(order, no)
+        rank_to_slot = {rk[s]: s for s in range(nslots)}
+        for oi in range(no):
+            s = rank_to_slot[<unsigned int>(order[oi] & 0xFFFFFFFFULL)]
+            bound = 0xFFFFFFFFULL - (order[oi] >> 32)
+            if not exhaustive and k and ntop >= k:
+                if top_s[k - 1] > bound or (top_s[k - 1] == bound and top_r[k - 1] < rk[s]):
+                    rest = 0
+                    for j in range(oi, no):
+                        s = rank_to_slot[<unsigned int>(order[j] & 0xFFFFFFFFULL)]
+                        driver(&c, cnt, nt, nslots, s, hi_[s] - lo_[s], &best)
+                        rest += best
+                    matched += rest
+                    stopped = True
+                    break
+            lo = lo_[s]
+            hi = hi_[s]
+            bt = driver(&c, cnt, nt, nslots, s, hi - lo, &best)
+            if bt >= 0 and c.terms[bt].l1 - c.terms[bt].l0 > 1:
+                marks = <unsigned char*>calloc(hi - lo + 1, 1)
+                if marks == NULL:
+                    raise MemoryError()
+                for li in range(c.terms[bt].l0, c.terms[bt].l1):
+                    L = &c.lists[li]
+                    i = lower_bound(L.post, 0, L.npost, lo)
+                    while i < L.npost and L.post[i] < hi:
+                        marks[L.post[i] - lo] = 1
+                        i += 1
+            if bt < 0 or marks != NULL:
+                for i in range(lo, hi):
+                    if marks != NULL and not marks[i - lo]:
+                        continue
+                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, tagset_toks, <unsigned int>i, s)
+                    if sc >= 0:
+                        ntop = _consider(&c, blocked, cids, <unsigned int>i, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
+            if bt >= 0 and marks == NULL:
+                L = &c.lists[c.terms[bt].l0]
+                i = lower_bound(L.post, 0, L.npost, lo)
+                j = lower_bound(L.post, i, L.npost, hi)
+                for i in range(i, j):
+                    d = L.post[i]
+                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, tagset_toks, d, s)
+                    if sc >= 0:
+                        ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
+            free(marks)
+            marks = NULL
+        return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped
+    finally:
+        free(c.terms); free(c.lists); free(maxc); free(cnt); free(order)
+        free(top_s); free(top_r); free(top_d); free(marks)
+
+
+cdef int _consider(Ctx* c, object blocked, bytearray cids, unsigned int d, long long sc, unsigned int rank,
+                   unsigned long long* top_s, unsigned int* top_r, unsigned int* top_d, int ntop, int k,
+                   long long* matched) except -1:
+    cdef int pos
+    cdef unsigned long long s = <unsigned long long>sc
+    if blocked is not None and bytes(cids[32 * d:32 * d + 32]) in blocked:
+        return ntop
+    matched[0] += 1
+    if k == 0:
+        return 0
+    if ntop >= k and not _better(s, rank, d, top_s[k - 1], top_r[k - 1], top_d[k - 1]):
+        return ntop
+    pos = ntop if ntop < k else k - 1
+    while pos > 0 and _better(s, rank, d, top_s[pos - 1], top_r[pos - 1], top_d[pos - 1]):
+        top_s[pos] = top_s[pos - 1]
+        top_r[pos] = top_r[pos - 1]
+        top_d[pos] = top_d[pos - 1]
+        pos -= 1
+    top_s[pos] = s
+    top_r[pos] = rank
+    top_d[pos] = d
+    return ntop + 1 if ntop < k else k
+
+
+cdef inline bint _better(unsigned long long s, unsigned int r, unsigned int d,
+                         unsigned long long s2, unsigned int r2, unsigned int d2) nogil:
+    if s != s2:
+        return s > s2
+    if r != r2:
+        return r < r2
+    return d < d2
+
+
+cdef void _sort_u64(unsigned long long* a, Py_ssize_t n) noexcept nogil:
+    # shell sort is enough here (n = number of shares)
+    cdef Py_ssize_t gap = 1, i, j
+    cdef unsigned long long v
+    while gap < n // 3:
+        gap = gap * 3 + 1
+    while gap >= 1:
+        for i in range(gap, n):
+            v = a[i]
+            j = i
+            while j >= gap and a[j - gap] > v:
+                a[j] = a[j - gap]
+                j -= gap
+            a[j] = v
+        gap //= 3
+
+
+class _Kernels:
+    pass
+
+
+_K = _Kernels()
+_K.tokenize = tokenize
+_K.add_share = add_share
+_K.run = run
+_K.ExactNames = ExactNames
+
+
+class Index(IndexBase):
+    """The search index (native twin)."""
+
+    _k = _K

@@ -1,0 +1,667 @@
+"""What both index twins share: the state layout, the public API, query planning,
+persistence and snippets. A twin module supplies only the hot kernels
+(``tokenize``, ``add_share``, ``run``, ``ExactNames``) over this same layout, so a
+persisted image is read by either twin.
+
+State layout (all item data lives in flat typed arrays; no per-item Python objects):
+
+* docs (append-only ids; a share's items are one contiguous id run, in the share's rank order):
+  ``doc_share``, ``doc_size``, ``doc_mime``, ``doc_ext``, ``doc_tagset`` (arrays), ``names``
+  (UTF-8, ``name_off``), ``cids`` (32 bytes each), ``fwd``/``fwd_off`` (the name's term ids);
+* terms: ``term_ids`` (str -> id, id 0 reserved), ``terms``, ``term_blob``/``term_off`` (UTF-8);
+* per term: ``post[t]`` sorted doc ids (array('I')), ``blk[t]`` block table, pairs
+  ``(slot << 2 | flags, index of the run's first posting)``, one pair per share run;
+* per strict prefix (lengths in ``ranking.PREFIX_LIST_LENGTHS``): ``ppost``/``pblk`` likewise;
+* shares (slots): ``slot_lo``/``slot_hi`` (the live doc run), ``slot_wq``, ``slot_trust``,
+  ``slot_alive``, ``slot_rank`` (rank of the share id, for the tie-break).
+
+Replacing a share appends its new run and marks the old one dead (the slot's range moves);
+dead runs are skipped by a range check and reclaimed by :meth:`IndexBase.compact`, which runs
+by itself when dead items outnumber live ones (amortised; never on a single update).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import struct
+import sys
+from array import array
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..errors import IndexImageError, SearchError
+from . import ranking
+from .query import Query, parse_query
+from .text import token_spans, tokenize as _pure_tokenize
+
+TRUST_CODES = {"trusted": 0, "normal": 1, "untrusted": 2}
+TRUST_NAMES = {v: k for k, v in TRUST_CODES.items()}
+DEFAULT_TRUST = ("trusted", "normal")
+MAX_RESULTS = 10_000  #: offset + limit cap
+BLOB_NAME = "search/index"
+_MAGIC = b"SCP2PIX1"
+_COMPACT_MIN_DEAD = 50_000
+#: tag tokens indexed per item (all tags together)
+MAX_TAG_TOKENS = 64
+
+
+def _trust_code(t) -> int:
+    v = getattr(t, "value", t)
+    try:
+        return TRUST_CODES[str(v).lower()]
+    except KeyError:
+        raise ValueError(f"unknown trust level {t!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Blocklist:
+    """Share ids and content ids whose items must not appear in results."""
+
+    share_ids: frozenset = frozenset()
+    content_ids: frozenset = frozenset()
+
+    @classmethod
+    def of(cls, ids) -> "Blocklist":
+        if ids is None or isinstance(ids, Blocklist):
+            return ids or cls()
+        s = frozenset(bytes(i) for i in ids)
+        return cls(s, s)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    share_id: bytes
+    content_id: bytes
+    name: str
+    size: int
+    mime: str | None
+    tags: tuple[str, ...]
+    score: float
+    snippet: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    total: int
+    total_is_estimate: bool
+    hits: tuple[Hit, ...] = ()
+
+
+@dataclass(slots=True)
+class Plan:
+    """A compiled query, in the form the kernels take."""
+
+    terms: list = field(default_factory=list)  #: per term: (exact_id, prefix_str|None, prefix_bytes|None, lists, sd)
+    phrases: list = field(default_factory=list)  #: (a, b, share_mask)
+    excludes: list = field(default_factory=list)  #: (ids tuple | None, share_mask)
+    tags: list = field(default_factory=list)  #: ids tuples
+    exts: object = None  #: array('I') of ext term ids, or None
+    size_min: int = 0
+    size_max: int = (1 << 64) - 1
+    mask: bytearray = field(default_factory=bytearray)
+    exact_slots: bytearray = field(default_factory=bytearray)
+    exact_ids: object = None  #: array('I') or None
+    k: int = 20
+    blocked: object = None  #: frozenset of content ids, or None
+
+
+class State:
+    """The index data (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.term_ids: dict[str, int] = {"": 0}
+        self.terms: list[str] = [""]
+        self.term_blob = bytearray()
+        self.term_off = array("Q", [0, 0])
+        self.post: list[array] = [array("I")]
+        self.blk: list[array] = [array("I")]
+        self.pfx_ids: dict[str, int] = {}
+        self.ppost: list[array] = []
+        self.pblk: list[array] = []
+        self.sorted_terms: list[str] = []
+        self.pending_terms: list[str] = []
+        self.doc_share = array("I")
+        self.doc_size = array("Q")
+        self.doc_mime = array("I")
+        self.doc_ext = array("I")
+        self.doc_tagset = array("I")
+        self.fwd = array("I")
+        self.fwd_off = array("I", [0])
+        self.names = bytearray()
+        self.name_off = array("Q", [0])
+        self.cids = bytearray()
+        self.mimes: list[str] = [""]
+        self.mime_ids: dict[str, int] = {"": 0}
+        self.tagsets: list[tuple[str, ...]] = [()]
+        self.tagset_ids: dict[tuple, int] = {(): 0}
+        self.tagset_toks: list[array] = [array("I")]
+        self.tagset_pfx: list[tuple] = [()]  #: per tagset: ((pfx id, flags), ...)
+        self.slot_ids: list[bytes] = []
+        self.slot_of: dict[bytes, int] = {}
+        self.slot_lo = array("I")
+        self.slot_hi = array("I")
+        self.slot_wq = array("I")
+        self.slot_trust = array("B")
+        self.slot_alive = array("B")
+        self.slot_rank = array("I")
+        self.slot_title: list[str] = []
+        self.slot_desc: list[str] = []
+        self.title_index: dict[str, set[int]] = {}
+        self.desc_index: dict[str, set[int]] = {}
+        self.ndead = 0
+        self.exact = None  # the twin's ExactNames
+
+    @property
+    def ndocs(self) -> int:
+        return len(self.doc_share)
+
+    # helpers used by both kernels (not per item hot paths)
+    def new_term(self, tok: str) -> int:
+        tid = len(self.terms)
+        self.term_ids[tok] = tid
+        self.terms.append(tok)
+        self.term_blob += tok.encode()
+        self.term_off.append(len(self.term_blob))
+        self.post.append(array("I"))
+        self.blk.append(array("I"))
+        self.pending_terms.append(tok)
+        return tid
+
+    def new_pfx(self, p: str) -> int:
+        pid = len(self.ppost)
+        self.pfx_ids[p] = pid
+        self.ppost.append(array("I"))
+        self.pblk.append(array("I"))
+        return pid
+
+    def term_id(self, tok: str) -> int:
+        tid = self.term_ids.get(tok)
+        return self.new_term(tok) if tid is None else tid
+
+    def pfx_id(self, p: str) -> int:
+        pid = self.pfx_ids.get(p)
+        return self.new_pfx(p) if pid is None else pid
+
+    def mime_id(self, mime) -> int:
+        m = mime or ""
+        i = self.mime_ids.get(m)
+        if i is None:
+            i = self.mime_ids[m] = len(self.mimes)
+            self.mimes.append(m)
+        return i
+
+    def tagset_id(self, tags: tuple, tokenize) -> int:
+        i = self.tagset_ids.get(tags)
+        if i is None:
+            i = self.tagset_ids[tags] = len(self.tagsets)
+            self.tagsets.append(tags)
+            toks = array("I")
+            pf: dict[int, int] = {}
+            ntok = 0
+            for tag in tags:
+                tt = tokenize(tag)[:MAX_TAG_TOKENS - ntok]
+                if not tt:
+                    continue
+                ntok += len(tt)
+                if toks:
+                    toks.append(0)
+                for t in tt:
+                    toks.append(self.term_id(t))
+                    for n in ranking.PREFIX_LIST_LENGTHS:
+                        if len(t) > n:
+                            pf[self.pfx_id(t[:n])] = ranking.FLAG_TAG
+            self.tagset_toks.append(toks)
+            self.tagset_pfx.append(tuple(pf.items()))
+        return i
+
+    def sorted_dictionary(self) -> list[str]:
+        if self.pending_terms:
+            self.sorted_terms = sorted(self.sorted_terms + self.pending_terms)
+            self.pending_terms = []
+        return self.sorted_terms
+
+
+def _prepare_items(items, tokenize) -> list[tuple]:
+    """Items as (ntok-sort key...) tuples in the share's rank order, duplicates (by content id) dropped."""
+    seen: set[bytes] = set()
+    rows = []
+    for it in items:
+        cid = bytes(it.content_id)
+        if cid in seen:
+            continue
+        seen.add(cid)
+        name = it.name
+        toks = tokenize(name)
+        rows.append((len(toks), name, cid, toks, int(it.size), it.mime, tuple(it.tags)))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return rows
+
+
+class IndexBase:
+    """The search index. Subclasses (the twins) set ``_k`` to their kernel module."""
+
+    _k = None  # kernel module: tokenize, add_share(state, slot, rows), run(state, plan), ExactNames
+
+    def __init__(self) -> None:
+        self._st = State()
+        self._st.exact = self._k.ExactNames()
+        self._ranks_dirty = False
+
+    # ------------------------------------------------------------------ updates
+    def replace_share(self, share_id: bytes, items: Iterable, *, title: str | None = None,
+                      description: str | None = None, weight: float = 1.0, trust="normal") -> None:
+        """Index ``items`` (ItemV1) as the whole content of share ``share_id``, replacing what it had."""
+        st = self._st
+        share_id = bytes(share_id)
+        if len(share_id) != 32:
+            raise SearchError("share_id must be 32 bytes")
+        tcode = _trust_code(trust)
+        rows = _prepare_items(items, self._k.tokenize)
+        slot = st.slot_of.get(share_id)
+        if slot is None:
+            slot = len(st.slot_ids)
+            st.slot_of[share_id] = slot
+            st.slot_ids.append(share_id)
+            for arr in (st.slot_lo, st.slot_hi, st.slot_wq, st.slot_rank):
+                arr.append(0)
+            st.slot_trust.append(0)
+            st.slot_alive.append(0)
+            st.slot_title.append("")
+            st.slot_desc.append("")
+            self._ranks_dirty = True
+        else:
+            self._kill(slot)
+        self._set_share_meta(slot, title or "", description or "")
+        st.slot_wq[slot] = ranking.quantize_weight(weight)
+        st.slot_trust[slot] = tcode
+        lo = st.ndocs
+        st.slot_lo[slot] = lo
+        self._k.add_share(st, slot, rows)
+        st.slot_hi[slot] = st.ndocs
+        st.slot_alive[slot] = 1
+        st.exact.add_range(st, lo, st.ndocs)
+        self._maybe_compact()
+
+    def set_share_meta(self, share_id: bytes, *, weight: float | None = None, trust=None) -> None:
+        """Change a share's weight or trust level without reindexing its items."""
+        slot = self._st.slot_of.get(bytes(share_id))
+        if slot is None or not self._st.slot_alive[slot]:
+            raise KeyError(share_id)
+        if weight is not None:
+            self._st.slot_wq[slot] = ranking.quantize_weight(weight)
+        if trust is not None:
+            self._st.slot_trust[slot] = _trust_code(trust)
+
+    def remove_share(self, share_id: bytes) -> bool:
+        st = self._st
+        slot = st.slot_of.get(bytes(share_id))
+        if slot is None or not st.slot_alive[slot]:
+            return False
+        self._kill(slot)
+        st.slot_alive[slot] = 0
+        self._set_share_meta(slot, "", "")
+        self._maybe_compact()
+        return True
+
+    def _kill(self, slot: int) -> None:
+        st = self._st
+        st.ndead += st.slot_hi[slot] - st.slot_lo[slot]
+        st.slot_lo[slot] = st.slot_hi[slot] = 0
+
+    def _set_share_meta(self, slot: int, title: str, desc: str) -> None:
+        st = self._st
+        for idx, old in ((st.title_index, st.slot_title[slot]), (st.desc_index, st.slot_desc[slot])):
+            for t in set(self._k.tokenize(old)):
+                s = idx.get(t)
+                if s is not None:
+                    s.discard(slot)
+                    if not s:
+                        del idx[t]
+        st.slot_title[slot] = title
+        st.slot_desc[slot] = desc
+        for idx, text in ((st.title_index, title), (st.desc_index, desc)):
+            for t in set(self._k.tokenize(text)):
+                idx.setdefault(t, set()).add(slot)
+
+    def _maybe_compact(self) -> None:
+        st = self._st
+        if st.ndead >= _COMPACT_MIN_DEAD and st.ndead > st.ndocs - st.ndead:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop dead items and removed shares (renumbers internal ids; results are unchanged)."""
+        old = self._st
+        new = type(self)()
+        live = [s for s in range(len(old.slot_ids)) if old.slot_alive[s]]
+        for s in live:
+            new.replace_share(old.slot_ids[s], list(_Items(old, s)), title=old.slot_title[s],
+                              description=old.slot_desc[s], weight=1.0, trust=TRUST_NAMES[old.slot_trust[s]])
+            new._st.slot_wq[new._st.slot_of[old.slot_ids[s]]] = old.slot_wq[s]
+        self._st = new._st
+        self._ranks_dirty = True
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self._st.ndocs - self._st.ndead
+
+    def share_ids(self) -> list[bytes]:
+        st = self._st
+        return [st.slot_ids[s] for s in range(len(st.slot_ids)) if st.slot_alive[s]]
+
+    def _ranks(self) -> None:
+        if self._ranks_dirty:
+            st = self._st
+            for r, s in enumerate(sorted(range(len(st.slot_ids)), key=st.slot_ids.__getitem__)):
+                st.slot_rank[s] = r
+            self._ranks_dirty = False
+
+    def search(self, query: str | Query, *, scope: Iterable[bytes] | None = None,
+               trust_levels: Iterable = DEFAULT_TRUST, blocklist=None, limit: int = 20, offset: int = 0,
+               typing: bool = False, highlight: tuple[str, str] = ("[", "]")) -> SearchPage:
+        """Top ``limit`` hits after ``offset`` (see scp2p.search.ranking for the order)."""
+        q = query if isinstance(query, Query) else parse_query(query, typing=typing)
+        if limit < 0 or offset < 0 or offset + limit > MAX_RESULTS:
+            raise ValueError(f"0 <= offset, limit and offset + limit <= {MAX_RESULTS}")
+        self._ranks()
+        plan = self._plan(q, scope, trust_levels, Blocklist.of(blocklist), offset + limit)
+        if plan is None:
+            return SearchPage(0, False, ())
+        found, total, estimate = self._k.run(self._st, plan)
+        hits = tuple(self._hit(doc, score, q, highlight) for score, doc in found[offset:offset + limit])
+        return SearchPage(total, estimate, hits)
+
+    # ------------------------------------------------------------------ planning
+    def _share_level(self, idx: dict, tok: str, prefix: bool) -> set[int]:
+        if not prefix:
+            return idx.get(tok, set())
+        out: set[int] = set()
+        for k, v in idx.items():
+            if k.startswith(tok):
+                out |= v
+        return out
+
+    def _share_seq_mask(self, toks: tuple[str, ...], nslots: int) -> bytearray:
+        """Slots whose title or description contains the token sequence."""
+        st = self._st
+        mask = bytearray(nslots)
+        cand = set.intersection(*(st.title_index.get(t, set()) | st.desc_index.get(t, set()) for t in toks))
+        for s in cand:
+            for text in (st.slot_title[s], st.slot_desc[s]):
+                tt = self._k.tokenize(text)
+                n = len(toks)
+                if any(tuple(tt[i:i + n]) == toks for i in range(len(tt) - n + 1)):
+                    mask[s] = 1
+        return mask
+
+    def _plan(self, q: Query, scope, trust_levels, bl: Blocklist, k: int) -> Plan | None:
+        st = self._st
+        n = len(st.slot_ids)
+        p = Plan(k=k)
+        # eligible shares
+        tmask = 0
+        for t in trust_levels:
+            tmask |= 1 << _trust_code(t)
+        mask = bytearray(n)
+        if scope is not None:
+            for sid in scope:
+                s = st.slot_of.get(bytes(sid))
+                if s is not None:
+                    mask[s] = 1
+        else:
+            mask = bytearray(b"\x01") * n
+        for s in range(n):
+            if mask[s] and (not st.slot_alive[s] or not (tmask >> st.slot_trust[s]) & 1):
+                mask[s] = 0
+        if bl.share_ids:
+            for sid in bl.share_ids:
+                s = st.slot_of.get(sid)
+                if s is not None:
+                    mask[s] = 0
+        if q.shares:
+            for s in range(n):
+                if mask[s] and not any(st.slot_ids[s].hex().startswith(h) for h in q.shares):
+                    mask[s] = 0
+        p.mask = mask
+        p.blocked = bl.content_ids or None
+        # terms
+        plens = ranking.PREFIX_LIST_LENGTHS
+        for term in q.terms:
+            tok = term.text
+            exact = st.term_ids.get(tok, -1)
+            lists = []
+            if exact > 0:
+                lists.append((st.post[exact], st.blk[exact], 0))
+            if term.prefix:
+                if len(tok) in plens:
+                    pid = st.pfx_ids.get(tok)
+                    if pid is not None:
+                        lists.append((st.ppost[pid], st.pblk[pid], 1))
+                else:
+                    d = st.sorted_dictionary()
+                    i = bisect.bisect_left(d, tok)
+                    while i < len(d) and d[i].startswith(tok):
+                        if d[i] != tok:
+                            t = st.term_ids[d[i]]
+                            lists.append((st.post[t], st.blk[t], 1))
+                        i += 1
+            sd = bytearray(n)
+            for s in self._share_level(st.desc_index, tok, term.prefix):
+                sd[s] = ranking.DESCRIPTION
+            for s in self._share_level(st.title_index, tok, term.prefix):
+                sd[s] = ranking.TITLE
+            pre = tok if term.prefix else None
+            p.terms.append((exact, pre, pre.encode() if pre else None, lists, bytes(sd)))
+        for a, b in q.phrases:
+            p.phrases.append((a, b, bytes(self._share_seq_mask(tuple(t.text for t in q.terms[a:b]), n))))
+        for toks in q.excludes:
+            ids = [st.term_ids.get(t, -1) for t in toks]
+            p.excludes.append((None if -1 in ids else array("I", ids), bytes(self._share_seq_mask(toks, n))))
+        for toks in q.tags:
+            ids = [st.term_ids.get(t, -1) for t in toks]
+            if -1 in ids:
+                return None
+            p.tags.append(array("I", ids))
+        if q.exts:
+            ids = [st.term_ids[e] for e in q.exts if e in st.term_ids]
+            if not ids:
+                return None
+            p.exts = array("I", ids)
+        if q.size_min is not None:
+            p.size_min = max(0, q.size_min)
+        if q.size_max is not None:
+            if q.size_max < 0:
+                return None
+            p.size_max = min(q.size_max, (1 << 64) - 1)
+        # exact names
+        p.exact_slots = bytearray(n)
+        if q.terms and all(t[0] > 0 for t in p.terms):
+            ids = array("I", [t[0] for t in p.terms])
+            p.exact_ids = ids
+            for d in st.exact.lookup(st, ids):
+                s = st.doc_share[d]
+                if st.slot_lo[s] <= d < st.slot_hi[s]:
+                    p.exact_slots[s] = 1
+        return p
+
+    # ------------------------------------------------------------------ hits and snippets
+    def _hit(self, doc: int, score: int, q: Query, highlight) -> Hit:
+        st = self._st
+        name = st.names[st.name_off[doc]:st.name_off[doc + 1]].decode()
+        tags = st.tagsets[st.doc_tagset[doc]]
+        mime = st.mimes[st.doc_mime[doc]] or None
+        return Hit(st.slot_ids[st.doc_share[doc]], bytes(st.cids[32 * doc:32 * doc + 32]), name,
+                   st.doc_size[doc], mime, tags, score / ranking.WEIGHT_SCALE,
+                   snippet(name, tags, q, highlight))
+
+
+def _matches(tok: str, q: Query) -> bool:
+    return any(tok == t.text or (t.prefix and tok.startswith(t.text)) for t in q.terms)
+
+
+def _mark(text: str, q: Query, highlight) -> tuple[str, bool]:
+    pre, post = highlight
+    out, last, hit = [], 0, False
+    for a, b, tok in token_spans(text):
+        if _matches(tok, q):
+            out += [text[last:a], pre, text[a:b], post]
+            last, hit = b, True
+    out.append(text[last:])
+    return "".join(out), hit
+
+
+def snippet(name: str, tags: tuple[str, ...], q: Query, highlight=("[", "]")) -> str:
+    """The name with matched tokens wrapped in ``highlight``; matched tags follow after ' | '."""
+    text, _ = _mark(name, q, highlight)
+    extra = [m for m, hit in (_mark(t, q, highlight) for t in tags) if hit]
+    return text + (" | " + ", ".join(extra) if extra else "")
+
+
+class _ItemRow:
+    __slots__ = ("content_id", "size", "name", "mime", "tags")
+
+    def __init__(self, content_id, size, name, mime, tags):
+        self.content_id, self.size, self.name, self.mime, self.tags = content_id, size, name, mime, tags
+
+
+def _Items(st: State, slot: int):
+    for d in range(st.slot_lo[slot], st.slot_hi[slot]):
+        yield _ItemRow(bytes(st.cids[32 * d:32 * d + 32]), st.doc_size[d],
+                       st.names[st.name_off[d]:st.name_off[d + 1]].decode(),
+                       st.mimes[st.doc_mime[d]] or None, st.tagsets[st.doc_tagset[d]])
+
+
+# ---------------------------------------------------------------------- persistence
+_ARRAYS = ("doc_share", "doc_size", "doc_mime", "doc_ext", "doc_tagset", "fwd", "fwd_off", "name_off",
+           "term_off", "slot_lo", "slot_hi", "slot_wq", "slot_trust", "slot_alive", "slot_rank")
+_BYTES = ("names", "cids", "term_blob")
+_LISTS = ("post", "blk", "ppost", "pblk", "tagset_toks")
+
+
+def _le(a: array) -> bytes:
+    if sys.byteorder == "big" and a.itemsize > 1:
+        a = array(a.typecode, a)
+        a.byteswap()
+    return memoryview(a).cast("B")
+
+
+def _image(st: State):
+    """(header bytes, iterator of the body's pieces)."""
+    sections = []
+    for name in _ARRAYS:
+        a = getattr(st, name)
+        sections.append([name, a.typecode, len(a) * a.itemsize])
+    for name in _BYTES:
+        sections.append([name, "B", len(getattr(st, name))])
+    for name in _LISTS:
+        lst = getattr(st, name)
+        sections.append([name, "I", 4 * sum(len(a) for a in lst)])
+        sections.append([name + "#", "Q", 8 * (len(lst) + 1)])
+    meta = {
+        "version": 1, "sections": sections, "ndead": st.ndead,
+        "pfx": list(st.pfx_ids), "mimes": st.mimes, "tagsets": [list(t) for t in st.tagsets],
+        "tagset_pfx": [[list(x) for x in tp] for tp in st.tagset_pfx],
+        "slot_ids": [s.hex() for s in st.slot_ids], "titles": st.slot_title, "descs": st.slot_desc,
+    }
+    mj = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def body():
+        yield _MAGIC + struct.pack("<I", len(mj)) + mj
+        for name in _ARRAYS:
+            yield _le(getattr(st, name))
+        for name in _BYTES:
+            yield bytes(getattr(st, name))
+        for name in _LISTS:
+            lst = getattr(st, name)
+            for a in lst:
+                yield _le(a)
+            off = array("Q", [0])
+            for a in lst:
+                off.append(off[-1] + len(a))
+            yield _le(off)
+
+    return body()
+
+
+def _read_image(cls, data: bytes):
+    mv = memoryview(data)
+    try:
+        if bytes(mv[:8]) != _MAGIC:
+            raise IndexImageError("not a search index image (bad magic)")
+        (mlen,) = struct.unpack_from("<I", mv, 8)
+        meta = json.loads(bytes(mv[12:12 + mlen]))
+        if meta.get("version") != 1:
+            raise IndexImageError(f"unknown search index image version {meta.get('version')!r}")
+        pos = 12 + mlen
+        raw = {}
+        for name, tc, nbytes in meta["sections"]:
+            if pos + nbytes > len(mv):
+                raise IndexImageError("truncated search index image")
+            a = array(tc)
+            a.frombytes(mv[pos:pos + nbytes])
+            if sys.byteorder == "big" and a.itemsize > 1:
+                a.byteswap()
+            raw[name] = a
+            pos += nbytes
+        if pos != len(mv):
+            raise IndexImageError("trailing bytes after the search index image")
+        ix = cls()
+        st = ix._st
+        for name in _ARRAYS:
+            setattr(st, name, raw[name])
+        for name in _BYTES:
+            setattr(st, name, bytearray(raw[name]))
+        for name in _LISTS:
+            flat, off = raw[name], raw[name + "#"]
+            if off[-1] != len(flat) or any(off[i] > off[i + 1] for i in range(len(off) - 1)):
+                raise IndexImageError(f"bad offsets in section {name}")
+            setattr(st, name, [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)])
+        tb, to = st.term_blob, st.term_off
+        st.terms = [""] + [tb[to[i]:to[i + 1]].decode() for i in range(1, len(to) - 1)]
+        st.term_ids = {t: i for i, t in enumerate(st.terms)}
+        st.sorted_terms, st.pending_terms = [], st.terms[1:]
+        st.pfx_ids = {p: i for i, p in enumerate(meta["pfx"])}
+        st.mimes = meta["mimes"]
+        st.mime_ids = {m: i for i, m in enumerate(st.mimes)}
+        st.tagsets = [tuple(t) for t in meta["tagsets"]]
+        st.tagset_ids = {t: i for i, t in enumerate(st.tagsets)}
+        st.tagset_pfx = [tuple(tuple(x) for x in tp) for tp in meta["tagset_pfx"]]
+        st.slot_ids = [bytes.fromhex(h) for h in meta["slot_ids"]]
+        st.slot_of = {s: i for i, s in enumerate(st.slot_ids)}
+        st.slot_title, st.slot_desc = [], []
+        for s in range(len(st.slot_ids)):
+            st.slot_title.append("")
+            st.slot_desc.append("")
+            ix._set_share_meta(s, meta["titles"][s], meta["descs"][s])
+        st.ndead = meta["ndead"]
+        ix._ranks_dirty = True
+        n = len(st.doc_share)
+        if not (len(st.post) == len(st.blk) == len(st.terms) and len(st.ppost) == len(st.pblk) == len(st.pfx_ids)
+                and len(st.fwd_off) == n + 1 and len(st.name_off) == n + 1 and len(st.cids) == 32 * n
+                and len(st.tagset_toks) == len(st.tagsets) and len(st.slot_lo) == len(st.slot_ids)):
+            raise IndexImageError("inconsistent search index image")
+        for s in range(len(st.slot_ids)):
+            if st.slot_alive[s]:
+                st.exact.add_range(st, st.slot_lo[s], st.slot_hi[s])
+        return ix
+    except IndexImageError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise IndexImageError(f"damaged search index image ({exc})") from exc
+
+
+def _save(self, store, name: str = BLOB_NAME) -> int:
+    """Write the index to the store's blob area; returns the blob generation."""
+    return store.put_blob(name, _image(self._st))
+
+
+def _load(cls, store, name: str = BLOB_NAME):
+    """The index saved under ``name``, or None if there is none (IndexImageError if damaged)."""
+    blob = store.blob(name)
+    return None if blob is None else _read_image(cls, blob.data)
+
+
+IndexBase.save = _save
+IndexBase.load = classmethod(_load)
+IndexBase.from_bytes = classmethod(lambda cls, data: _read_image(cls, data))
+IndexBase.to_bytes = lambda self: b"".join(bytes(p) for p in _image(self._st))

@@ -1,0 +1,273 @@
+"""Pure-Python twin of the search kernels (the reference; ``_native/search.pyx`` is the fast one).
+
+Kernels over :class:`scp2p.search._base.State`: ``tokenize``, ``add_share``, ``run`` and
+``ExactNames``. The algorithm of ``run`` (share-blocks visited in bound order, early stop) is
+documented in :mod:`scp2p.search.ranking`; the native twin follows it step by step.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from . import ranking
+from ._base import IndexBase, State
+from .text import tokenize
+
+__all__ = ["Index", "tokenize", "add_share", "run", "ExactNames"]
+
+_NAME, _PFX, _TAG = ranking.NAME, ranking.NAME_PREFIX, ranking.TAG
+_FN, _FT = ranking.FLAG_NAME, ranking.FLAG_TAG
+_PLENS = ranking.PREFIX_LIST_LENGTHS
+
+
+class ExactNames:
+    """Exact-name lookup: the name's term-id sequence -> doc ids (dead ones filtered by callers)."""
+
+    def __init__(self) -> None:
+        self._map: dict[tuple, list[int]] = {}
+
+    def add_range(self, st: State, lo: int, hi: int) -> None:
+        fwd, off = st.fwd, st.fwd_off
+        for d in range(lo, hi):
+            self._map.setdefault(tuple(fwd[off[d]:off[d + 1]]), []).append(d)
+
+    def lookup(self, st: State, ids) -> list[int]:
+        return self._map.get(tuple(ids), [])
+
+
+def _append(post, blk, d: int, flags: int, slot: int, lo: int) -> None:
+    nb = len(blk)
+    if nb and (blk[nb - 2] >> 2) == slot and post[blk[nb - 1]] >= lo:
+        blk[nb - 2] |= flags
+    else:
+        blk.append(slot << 2 | flags)
+        blk.append(len(post))
+    post.append(d)
+
+
+def add_share(st: State, slot: int, rows: list) -> None:
+    """Append one share's items (``rows`` from ``_prepare_items``, in rank order) as docs."""
+    lo = st.ndocs
+    for ntok, name, cid, toks, size, mime, tags in rows:
+        d = st.ndocs
+        ts = st.tagset_id(tags, tokenize)
+        st.doc_share.append(slot)
+        st.doc_size.append(size)
+        st.doc_mime.append(st.mime_id(mime))
+        st.doc_tagset.append(ts)
+        ids = [st.term_id(t) for t in toks]
+        dot = name.rfind(".")
+        ext = 0
+        if 0 < dot < len(name) - 1:
+            et = tokenize(name[dot + 1:])
+            if len(et) == 1:
+                ext = st.term_id(et[0])
+        st.doc_ext.append(ext)
+        st.fwd.extend(ids)
+        st.fwd_off.append(len(st.fwd))
+        st.names += name.encode()
+        st.name_off.append(len(st.names))
+        st.cids += cid
+        flags: dict[int, int] = {}
+        for t in ids:
+            flags[t] = _FN
+        for t in st.tagset_toks[ts]:
+            if t:
+                flags[t] = flags.get(t, 0) | _FT
+        for t in sorted(flags):
+            _append(st.post[t], st.blk[t], d, flags[t], slot, lo)
+        pf: dict[int, int] = dict(st.tagset_pfx[ts])
+        for t in toks:
+            for n in _PLENS:
+                if len(t) > n:
+                    p = st.pfx_id(t[:n])
+                    pf[p] = pf.get(p, 0) | _FN
+        for p in sorted(pf):
+            _append(st.ppost[p], st.pblk[p], d, pf[p], slot, lo)
+
+
+# ---------------------------------------------------------------------- query kernel
+def _tmatch(st: State, term, tok: int) -> int:
+    """Points for one name token (0 if it does not match)."""
+    if tok == term[0]:
+        return _NAME
+    if term[1] is not None and st.terms[tok].startswith(term[1]):
+        return _PFX
+    return 0
+
+
+def _seq_at(st, terms, a, b, seq, i) -> bool:
+    for j in range(b - a):
+        if not _tmatch(st, terms[a + j], seq[i + j]):
+            return False
+    return True
+
+
+def _has_seq(seq, ids) -> bool:
+    n = len(ids)
+    ids = list(ids)
+    for i in range(len(seq) - n + 1):
+        if list(seq[i:i + n]) == ids:
+            return True
+    return False
+
+
+def _score(st: State, plan, d: int, slot: int) -> int:
+    """raw(d) * wq, or -1 if d does not match (see scp2p.search.ranking)."""
+    name = st.fwd[st.fwd_off[d]:st.fwd_off[d + 1]]
+    tags = st.tagset_toks[st.doc_tagset[d]]
+    raw = 0
+    for term in plan.terms:
+        c = term[4][slot]
+        for tok in name:
+            m = _tmatch(st, term, tok)
+            if m > c:
+                c = m
+                if c == _NAME:
+                    break
+        if c < _TAG:
+            for tok in tags:
+                if tok and _tmatch(st, term, tok):
+                    c = _TAG
+                    break
+        if not c:
+            return -1
+        raw += c
+    if plan.exts is not None and st.doc_ext[d] not in plan.exts:
+        return -1
+    size = st.doc_size[d]
+    if size < plan.size_min or size > plan.size_max:
+        return -1
+    for a, b, smask in plan.phrases:
+        if smask[slot]:
+            continue
+        ok = any(_seq_at(st, plan.terms, a, b, name, i) for i in range(len(name) - (b - a) + 1))
+        if not ok:
+            ok = any(_seq_at(st, plan.terms, a, b, seg, i)
+                     for seg in _segments(tags) for i in range(len(seg) - (b - a) + 1))
+        if not ok:
+            return -1
+    for ids, smask in plan.excludes:
+        if smask[slot]:
+            return -1
+        if ids is not None and (_has_seq(name, ids) or any(_has_seq(seg, ids) for seg in _segments(tags))):
+            return -1
+    for ids in plan.tags:
+        if not any(_has_seq(seg, ids) for seg in _segments(tags)):
+            return -1
+    if plan.exact_ids is not None and len(name) == len(plan.exact_ids) and name == plan.exact_ids:
+        raw += ranking.EXACT_NAME
+    return raw * st.slot_wq[slot]
+
+
+def _segments(tags):
+    seg = []
+    for t in tags:
+        if t:
+            seg.append(t)
+        else:
+            yield seg
+            seg = []
+    if seg:
+        yield seg
+
+
+def run(st: State, plan, exhaustive: bool = False):
+    """[(score, doc)] best first (at most plan.k), total, total_is_estimate."""
+    nslots = len(st.slot_ids)
+    nt = len(plan.terms)
+    lo_, hi_ = st.slot_lo, st.slot_hi
+    maxc = [bytearray(nslots) for _ in range(nt)]
+    cnt = [[0] * nslots for _ in range(nt)]
+    for ti, term in enumerate(plan.terms):
+        mc, ct = maxc[ti], cnt[ti]
+        for post, blk, strict in term[3]:
+            nb = len(blk) // 2
+            for r in range(nb):
+                key, start = blk[2 * r], blk[2 * r + 1]
+                s = key >> 2
+                if not plan.mask[s] or not lo_[s] <= post[start] < hi_[s]:
+                    continue
+                end = blk[2 * r + 3] if r + 1 < nb else len(post)
+                c = (_PFX if strict else _NAME) if key & _FN else _TAG
+                if c > mc[s]:
+                    mc[s] = c
+                ct[s] += end - start
+        sd = term[4]
+        for s in range(nslots):
+            if sd[s] > mc[s]:
+                mc[s] = sd[s]
+    order = []
+    for s in range(nslots):
+        if not plan.mask[s] or lo_[s] == hi_[s]:
+            continue
+        b = 0
+        for ti in range(nt):
+            if not maxc[ti][s]:
+                break
+            b += maxc[ti][s]
+        else:
+            if plan.exact_slots[s]:
+                b += ranking.EXACT_NAME
+            order.append((-(b * st.slot_wq[s]), st.slot_rank[s], s))
+    order.sort()
+    top: list[tuple] = []  # (-score, rank, doc)
+    k = plan.k
+    matched = 0
+    for oi, (nb_, rank, s) in enumerate(order):
+        bound = -nb_
+        if not exhaustive and k and len(top) >= k:
+            kth = top[k - 1]
+            if -kth[0] > bound or (-kth[0] == bound and kth[1] < rank):
+                rest = sum(_driver(plan, cnt, nt, s2, lo_, hi_)[0] for _, _, s2 in order[oi:])
+                return [(-t[0], t[2]) for t in top], matched + rest, True
+        for d in _candidates(st, plan, cnt, nt, s):
+            sc = _score(st, plan, d, s)
+            if sc < 0:
+                continue
+            if plan.blocked is not None and bytes(st.cids[32 * d:32 * d + 32]) in plan.blocked:
+                continue
+            matched += 1
+            key = (-sc, rank, d)
+            if k and (len(top) < k or key < top[-1]):
+                bisect.insort(top, key)
+                if len(top) > k:
+                    top.pop()
+    return [(-t[0], t[2]) for t in top], matched, False
+
+
+def _driver(plan, cnt, nt, s, lo_, hi_):
+    """(count, term index) of the most selective term's postings in share s (-1: scan the share).
+
+    A term that matches the share's title or description matches every item there, so it
+    never drives."""
+    best, bt = hi_[s] - lo_[s], -1
+    for ti in range(nt):
+        if plan.terms[ti][4][s]:
+            continue
+        c = cnt[ti][s]
+        if 0 < c < best or (c and bt < 0 and c <= best):
+            best, bt = c, ti
+    return best, bt
+
+
+def _candidates(st, plan, cnt, nt, s):
+    lo, hi = st.slot_lo[s], st.slot_hi[s]
+    _, bt = _driver(plan, cnt, nt, s, st.slot_lo, st.slot_hi)
+    if bt < 0:
+        return range(lo, hi)
+    lists = plan.terms[bt][3]
+    out = []
+    for post, _blk, _strict in lists:
+        i = bisect.bisect_left(post, lo)
+        j = bisect.bisect_left(post, hi, i)
+        out.extend(post[i:j])
+    if len(lists) > 1:
+        out = sorted(set(out))
+    return out
+
+
+class Index(IndexBase):
+    """The search index (pure-Python twin)."""
+
+    _k = __import__(__name__, fromlist=["run"])

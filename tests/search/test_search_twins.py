@@ -1,0 +1,95 @@
+"""Native and pure twins return identical pages on random corpora and queries; early
+termination returns exactly what exhaustive scoring returns."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import twin_names
+from hypothesis import given, settings, strategies as st
+from search_helpers import index_module, item, sid
+
+from scp2p.search import _index_py
+from scp2p.search._base import DEFAULT_TRUST, Blocklist
+from scp2p.search.query import parse_query
+
+WORDS = ["lib", "libc", "libssl", "so", "gz", "bash", "python3", "py", "doc", "usr", "share", "Ünï", "uni",
+         "x86", "64", "linux", "gnu", "readme", "md", "a", "ab", "abc", "abcd", "abcde"]
+SEPS = [".", "-", "_", " ", "/"]
+
+word = st.sampled_from(WORDS)
+name = st.builds(lambda ws, seps: "".join(w + s for w, s in zip(ws, seps))[:-1] or "x",
+                 st.lists(word, min_size=1, max_size=4), st.lists(st.sampled_from(SEPS), min_size=4, max_size=4))
+an_item = st.tuples(name, st.lists(st.sampled_from(["usr", "lib", "share doc", "bin", "x86_64-linux-gnu"]),
+                                   max_size=3), st.integers(0, 5000), st.integers(0, 40))
+share = st.tuples(st.integers(1, 6), st.lists(an_item, max_size=25),
+                  st.one_of(st.none(), st.lists(word, max_size=3).map(" ".join)),
+                  st.one_of(st.none(), st.lists(word, max_size=3).map(" ".join)),
+                  st.sampled_from([0.0, 0.5, 1.0, 1.0, 2.0]), st.sampled_from(["trusted", "normal", "untrusted"]))
+ops = st.lists(st.one_of(share, st.integers(1, 6)), min_size=1, max_size=10)
+
+clause = st.one_of(
+    word, word.map(lambda w: w + "*"), word.map(lambda w: "-" + w),
+    st.tuples(word, word).map(lambda p: f'"{p[0]} {p[1]}"'), st.tuples(word, word).map(lambda p: f"{p[0]}.{p[1]}"),
+    st.sampled_from(["tag:usr", "tag:lib", 'tag:"share doc"', "ext:so", "ext:gz", "size:>2000", "size:<=100",
+                     "share:01", "share:0202", "-tag:bin"]).filter(lambda c: not c.startswith("-tag")),
+)
+query = st.lists(clause, min_size=1, max_size=4).map(" ".join)
+
+
+def build(mod, operations):
+    ix = mod.Index()
+    for op in operations:
+        if isinstance(op, int):
+            ix.remove_share(sid(op))
+        else:
+            n, items, title, desc, weight, trust = op
+            ix.replace_share(sid(n), [item(nm, tags, size=sz, key=f"{nm}{k}") for nm, tags, sz, k in items],
+                             title=title, description=desc, weight=weight, trust=trust)
+    return ix
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+@settings(max_examples=150, deadline=None)
+@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(0, 6), st.integers(0, 5), st.booleans())
+def test_twins_identical(operations, queries, limit, offset, typing):
+    native, pure = build(index_module("native"), operations), build(index_module("pure"), operations)
+    assert native.to_bytes() == pure.to_bytes()
+    for q in queries:
+        for kw in ({}, {"trust_levels": ["untrusted", "trusted"]}, {"scope": [sid(1), sid(3)]},
+                   {"blocklist": [sid(2)]}):
+            assert native.search(q, limit=limit, offset=offset, typing=typing, **kw) == \
+                pure.search(q, limit=limit, offset=offset, typing=typing, **kw), (q, kw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(1, 8))
+def test_early_termination_is_exact(twin_name_list, operations, queries, k):
+    for name in twin_name_list:
+        ix = build(index_module(name), operations)
+        ix._ranks()
+        for q in queries:
+            plan = ix._plan(parse_query(q), None, DEFAULT_TRUST, Blocklist(), k)
+            if plan is None:
+                continue
+            fast, total, est = ix._k.run(ix._st, plan)
+            plan2 = ix._plan(parse_query(q), None, DEFAULT_TRUST, Blocklist(), k)
+            slow, total2, est2 = _index_py.run(ix._st, plan2, exhaustive=True)
+            assert fast == slow, q
+            assert not est2
+            if not est:
+                assert total == total2
+            else:
+                assert total >= total2 >= len(fast)
+
+
+@pytest.fixture(scope="module")
+def twin_name_list():
+    return twin_names()
+
+
+def test_compaction_is_invisible(twin):
+    ops_ = [(s, [(f"f{i}.so", ["usr"], i, i) for i in range(20)], "t", None, 1.0, "normal") for s in (1, 2, 3)]
+    ix = build(twin, ops_ + ops_)
+    before = [ix.search(q, limit=10, offset=2) for q in ("f1*", "so usr", "t", "ext:so size:>5")]
+    ix.compact()
+    assert [ix.search(q, limit=10, offset=2) for q in ("f1*", "so usr", "t", "ext:so size:>5")] == before
