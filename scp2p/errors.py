@@ -336,3 +336,25 @@ class QueryError(SearchError, ValueError):
 
 class IndexImageError(SearchError):
     """A persisted search index image is damaged or of an unknown format (rebuild from manifests)."""
+
+
+# --------------------------------------------------------------------------- transfer (scp2p.transfer)
+class TransferError(Scp2pError):
+    """A download or an upload could not proceed."""
+
+
+class NoProviders(TransferError):
+    """Every known provider of the content failed, was banned, or none was found in time."""
+
+
+class ContentMismatch(VerificationError):
+    """Every chunk matched the manifest but the whole file does not hash to the content id
+    (the manifest's chunk list and content id disagree); the download is abandoned."""
+
+
+class DownloadCancelled(TransferError):
+    """The download was cancelled; verified chunks are kept for a later resume."""
+
+
+class ChunkUnavailable(TransferError):
+    """This node cannot serve the requested chunk (unknown content, index out of range, file changed)."""

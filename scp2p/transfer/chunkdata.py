@@ -1,0 +1,137 @@
+"""The CHUNK_DATA fast path: parse and build the payload without intermediate objects.
+
+A CHUNK_DATA payload (PROTOCOL.md section 5) is the CBOR map
+``{content_id: [32 uints], chunk_index: u32, bytes: bstr}``. Our encoder and the
+v0.1 network emit exactly that layout, so:
+
+* :func:`parse_chunk_data` reads ``(content_id, chunk_index, data_offset,
+  data_length)`` straight out of a buffer (a ``memoryview`` of the received
+  frame): the chunk bytes are never copied - the caller hashes and writes them
+  from the frame buffer itself. A payload in any other layout (keys in another
+  order, unknown keys, a byte string where the array is expected) falls back to
+  the generic codec, which also owns every error report.
+* :func:`chunk_data_header` builds the bytes that precede the chunk bytes, so a
+  server can lay the header into a buffer and ``preadv`` the chunk right after it:
+  ``header + chunk`` is byte for byte ``encode_payload(ChunkData(...))``.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from ..errors import LimitExceeded
+from ..limits import ID_LEN, MAX_PAYLOAD, U32_MAX
+from ..wire import codec as _codec
+from ..wire._codec_py import _BYTE_AS_UINT, _head
+from ..wire.messages import ChunkData
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+_K_CID = b"\xa3\x6acontent_id\x98\x20"
+_K_IDX = b"\x6bchunk_index"
+_K_BYTES = b"\x65bytes"
+
+__all__ = ["chunk_data_header", "chunk_slice", "parse_chunk_data", "ChunkView"]
+
+ChunkView = tuple  # (content_id: bytes, chunk_index: int, data_offset: int, data_length: int)
+
+
+_BYTE_ITEMS = _BYTE_AS_UINT
+
+
+def chunk_data_header(content_id: bytes, chunk_index: int, length: int) -> bytes:
+    """The CHUNK_DATA payload up to (not including) the ``length`` chunk bytes."""
+    if len(content_id) != ID_LEN:
+        raise ValueError("content_id must be 32 bytes")
+    if not 0 <= chunk_index <= U32_MAX:
+        raise ValueError("chunk_index out of range")
+    if not 0 <= length <= MAX_PAYLOAD:
+        raise ValueError("chunk length out of range")
+    return b"".join((
+        _K_CID, b"".join(_BYTE_ITEMS[b] for b in content_id),
+        _K_IDX, _head(0, chunk_index), _K_BYTES, _head(2, length),
+    ))  # fmt: skip
+
+
+def _read_uint(b, i: int):
+    """Shortest-form unsigned int at ``b[i]``: (value, next index) or None."""
+    n = len(b)
+    if i >= n:
+        return None
+    ib = b[i]
+    major, ai = ib >> 5, ib & 0x1F
+    if major != 0:
+        return None
+    if ai < 24:
+        return ai, i + 1
+    if ai == 24:
+        if i + 2 > n or b[i + 1] < 24:
+            return None
+        return b[i + 1], i + 2
+    width = {25: 2, 26: 4}.get(ai)
+    if width is None or i + 1 + width > n:
+        return None
+    v = int.from_bytes(b[i + 1 : i + 1 + width], "big")
+    if v < (0x100 if width == 2 else 0x10000):
+        return None
+    return v, i + 1 + width
+
+
+def _fast(b) -> ChunkView | None:
+    n = len(b)
+    if n < 48 or b[:14] != _K_CID:
+        return None
+    i = 14
+    cid = bytearray(ID_LEN)
+    for k in range(ID_LEN):
+        c = b[i]
+        if c < 24:
+            cid[k] = c
+            i += 1
+        elif c == 24 and i + 1 < n and b[i + 1] >= 24:
+            cid[k] = b[i + 1]
+            i += 2
+        else:
+            return None
+        if i >= n:
+            return None
+    if b[i : i + 12] != _K_IDX:
+        return None
+    r = _read_uint(b, i + 12)
+    if r is None or r[0] > U32_MAX:
+        return None
+    idx, i = r
+    if b[i : i + 6] != _K_BYTES or i + 6 >= n:
+        return None
+    i += 6
+    head = b[i]
+    if head >> 5 != 2:
+        return None
+    r = _read_uint(bytes((head & 0x1F,)) + bytes(b[i + 1 : i + 5]), 0)
+    if r is None:
+        return None
+    length, used = r
+    start = i + used
+    if length > MAX_PAYLOAD:
+        raise LimitExceeded(f"chunk of {length} bytes exceeds the limit of {MAX_PAYLOAD}", offset=i)
+    if n - start != length:
+        return None  # truncated or trailing bytes: let the codec name the error
+    return bytes(cid), idx, start, length
+
+
+def parse_chunk_data(payload: Buffer) -> ChunkView | None:
+    """``(content_id, chunk_index, data_offset, data_length)`` of a canonical CHUNK_DATA
+    payload, or None when the layout is not the canonical one (use :func:`chunk_slice`,
+    which falls back to the generic codec). Only a chunk over ``MAX_PAYLOAD`` raises here."""
+    return _fast(payload if isinstance(payload, memoryview) else memoryview(payload))
+
+
+def chunk_slice(payload: Buffer) -> tuple[bytes, int, memoryview]:
+    """``(content_id, chunk_index, data)`` where ``data`` is a memoryview (of ``payload`` on the fast path)."""
+    mv = payload if isinstance(payload, memoryview) else memoryview(payload)
+    fast = _fast(mv)
+    if fast is not None:
+        cid, idx, start, length = fast
+        return cid, idx, mv[start : start + length]
+    msg = _codec.decode(ChunkData, mv)
+    return msg.content_id, msg.chunk_index, memoryview(msg.bytes)

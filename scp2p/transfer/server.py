@@ -1,0 +1,347 @@
+"""The chunk server: GET_CHUNK from published files and completed downloads, HAVE_CONTENT, PROVIDERS.
+
+``ChunkServer.register(dispatcher)`` installs three handlers on a transport
+:class:`~scp2p.transport.Dispatcher`:
+
+* **GET_CHUNK** -> CHUNK_DATA. The content id is resolved to a local file: files
+  added with :meth:`ChunkServer.add_file` (completed downloads) or, through the store,
+  ``files_with_content`` (published shares; the file's size, mtime and inode must
+  still match what was hashed, else it is not served). Resolutions are cached for
+  ``resolve_ttl`` seconds and file descriptors are kept open (LRU). Each response is
+  one buffer: the CHUNK_DATA header is laid in place and the chunk is read right
+  behind it with ``os.preadv`` (one copy: page cache -> buffer; the file is never
+  read whole). Buffers come from a small pool and are reused once the transport no
+  longer references them (CPython reference counts tell; asyncio 3.12+ transports
+  keep written buffers queued, so a buffer is never reused while still queued).
+* **per-peer caps**: at most ``max_per_peer`` GET_CHUNK handled at once per remote
+  key (further ones wait; beyond ``max_queued_per_peer`` waiting they are refused
+  with an error response "busy"); an **upload cap**: a byte token bucket shared by
+  all peers (``upload_rate`` bytes/s).
+* **HAVE_CONTENT** (announce): the sender is recorded as a provider of the content
+  in :attr:`ChunkServer.book`; **PROVIDERS**: as a request (req_id != 0, our
+  extension of v0.1, see docs/transfer.md) it is answered with the providers we know
+  for the content id - ourselves first when we can serve it; as an announcement
+  (req_id 0) its providers are merged into the book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
+
+from ..errors import RemoteError
+from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
+from ..wire.messages import MsgType, encode_payload
+from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
+from .chunkdata import chunk_data_header
+from .progress import Bandwidth
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BufferPool", "ChunkServer", "LocalContent", "ProviderBook"]
+
+_HDR_MAX = 112  # CHUNK_DATA header: at most 14 + 64 + 12 + 5 + 6 + 5 = 106 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LocalContent:
+    """A local file that holds a content id. ``stat`` (size, mtime_ns, inode) must still match, if given."""
+
+    path: str
+    size: int
+    stat: Optional[tuple[int, int, int]] = None
+
+
+class BufferPool:
+    """Reusable response buffers. A buffer goes back to the pool only when nothing else refers to it."""
+
+    def __init__(self, size: int, keep: int = 16) -> None:
+        self.size = size
+        self.keep = keep
+        self._bufs: list[bytearray] = []
+        self.allocated = 0
+        self.reused = 0
+        self._refcounts = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
+
+    def get(self) -> bytearray:
+        bufs = self._bufs
+        if self._refcounts:
+            for i in range(len(bufs)):
+                b = bufs[i]
+                # references: the list, ``b``, getrefcount's argument
+                if sys.getrefcount(b) <= 3:
+                    self.reused += 1
+                    # move to the end: the oldest free buffers are checked first next time
+                    bufs.append(bufs.pop(i))
+                    return b
+        b = bytearray(self.size)
+        self.allocated += 1
+        if self._refcounts:
+            bufs.append(b)
+            if len(bufs) > self.keep:
+                bufs.pop(0)
+        return b
+
+
+class ProviderBook:
+    """Who announced which content (bounded): content id -> {node pubkey: PeerAddr or None}."""
+
+    def __init__(self, max_contents: int = 4096, max_per_content: int = MAX_PEX_PEERS) -> None:
+        self.max_contents = max_contents
+        self.max_per_content = max_per_content
+        self._book: "OrderedDict[bytes, OrderedDict[bytes, Optional[PeerAddr]]]" = OrderedDict()
+        self._waiters: list[tuple[bytes, asyncio.Event]] = []
+
+    def add(self, content_id: bytes, pubkey: Optional[bytes], addr: Optional[PeerAddr] = None) -> None:
+        key = pubkey if pubkey is not None else (addr.pubkey_hint if addr is not None else None)
+        if key is None:
+            if addr is None:
+                return
+            key = b"addr:" + f"{addr.ip}:{addr.port}:{addr.transport.value}".encode()
+        entry = self._book.get(content_id)
+        if entry is None:
+            entry = self._book[content_id] = OrderedDict()
+            while len(self._book) > self.max_contents:
+                self._book.popitem(last=False)
+        else:
+            self._book.move_to_end(content_id)
+        if addr is None and entry.get(key) is not None:
+            addr = entry[key]
+        entry[key] = addr
+        entry.move_to_end(key, last=False)
+        while len(entry) > self.max_per_content:
+            entry.popitem()
+        for cid, ev in self._waiters:
+            if cid == content_id:
+                ev.set()
+
+    def get(self, content_id: bytes) -> list[tuple[bytes, Optional[PeerAddr]]]:
+        return list(self._book.get(content_id, {}).items())
+
+    def forget(self, content_id: bytes, pubkey: bytes) -> None:
+        entry = self._book.get(content_id)
+        if entry is not None:
+            entry.pop(pubkey, None)
+
+    def watch(self, content_id: bytes) -> asyncio.Event:
+        """An event set whenever a provider of ``content_id`` is added (call :meth:`unwatch`)."""
+        ev = asyncio.Event()
+        self._waiters.append((content_id, ev))
+        return ev
+
+    def unwatch(self, ev: asyncio.Event) -> None:
+        self._waiters = [(c, e) for c, e in self._waiters if e is not ev]
+
+
+class _PeerGate:
+    __slots__ = ("sem", "waiting")
+
+    def __init__(self, n: int) -> None:
+        self.sem = asyncio.Semaphore(n)
+        self.waiting = 0
+
+
+class ChunkServer:
+    """Serves chunks of local content. ``store`` is a ``Store`` or ``AsyncStore`` (or None)."""
+
+    def __init__(
+        self,
+        store: Any = None,
+        *,
+        max_per_peer: int = 16,
+        max_queued_per_peer: int = 256,
+        upload_rate: Optional[float] = None,
+        upload_burst: Optional[float] = None,
+        resolve_ttl: float = 10.0,
+        max_open_files: int = 64,
+        self_addrs: Callable[[], Iterable[PeerAddr]] = lambda: (),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.max_per_peer = max_per_peer
+        self.max_queued_per_peer = max_queued_per_peer
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.bucket = Bandwidth(upload_rate, upload_burst, clock())
+        self.resolve_ttl = resolve_ttl
+        self.max_open_files = max_open_files
+        self.self_addrs = self_addrs
+        self.book = ProviderBook()
+        self._local: dict[bytes, LocalContent] = {}
+        self._resolved: dict[bytes, tuple[float, Optional[LocalContent]]] = {}
+        self._fds: "OrderedDict[str, int]" = OrderedDict()
+        self._gates: dict[bytes, _PeerGate] = {}
+        self._pool = BufferPool(_HDR_MAX + CHUNK_SIZE)
+        self.chunks_served = 0
+        self.bytes_served = 0
+        self.refused = 0
+
+    # ------------------------------------------------------------------ content
+    def add_file(self, content_id: bytes, path: str, size: int) -> None:
+        """Serve a completed download (or any verified local file) under ``content_id``."""
+        st = os.stat(path)
+        if st.st_size != size:
+            raise ValueError(f"{path} has {st.st_size} bytes, expected {size}")
+        self._local[bytes(content_id)] = LocalContent(os.path.abspath(path), size, (size, st.st_mtime_ns, st.st_ino))
+        self._resolved.pop(bytes(content_id), None)
+
+    def remove_file(self, content_id: bytes) -> None:
+        self._local.pop(bytes(content_id), None)
+        self._resolved.pop(bytes(content_id), None)
+
+    async def has(self, content_id: bytes) -> bool:
+        return await self._resolve(bytes(content_id)) is not None
+
+    async def _resolve(self, cid: bytes) -> Optional[LocalContent]:
+        now = self.clock()
+        hit = self._resolved.get(cid)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self._local.get(cid)
+        if found is None and self.store is not None:
+            rows = await self._files_with_content(cid)
+            for _share, f in rows:
+                if os.path.exists(f.path):
+                    found = LocalContent(f.path, f.size, (f.size, f.mtime_ns, f.inode))
+                    break
+        if len(self._resolved) > 4096:
+            self._resolved.clear()
+        self._resolved[cid] = (now + self.resolve_ttl, found)
+        return found
+
+    async def _files_with_content(self, cid: bytes) -> list:
+        run = getattr(self.store, "run", None)
+        if run is not None:
+            return await run(lambda s: s.files_with_content(cid))
+        return self.store.files_with_content(cid)
+
+    def _fd(self, src: LocalContent) -> int:
+        fd = self._fds.get(src.path)
+        if fd is not None:
+            self._fds.move_to_end(src.path)
+            return fd
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            if src.stat is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != src.stat:
+                raise RemoteError("file changed since it was hashed", MsgType.GET_CHUNK)
+            if st.st_size != src.size:
+                raise RemoteError("file size changed", MsgType.GET_CHUNK)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[src.path] = fd
+        while len(self._fds) > self.max_open_files:
+            _p, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def read_chunk(self, content_id: bytes, src: LocalContent, index: int) -> memoryview:
+        """The CHUNK_DATA payload for chunk ``index`` of ``src`` (a view of a pooled buffer)."""
+        off = index * CHUNK_SIZE
+        if index < 0 or off >= src.size:
+            raise RemoteError(f"chunk {index} out of range", MsgType.GET_CHUNK)
+        n = min(CHUNK_SIZE, src.size - off)
+        hdr = chunk_data_header(content_id, index, n)
+        buf = self._pool.get()
+        h = len(hdr)
+        buf[:h] = hdr
+        mv = memoryview(buf)
+        fd = self._fd(src)
+        got = os.preadv(fd, [mv[h : h + n]], off)
+        if got != n:
+            self._close_fd(src.path)
+            self._resolved.pop(bytes(content_id), None)
+            raise RemoteError("short read (file changed)", MsgType.GET_CHUNK)
+        return mv[: h + n]
+
+    def _close_fd(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ handlers
+    def register(self, dispatcher: Any) -> None:
+        dispatcher.register(MsgType.GET_CHUNK, self.handle_get_chunk)
+        dispatcher.register(MsgType.HAVE_CONTENT, self.handle_have_content)
+        dispatcher.register(MsgType.PROVIDERS, self.handle_providers)
+
+    async def handle_get_chunk(self, ctx: Any, msg: Any) -> Any:
+        from ..transport.dispatch import Reply
+
+        cid = bytes(msg.content_id)
+        src = await self._resolve(cid)
+        if src is None:
+            self.refused += 1
+            raise RemoteError("content not available", MsgType.GET_CHUNK)
+        peer = ctx.remote_pubkey
+        gate = self._gates.get(peer)
+        if gate is None:
+            gate = self._gates[peer] = _PeerGate(self.max_per_peer)
+        if gate.sem.locked() and gate.waiting >= self.max_queued_per_peer:
+            self.refused += 1
+            raise RemoteError("busy", MsgType.GET_CHUNK)
+        gate.waiting += 1
+        try:
+            await gate.sem.acquire()
+        finally:
+            gate.waiting -= 1
+        try:
+            n = min(CHUNK_SIZE, max(0, src.size - msg.chunk_index * CHUNK_SIZE))
+            await self._throttle(n)
+            try:
+                payload = self.read_chunk(cid, src, msg.chunk_index)
+            except OSError as exc:
+                self._close_fd(src.path)
+                self._resolved.pop(cid, None)
+                raise RemoteError(f"cannot read: {exc.strerror or exc}", MsgType.GET_CHUNK) from None
+            self.chunks_served += 1
+            self.bytes_served += n
+            return Reply(MsgType.CHUNK_DATA, FLAG_RESPONSE, payload)
+        finally:
+            gate.sem.release()
+            if gate.waiting == 0 and not gate.sem.locked() and gate.sem._value == self.max_per_peer:  # noqa: SLF001
+                self._gates.pop(peer, None)
+
+    async def _throttle(self, n: int) -> None:
+        b = self.bucket
+        if b.unlimited:
+            return
+        while True:
+            now = self.clock()
+            if b.take(n, now):
+                return
+            await asyncio.sleep(max(0.0, b.ready_at(n, now) - now))
+
+    async def handle_have_content(self, ctx: Any, msg: Any) -> None:
+        self.book.add(bytes(msg.content_id), ctx.remote_pubkey, None)
+        return None
+
+    async def handle_providers(self, ctx: Any, msg: Any) -> Any:
+        from ..transport.dispatch import Reply
+
+        cid = bytes(msg.content_id)
+        if ctx.req_id == 0:  # an announcement: merge
+            for a in msg.providers[:MAX_PEX_PEERS]:
+                self.book.add(cid, a.pubkey_hint, a)
+            return None
+        addrs: list[PeerAddr] = []
+        if await self.has(cid):
+            addrs.extend(self.self_addrs())
+        for _pk, a in self.book.get(cid):
+            if a is not None and a not in addrs:
+                addrs.append(a)
+        out = Providers(cid, tuple(addrs[:MAX_PEX_PEERS]), int(self.wall_clock()))
+        return Reply(MsgType.PROVIDERS, FLAG_RESPONSE, encode_payload(out))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,419 @@
+"""Sans-I/O transfer pieces: CHUNK_DATA fast path, scheduler (synthetic clock), part file, server handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import SimpleNamespace
+
+import pytest
+from blake3 import blake3
+
+from scp2p.content.hashing import describe_bytes
+from scp2p.errors import ContentMismatch, DecodeError, RemoteError
+from scp2p.limits import CHUNK_SIZE
+from scp2p.transfer.chunkdata import chunk_data_header, chunk_slice, parse_chunk_data
+from scp2p.transfer.progress import Bandwidth, RateMeter
+from scp2p.transfer.scheduler import Scheduler, SchedulerConfig, chunk_sizes
+from scp2p.transfer.server import BufferPool, ChunkServer
+from scp2p.transfer.writer import PartFile, part_path
+from scp2p.wire import codec
+from scp2p.wire.messages import ChunkData, GetChunk, HaveContent, MsgType, decode_payload, encode_payload
+from scp2p.wire.records import PeerAddr, Providers
+
+
+# ----------------------------------------------------------------------------- CHUNK_DATA
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536, CHUNK_SIZE])
+@pytest.mark.parametrize("idx", [0, 23, 24, 255, 65536, 2**32 - 1])
+def test_chunk_data_header_matches_codec(n, idx):
+    cid = bytes(range(0, 64, 2))[:16] + bytes(range(200, 216))
+    data = os.urandom(n)
+    enc = encode_payload(ChunkData(cid, idx, data))
+    assert chunk_data_header(cid, idx, n) + data == enc
+    c, i, off, ln = parse_chunk_data(memoryview(enc))
+    assert (c, i, enc[off : off + ln]) == (cid, idx, data)
+    c, i, mv = chunk_slice(enc)
+    assert (c, i, bytes(mv)) == (cid, idx, data)
+    assert mv.obj is enc  # no copy on the fast path
+
+
+def test_chunk_data_noncanonical_falls_back_to_codec():
+    cid = os.urandom(32)
+    import cbor2
+
+    # keys in another order, cid as a byte string (decoders MAY accept it)
+    odd = cbor2.dumps({"chunk_index": 5, "bytes": b"abc", "content_id": cid})
+    assert parse_chunk_data(odd) is None
+    c, i, mv = chunk_slice(odd)
+    assert (c, i, bytes(mv)) == (cid, 5, b"abc")
+
+
+@pytest.mark.parametrize("cut", [1, 10, 50, 60])
+def test_chunk_data_truncated_is_decode_error(cut):
+    enc = encode_payload(ChunkData(os.urandom(32), 3, os.urandom(100)))
+    with pytest.raises(DecodeError):
+        chunk_slice(enc[:-cut])
+    with pytest.raises(DecodeError):
+        chunk_slice(enc + b"\x00")
+
+
+# ----------------------------------------------------------------------------- meters
+def test_rate_meter_and_bandwidth():
+    m = RateMeter(window=1.0)
+    m.start(0.0)
+    m.add(1000, 0.5)
+    assert m.rate(0.5) == pytest.approx(2000)
+    m.add(1000, 1.0)
+    assert m.rate(1.0) == pytest.approx(2000)
+    assert m.rate(3.0) == 0.0
+    b = Bandwidth(1000.0, 1000.0, now=0.0)
+    assert b.take(1000, 0.0)
+    assert not b.take(500, 0.0)
+    assert b.ready_at(500, 0.0) == pytest.approx(0.5)
+    assert b.take(500, 0.5)
+    assert Bandwidth(None).take(10**9, 0.0)
+
+
+# ----------------------------------------------------------------------------- scheduler
+def _run(s: Scheduler, now: float, serve):
+    """Issue requests and answer them per ``serve(provider, index) -> 'ok'|'bad'|'fail'|None``."""
+    reqs = s.poll(now)
+    for r in reqs:
+        what = serve(r.provider, r.index)
+        if what == "ok":
+            if s.received(r.provider, r.index, now):
+                s.chunk_verified(r.provider, r.index, now)
+        elif what == "bad":
+            if s.received(r.provider, r.index, now):
+                s.chunk_bad(r.provider, r.index, now)
+        elif what == "fail":
+            s.request_failed(r.provider, r.index, now)
+    return reqs
+
+
+def test_scheduler_single_provider_in_order_and_depth_grows():
+    s = Scheduler(chunk_sizes(100 * CHUNK_SIZE + 5))
+    assert s.n == 101
+    s.add_provider("a", 0.0)
+    first = s.poll(0.0)
+    assert [r.index for r in first] == [0, 1, 2, 3]
+    assert s.poll(0.0) == []  # depth reached
+    now = 0.0
+    seen = []
+    while not s.complete:
+        now += 0.01
+        for r in list(first):
+            assert s.received("a", r.index, now)
+            s.chunk_verified("a", r.index, now)
+            seen.append(r.index)
+        first = s.poll(now)
+    assert sorted(seen) == list(range(101))
+    assert s.providers["a"].depth > 4
+    p = s.progress(now)
+    assert p.complete and p.done_bytes == s.total_bytes and p.eta == 0.0
+
+
+def test_scheduler_resume_skips_done_chunks():
+    s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), done=range(0, 10, 2))
+    s.add_provider("a", 0.0)
+    s.providers["a"].depth = 10
+    assert [r.index for r in s.poll(0.0)] == [1, 3, 5, 7, 9]
+
+
+def test_scheduler_bad_chunks_penalise_then_ban_and_refetch_elsewhere():
+    cfg = SchedulerConfig(ban_after_bad=2, endgame=False)
+    s = Scheduler(chunk_sizes(40 * CHUNK_SIZE), cfg)
+    s.add_provider("evil", 0.0)
+    s.add_provider("good", 0.0)
+    now = 0.0
+    verdicts = []
+    for _ in range(200):
+        now += 0.01
+        for r in s.poll(now):
+            if r.provider == "evil":
+                if s.received("evil", r.index, now):
+                    verdicts.append(s.chunk_bad("evil", r.index, now))
+            else:
+                if s.received("good", r.index, now):
+                    s.chunk_verified("good", r.index, now)
+        if s.complete:
+            break
+    assert s.complete
+    assert s.providers["evil"].banned and s.banned() == ["evil"]
+    assert verdicts[-1].banned and verdicts[0].bad_chunks == 1
+    # a chunk found bad at "evil" was never asked of it again
+    for idx, bad in s._bad_from.items():
+        assert bad == {"evil"}
+
+
+def test_scheduler_timeouts_backoff_and_endgame_beat_a_staller():
+    cfg = SchedulerConfig(first_timeout=5.0, min_timeout=1.0, max_timeout=5.0, backoff_base=1.0)
+    s = Scheduler(chunk_sizes(20 * CHUNK_SIZE), cfg)
+    s.add_provider("stall", 0.0)
+    s.add_provider("ok", 0.0)
+    now = 0.0
+    stalled: set[int] = set()
+    for _ in range(1000):
+        for r in s.poll(now):
+            if r.provider == "stall":
+                stalled.add(r.index)
+            elif s.received("ok", r.index, now):
+                s.chunk_verified("ok", r.index, now)
+        if s.complete:
+            break
+        now += 0.01
+        s.handle_timer(now)
+    assert s.complete
+    assert now < 1.0  # the endgame re-requested the stalled chunks long before their timeout
+    assert stalled  # the staller was asked for something
+    # what the staller still holds is cancelled when the chunk completes elsewhere
+    assert not any(s.providers["stall"].inflight)
+
+
+def test_scheduler_timeout_penalises_and_requeues():
+    cfg = SchedulerConfig(first_timeout=2.0, backoff_base=1.0, endgame=False)
+    s = Scheduler(chunk_sizes(8 * CHUNK_SIZE), cfg)
+    s.add_provider("a", 0.0)
+    reqs = s.poll(0.0)
+    assert len(reqs) == 4 and reqs[0].deadline == 2.0
+    assert s.deadline(0.0) == 2.0
+    assert s.handle_timer(1.9) == []
+    cancels = s.handle_timer(2.0)
+    assert sorted(c.index for c in cancels) == [0, 1, 2, 3] and all(c.reason == "timeout" for c in cancels)
+    p = s.providers["a"]
+    assert p.failures == 1 and p.backoff_until == 3.0 and p.depth == 2
+    assert s.poll(2.5) == []
+    assert s.deadline(2.5) == 3.0
+    again = s.poll(3.0)
+    assert [r.index for r in again] == [0, 1]  # re-queued chunks first, at the halved depth
+    # late answers for cancelled requests are not wanted from that provider
+    assert not s.received("a", 3, 3.1)
+
+
+def test_scheduler_failures_drop_provider_and_stuck():
+    cfg = SchedulerConfig(max_failures=2, backoff_base=0.1)
+    s = Scheduler(chunk_sizes(4 * CHUNK_SIZE), cfg)
+    s.add_provider("a", 0.0)
+    now = 0.0
+    for _ in range(10):
+        for r in s.poll(now):
+            s.request_failed("a", r.index, now)
+        now += 1.0
+    assert s.providers["a"].dropped and s.stuck
+    assert s.add_provider("a", now)  # rediscovered: tried again
+    assert not s.stuck and s.poll(now)
+
+
+def test_scheduler_remove_provider_requeues():
+    s = Scheduler(chunk_sizes(8 * CHUNK_SIZE), SchedulerConfig(endgame=False))
+    s.add_provider("a", 0.0)
+    s.add_provider("b", 0.0)
+    reqs = s.poll(0.0)
+    held_by_a = sorted(r.index for r in reqs if r.provider == "a")
+    cancels = s.remove_provider("a", 0.1)
+    assert sorted(c.index for c in cancels) == held_by_a
+    for r in s.poll(0.2):
+        assert r.provider == "b"
+
+
+def test_scheduler_rate_limit():
+    cfg = SchedulerConfig(rate_limit=CHUNK_SIZE * 2, rate_burst=CHUNK_SIZE)
+    s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), cfg)
+    s.add_provider("a", 0.0)
+    assert len(s.poll(0.0)) == 1
+    assert s.poll(0.1) == []
+    assert s.deadline(0.1) == pytest.approx(0.5)
+    assert len(s.poll(0.5)) == 1
+
+
+def test_scheduler_rarest_first_with_partial_providers():
+    cfg = SchedulerConfig(rarest_first=True, initial_depth=1)
+    s = Scheduler(chunk_sizes(4 * CHUNK_SIZE), cfg)
+    s.add_provider("all", 0.0)
+    s.add_provider("some", 0.0, have=[0, 1])
+    s.add_provider("more", 0.0, have=[0, 1, 2])
+    got = {r.provider: r.index for r in s.poll(0.0)}
+    assert got["all"] == 3  # only it has chunk 3
+
+
+def test_scheduler_partial_provider_without_rarest():
+    s = Scheduler(chunk_sizes(4 * CHUNK_SIZE), SchedulerConfig(initial_depth=1, endgame=False))
+    s.add_provider("tail", 0.0, have=[3])
+    assert [r.index for r in s.poll(0.0)] == [3]
+
+
+# ----------------------------------------------------------------------------- part file
+def _content(n: int, seed: int = 1) -> bytes:
+    return bytes((i * 31 + seed) & 0xFF for i in range(n)) if n < 4096 else os.urandom(n)
+
+
+def test_partfile_out_of_order_verify_and_rename(tmp_path):
+    data = os.urandom(10 * CHUNK_SIZE + 123)
+    d = describe_bytes(data)
+    target = str(tmp_path / "out.bin")
+    pf = PartFile(target, len(data), d.content_id, d.chunks, window=3)
+    assert os.path.getsize(pf.path) == len(data) and pf.path == part_path(target, d.content_id)
+    order = [3, 1, 0, 2, 10, 9, 8, 7, 5, 6, 4]
+    for i in order:
+        chunk = data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+        assert pf.verify_chunk(i, chunk)
+        assert not pf.verify_chunk(i, chunk[:-1] + b"\x00" if chunk[-1:] != b"\x00" else chunk[:-1] + b"\x01")
+        pf.write_chunk(i, chunk)
+    assert pf.read_back > 0  # chunks beyond the window were read back
+    assert pf.finish() == target
+    assert open(target, "rb").read() == data
+    assert not os.path.exists(pf.path)
+
+
+def test_partfile_in_order_never_reads_back(tmp_path):
+    data = os.urandom(6 * CHUNK_SIZE)
+    d = describe_bytes(data)
+    pf = PartFile(str(tmp_path / "f"), len(data), d.content_id, d.chunks)
+    for i in range(6):
+        pf.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+    pf.finish()
+    assert pf.read_back == 0
+
+
+def test_partfile_resume_and_recheck(tmp_path):
+    data = os.urandom(5 * CHUNK_SIZE)
+    d = describe_bytes(data)
+    target = str(tmp_path / "f")
+    pf = PartFile(target, len(data), d.content_id, d.chunks)
+    for i in (0, 1, 2):
+        pf.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+    pf.sync()
+    pf.close()
+    # a new run: chunks 0-2 known verified; corrupt chunk 1 on disk behind our back
+    with open(part_path(target, d.content_id), "r+b") as fh:
+        fh.seek(CHUNK_SIZE + 7)
+        fh.write(b"\xff\x00\xff")
+    pf = PartFile(target, len(data), d.content_id, d.chunks, done=[0, 1, 2])
+    for i in (3, 4):
+        pf.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+    with pytest.raises(ContentMismatch):
+        pf.finish()
+    assert pf.recheck() == [1]
+    pf.unmark([1])
+    pf.write_chunk(1, data[CHUNK_SIZE : 2 * CHUNK_SIZE])
+    pf.finish()
+    assert open(target, "rb").read() == data
+
+
+def test_partfile_empty_file_and_discard(tmp_path):
+    d = describe_bytes(b"")
+    pf = PartFile(str(tmp_path / "e"), 0, d.content_id, d.chunks)
+    assert pf.complete
+    pf.finish()
+    assert os.path.getsize(tmp_path / "e") == 0
+    d2 = describe_bytes(b"x" * 10)
+    pf = PartFile(str(tmp_path / "x"), 10, d2.content_id, d2.chunks)
+    pf.discard()
+    assert not os.path.exists(pf.path)
+    with pytest.raises(ValueError):
+        PartFile(str(tmp_path / "y"), 10, d2.content_id, [])
+
+
+# ----------------------------------------------------------------------------- server handlers
+def _ctx(pk=b"p" * 32, req_id=1):
+    return SimpleNamespace(remote_pubkey=pk, req_id=req_id, remote_addr=("127.0.0.1", 1))
+
+
+def test_buffer_pool_reuses_only_free_buffers():
+    pool = BufferPool(16, keep=4)
+    a = pool.get()
+    ida = id(a)
+    held = memoryview(a)[:4]  # e.g. queued in a transport
+    del a
+    b = pool.get()
+    assert id(b) != ida and pool.reused == 0
+    del b  # free now: reused next
+    c = pool.get()
+    assert id(c) != ida and pool.reused == 1
+    del held
+    d = pool.get()
+    assert pool.reused == 2 and id(d) in (ida, id(c)) and d is not c
+    assert pool.allocated == 2
+
+
+def test_server_serves_chunks_from_store_files(tmp_path):
+    data = os.urandom(3 * CHUNK_SIZE + 10)
+    d = describe_bytes(data)
+    path = tmp_path / "pub.bin"
+    path.write_bytes(data)
+    st = os.stat(path)
+    pf = SimpleNamespace(path=str(path), size=len(data), mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+    store = SimpleNamespace(files_with_content=lambda cid: [(b"s" * 32, pf)] if cid == d.content_id else [])
+    srv = ChunkServer(store, self_addrs=lambda: [PeerAddr("127.0.0.1", 9, pubkey_hint=b"k" * 32)])
+
+    async def main():
+        for i in range(4):
+            reply = await srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, i))
+            assert reply.type == MsgType.CHUNK_DATA
+            msg = decode_payload(MsgType.CHUNK_DATA, bytes(reply.payload), True)
+            assert msg.bytes == data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] and msg.chunk_index == i
+        with pytest.raises(RemoteError):
+            await srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 4))
+        with pytest.raises(RemoteError):
+            await srv.handle_get_chunk(_ctx(), GetChunk(b"\x01" * 32, 0))
+        # PROVIDERS query: ourselves + announced peers; HAVE_CONTENT recorded
+        await srv.handle_have_content(_ctx(b"q" * 32, 0), HaveContent(d.content_id))
+        assert srv.book.get(d.content_id)[0][0] == b"q" * 32
+        ann = Providers(d.content_id, (PeerAddr("127.0.0.2", 7, pubkey_hint=b"z" * 32),), 1)
+        assert await srv.handle_providers(_ctx(req_id=0), ann) is None
+        reply = await srv.handle_providers(_ctx(), Providers(d.content_id, (), 0))
+        got = decode_payload(MsgType.PROVIDERS, reply.payload, True)
+        assert [a.port for a in got.providers] == [9, 7]
+        # the file changes under us: refused (after the resolution cache expires)
+        srv.close()
+        srv._resolved.clear()
+        path.write_bytes(data[::-1])
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(RemoteError):
+            await srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 0))
+        srv.close()
+
+    asyncio.run(main())
+
+
+def test_server_per_peer_cap_and_upload_bucket(tmp_path):
+    data = os.urandom(2 * CHUNK_SIZE)
+    d = describe_bytes(data)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    t = [0.0]
+
+    def clock():  # a synthetic clock: 10 ms per reading
+        t[0] += 0.01
+        return t[0]
+
+    srv = ChunkServer(max_per_peer=1, max_queued_per_peer=1, upload_rate=CHUNK_SIZE * 10.0,
+                      upload_burst=CHUNK_SIZE, clock=clock)  # fmt: skip
+    srv.add_file(d.content_id, str(p), len(data))
+
+    async def main():
+        gate_hold = asyncio.Event()
+        orig = srv._throttle
+
+        async def slow(n):
+            await gate_hold.wait()
+            await orig(n)
+
+        srv._throttle = slow
+        a = asyncio.create_task(srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 0)))
+        b = asyncio.create_task(srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 1)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        with pytest.raises(RemoteError, match="busy"):
+            await srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 1))
+        # another peer is not affected by the first one's cap
+        c = asyncio.create_task(srv.handle_get_chunk(_ctx(b"o" * 32), GetChunk(d.content_id, 1)))
+        gate_hold.set()
+        for task in (a, b, c):
+            reply = await asyncio.wait_for(task, 5)
+            assert reply.type == MsgType.CHUNK_DATA
+        assert srv.chunks_served == 3 and srv.refused == 1
+        assert t[0] >= 0.2  # the bucket (one chunk burst, 10 chunks/s) made the later chunks wait
+        srv.close()
+
+    asyncio.run(main())
