@@ -317,27 +317,6 @@ class StaleManifest(VerificationError):
     """A share head or manifest is older than what we hold (rollback), or expired."""
 
 
-# --------------------------------------------------------------------------- search
-class SearchError(Scp2pError):
-    """A search index problem (bad query, bad input to the index, unreadable persisted image)."""
-
-
-class QueryError(SearchError, ValueError):
-    """The query string is malformed; ``position`` is the character offset of the problem."""
-
-    def __init__(self, what: str, position: int) -> None:
-        self.what = what
-        self.position = position
-        super().__init__(f"{what} (at character {position})")
-
-    def __reduce__(self):
-        return (type(self), (self.what, self.position))
-
-
-class IndexImageError(SearchError):
-    """A persisted search index image is damaged or of an unknown format (rebuild from manifests)."""
-
-
 # --------------------------------------------------------------------------- transfer (scp2p.transfer)
 class TransferError(Scp2pError):
     """A download or an upload could not proceed."""
@@ -358,3 +337,8 @@ class DownloadCancelled(TransferError):
 
 class ChunkUnavailable(TransferError):
     """This node cannot serve the requested chunk (unknown content, index out of range, file changed)."""
+
+
+# --------------------------------------------------------------------------- node
+class NodeError(Scp2pError):
+    """A node-level operation failed (not running, unknown share, bad configuration)."""

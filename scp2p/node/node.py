@@ -1,0 +1,332 @@
+"""``scp2p.Node``: the asyncio node wiring store, transport, DHT, catalog, search and transfer.
+
+::
+
+    async with Node(NodeConfig(data_dir="~/scp2p", listen=("tcp://127.0.0.1:0",))) as node:
+        share = await node.publish("~/Music", title="My music")
+        link = node.invite(share.share_id)
+        events = node.events()
+        ...
+
+Every public coroutine raises :class:`~scp2p.errors.Scp2pError` subclasses on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ..catalog.invite import Invite, InvitePeer, format_invite, parse_invite
+from ..catalog.publish import PublishResult, publish_folder
+from ..catalog.service import CatalogService, SyncResult
+from ..dht.link import invite_peer_addrs, make_service
+from ..dht.service import DhtConfig
+from ..errors import InvalidInvite, NodeError
+from ..identity import NodeKey, ShareKey
+from ..identity import node_id as node_id_of
+from ..identity import share_id as share_id_of
+from ..store import AsyncStore, PeerRecord, Subscription, TrustLevel
+from ..store.records import BlocklistRole
+from ..transport.dispatch import Dispatcher
+from ..transport.endpoint import Endpoint
+from ..transport.session import PeerConnected as _TPeerConnected
+from ..transport.urls import parse_url
+from ..wire.messages import MsgType
+from ..wire.records import ManifestV1, PeerAddr
+from . import events as ev
+from .config import NodeConfig
+
+log = logging.getLogger(__name__)
+
+#: the node API version; see docs/api.md for the compatibility policy
+API_VERSION = "1.0"
+
+
+@dataclass
+class Counters:
+    manifests_served: int = 0
+    syncs: int = 0
+    sync_failures: int = 0
+    published: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class Node:
+    """A running SCP2P node. Use as an async context manager."""
+
+    def __init__(self, config: Optional[NodeConfig] = None, *, dht_config: DhtConfig = DhtConfig()) -> None:
+        self.config = config if config is not None else NodeConfig()
+        self._dht_config = dht_config
+        self.bus = ev.EventBus()
+        self.counters = Counters()
+        self.store: Optional[AsyncStore] = None
+        self.key: Optional[NodeKey] = None
+        self.endpoint: Optional[Endpoint] = None
+        self.dht: Any = None
+        self.catalog: Optional[CatalogService] = None
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> "Node":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        cfg = self.config
+        try:
+            self.store = await AsyncStore.open(cfg.db_path, passphrase=cfg.passphrase)
+            self.key = await self.store.run(lambda s: s.ensure_node_key())
+            dispatcher = Dispatcher()
+            self.endpoint = Endpoint(self.key, cfg.capabilities, cfg.listen, dispatcher)
+            await self.endpoint.start()
+            self.endpoint.add_listener(self._on_transport_event)
+            self.dht = make_service(self.endpoint, store=self.store, config=self._dht_config)
+            self.catalog = CatalogService(
+                self.store, self.endpoint, self.dht, on_manifest=self._on_manifest, on_failure=self._on_sync_failure,
+                interval=cfg.sync_interval,
+            )  # fmt: skip
+            self.catalog.register(dispatcher)
+            self.dht.start()
+            await self._bootstrap()
+            await self.catalog.start()
+            log.info("node %s listening on %s", self.key.node_id.hex()[:16], ", ".join(self.endpoint.listen_addrs))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _bootstrap(self) -> None:
+        seeds: list[PeerAddr] = []
+        for url in self.config.bootstrap:
+            try:
+                seeds += list(invite_peer_addrs(Invite(bytes(32), None, (_invite_peer(url),))))
+            except InvalidInvite as exc:
+                raise NodeError(f"bad bootstrap peer {url!r}: {exc}") from None
+        await self.dht.bootstrap(seeds)
+
+    async def close(self) -> None:
+        """Stop everything, in reverse order; safe to call twice."""
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.catalog is not None:
+            await self.catalog.close()
+        if self.dht is not None:
+            await self.dht.close()
+        if self.endpoint is not None:
+            await self.endpoint.close()
+        if self.store is not None:
+            await self.store.close()
+        self.bus.close()
+        self.catalog = self.dht = self.endpoint = self.store = None
+
+    def _need(self) -> None:
+        if self.store is None or self.endpoint is None:
+            raise NodeError("the node is not running")
+
+    # ------------------------------------------------------------------ events
+    def events(self, maxsize: int = 1024) -> ev.EventStream:
+        """A stream of typed events from now on (see ``scp2p.node.events`` for ordering)."""
+        return self.bus.subscribe(maxsize)
+
+    def _on_transport_event(self, e: Any) -> None:
+        addr = f"{e.transport}://{_host_port(e.remote_addr)}"
+        if isinstance(e, _TPeerConnected):
+            self.bus.emit(ev.PeerConnected(e.remote_node_id, addr))
+        else:
+            self.bus.emit(ev.PeerDisconnected(e.remote_node_id, addr, str(e.reason)))
+
+    async def _on_manifest(self, sub: Subscription, m: ManifestV1) -> None:
+        self.counters.syncs += 1
+        from ..catalog.manifest import manifest_id
+
+        self.bus.emit(ev.ManifestUpdated(m.share_id, m.seq, manifest_id(m), len(m.items)))
+
+    def _on_sync_failure(self, share_id: bytes, reason: str) -> None:
+        self.counters.sync_failures += 1
+        self.bus.emit(ev.SyncFailed(share_id, reason))
+
+    # ------------------------------------------------------------------ identity and addresses
+    @property
+    def node_id(self) -> bytes:
+        self._need()
+        return self.key.node_id
+
+    @property
+    def listen_urls(self) -> list[str]:
+        self._need()
+        return [str(u).split("?", 1)[0] for u in self.endpoint.listen_urls]
+
+    def advertised_urls(self) -> list[str]:
+        """Our listener URLs as others should dial them (``advertise`` config, else the listeners)."""
+        if self.config.advertise:
+            return list(self.config.advertise)
+        out = []
+        for url in self.listen_urls:
+            scheme, _, rest = url.partition("://")
+            host, _, port = rest.rpartition(":")
+            host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+            out.append(f"{scheme}://{host}:{port}")
+        return out
+
+    async def connect(self, url: str) -> bytes:
+        """Open a session to a peer URL; returns its node id."""
+        self._need()
+        try:
+            target = parse_url(url)
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
+        session = await self.endpoint.pool.session(target)
+        return node_id_of(session.remote_pubkey)
+
+    # ------------------------------------------------------------------ shares
+    async def publish(
+        self,
+        folder: str | Path,
+        *,
+        title: Optional[str] = None,
+        description: Optional[str] = None,
+        tags: Iterable[str] = (),
+        share_key: Optional[ShareKey] = None,
+    ) -> PublishResult:
+        """Publish (or update) ``folder`` as a share and announce it. A folder published before
+        keeps its share; otherwise a new share key is created (or ``share_key`` used)."""
+        self._need()
+        folder = Path(folder).expanduser().resolve()
+        tags = list(tags)
+
+        def work(s: Any) -> PublishResult:
+            key = share_key
+            if key is None:
+                for pub in s.published_shares():
+                    if pub.root_path and Path(pub.root_path) == folder:
+                        owned = s.share_key(pub.share_id)
+                        key = owned.key if owned else None
+                        break
+            return publish_folder(s, key or ShareKey.generate(), folder, title=title, description=description, tags=tags)
+
+        res = await self.store.run(work)
+        self.counters.published += 1
+        await self.catalog.announce(res)
+        return res
+
+    async def invite(self, share_id: bytes) -> str:
+        """The ``scp2p://`` invite link of one of our shares, naming our listeners."""
+        self._need()
+        owned = await self.store.run(lambda s: s.share_key(share_id))
+        if owned is None:
+            raise NodeError(f"share {share_id.hex()} is not published by this node")
+        peers = tuple(InvitePeer(u, self.key.public_key) for u in self.advertised_urls())
+        return format_invite(Invite(share_id, owned.public_key, peers))
+
+    async def subscribe(
+        self,
+        target: str | bytes,
+        *,
+        pubkey: Optional[bytes] = None,
+        trust: TrustLevel | str = TrustLevel.NORMAL,
+        weight: float = 1.0,
+        blocklist: bool = False,
+        sync: bool = True,
+    ) -> SyncResult | Subscription:
+        """Subscribe by invite link or share id (+ ``pubkey``); contacts the link's peers and syncs."""
+        self._need()
+        if isinstance(target, str) and target.strip().lower().startswith("scp2p://"):
+            inv = parse_invite(target)
+        else:
+            sid = bytes.fromhex(target) if isinstance(target, str) else bytes(target)
+            inv = Invite(sid, None)
+        pk = pubkey if pubkey is not None else inv.share_pubkey
+        if pk is not None and share_id_of(pk) != inv.share_id:
+            raise InvalidInvite("the public key does not match the share id (SHA-256)")
+        sub = Subscription(inv.share_id, pk, TrustLevel(trust), weight,
+                           blocklist=BlocklistRole.HONOURED if blocklist else BlocklistRole.NONE)  # fmt: skip
+        peers = [
+            PeerRecord(p.host, p.port, p.transport, node_id=node_id_of(p.node_pubkey) if p.node_pubkey else None,
+                       pubkey_hint=p.node_pubkey, last_seen=int(time.time()))
+            for p in inv.peers
+        ]  # fmt: skip
+
+        def save(s: Any) -> None:
+            with s.transaction():
+                s.put_subscription(sub)
+                s.upsert_peers(peers)
+
+        await self.store.run(save)
+        seeds = invite_peer_addrs(inv)
+        if seeds:
+            await self.dht.bootstrap(seeds)
+        self.catalog.subscribed(inv.share_id)
+        if sync:
+            return await self.catalog.sync_one(inv.share_id)
+        return sub
+
+    async def unsubscribe(self, share_id: bytes) -> bool:
+        self._need()
+        removed = await self.store.run(lambda s: s.delete_subscription(share_id))
+        self.catalog.unsubscribed(share_id)
+        return removed
+
+    async def subscriptions(self) -> list[Subscription]:
+        self._need()
+        return await self.store.run(lambda s: s.subscriptions())
+
+    async def sync_subscriptions(self) -> list[SyncResult]:
+        """Sync every subscription now; returns when done."""
+        self._need()
+        return await self.catalog.sync_all()
+
+    async def manifest(self, share_id: bytes) -> Optional[ManifestV1]:
+        """The latest manifest we hold for a share (ours or synced)."""
+        self._need()
+        from ..catalog.manifest import decode_manifest
+
+        row = await self.store.run(lambda s: s.latest_manifest(share_id))
+        return None if row is None else decode_manifest(row.wire)
+
+    # ------------------------------------------------------------------ status
+    async def status(self) -> dict:
+        self._need()
+
+        def read(s: Any) -> dict:
+            return {"shares": len(s.published_shares()), "subscriptions": len(s.subscriptions()),
+                    "known_peers": s.count_peers()}  # fmt: skip
+
+        st = await self.store.run(read)
+        sessions = self.endpoint.pool.sessions
+        return {
+            "node_id": self.key.node_id.hex(),
+            "node_pubkey": self.key.public_key.hex(),
+            "listen": self.listen_urls,
+            "peers": len(sessions),
+            "dht_contacts": len(self.dht.core.table),
+            "uptime_s": round(time.time() - self.counters.started_at, 1),
+            "counters": {"manifests_served": self.catalog.served, "syncs": self.counters.syncs,
+                         "sync_failures": self.counters.sync_failures, "published": self.counters.published},  # fmt: skip
+            **st,
+        }
+
+
+def _host_port(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def _invite_peer(url: str) -> InvitePeer:
+    base, _, key = url.partition("#")
+    return InvitePeer(base, bytes.fromhex(key) if key else None)
+
+
+__all__ = ["API_VERSION", "Node", "NodeConfig", "MsgType"]
