@@ -141,9 +141,13 @@ class Connection:
         return self._out_bytes
 
     def _emit(self, msg_type: int, req_id: int, flags: int, payload) -> list:
-        return [encode_envelope_header(msg_type, req_id, flags, len(payload)), payload] if len(payload) else [
-            encode_envelope_header(msg_type, req_id, flags, 0)
-        ]
+        """Header and payload buffers of one envelope frame; ``payload`` may be a tuple of parts."""
+        if type(payload) is tuple:
+            n = sum(len(p) for p in payload)
+            return [encode_envelope_header(msg_type, req_id, flags, n), *payload]
+        if len(payload):
+            return [encode_envelope_header(msg_type, req_id, flags, len(payload)), payload]
+        return [encode_envelope_header(msg_type, req_id, flags, 0)]
 
     def _write(self, parts: list) -> None:
         for p in parts:

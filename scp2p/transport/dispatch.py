@@ -21,7 +21,11 @@ from ..errors import DecodeError, RemoteError
 from ..identity import node_id
 from ..wire.messages import REGISTRY, RESPONSE_TYPE, decode_payload, encode_payload
 from ..wire.records import FLAG_RESPONSE, Capabilities
-from .frames import RawEnvelope
+from ..wire.messages import ChunkData
+from .frames import RawEnvelope, _bstr_head
+
+#: byte strings at least this long are sent without copying them into the CBOR payload
+ZERO_COPY_MIN = 4096
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
@@ -70,11 +74,23 @@ class Reply:
 
     type: int
     flags: int
-    payload: bytes
+    #: bytes, or a tuple of buffers sent back to back (see encode_payload_parts)
+    payload: object
 
     @property
     def is_error(self) -> bool:
         return bool(self.flags & 2)
+
+
+def encode_payload_parts(msg):
+    """``encode_payload(msg)``, except that a large trailing byte string (CHUNK_DATA's ``bytes``)
+    is not copied: the result is then a tuple ``(cbor prefix, data)`` whose concatenation is
+    byte for byte ``encode_payload(msg)``."""
+    if type(msg) is ChunkData and len(msg.bytes) >= ZERO_COPY_MIN:
+        head = encode_payload(ChunkData(msg.content_id, msg.chunk_index, b""))
+        # the record ends with the empty byte string 0x40; replace it by the real header
+        return (head[:-1] + _bstr_head(len(msg.bytes)), msg.bytes)
+    return encode_payload(msg)
 
 
 def _error(msg_type: int, reason: str) -> Reply:
@@ -139,11 +155,11 @@ class Dispatcher:
             log.error("handler for type %d returned a response but the type has none", t)
             return _error(t, "internal error")
         try:
-            return Reply(rtype, FLAG_RESPONSE, encode_payload(result))
+            return Reply(rtype, FLAG_RESPONSE, encode_payload_parts(result))
         except Exception:
             self.handler_errors += 1
             log.exception("handler for message type %d returned an unencodable response", t)
             return _error(t, "internal error")
 
 
-__all__ = ["Dispatcher", "Handler", "Reply", "RequestContext"]
+__all__ = ["Dispatcher", "Handler", "Reply", "RequestContext", "encode_payload_parts"]

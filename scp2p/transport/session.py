@@ -16,7 +16,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from .. import limits
 from ..errors import (
@@ -43,10 +43,6 @@ from .dispatch import Dispatcher, RequestContext
 from .frames import FrameReader, RawEnvelope
 from .handshake import Handshake, HandshakeResult, Role
 from .hello import new_nonce
-from ..limits import MAX_HELLO_FRAME
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +149,7 @@ class Session:
         self.close_reason = ""
         self.result: Optional[HandshakeResult] = None
         self.conn: Optional[Connection] = None
-        self.reader = FrameReader(MAX_HELLO_FRAME, single=True)
+        self.reader = FrameReader(limits.MAX_HELLO_FRAME, single=True)
         self._loop = asyncio.get_running_loop()
         self._hs = Handshake(
             Role.INITIATOR if initiator else Role.RESPONDER,

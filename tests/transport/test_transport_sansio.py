@@ -406,3 +406,21 @@ def test_ping_answered_and_bad_envelopes_are_protocol_violations():
     c2 = Connection(initiator=False, now=0.0)
     with pytest.raises(ProtocolViolation):
         c2.receive_data(bytes.fromhex("00200001a4"), 0.0)
+
+
+@pytest.mark.parametrize("n", [0, 100, 4096, 70_000, 262_144, 1_048_000])
+def test_chunk_data_zero_copy_parts_match_the_codec(n):
+    from scp2p.transport.dispatch import encode_payload_parts
+
+    c = m.ChunkData(os.urandom(32), 5 + n, os.urandom(n))
+    parts = encode_payload_parts(c)
+    joined = b"".join(parts) if isinstance(parts, tuple) else parts
+    assert joined == m.encode_payload(c)
+    if n >= 4096:
+        assert parts[1] is c.bytes  # the data itself is not copied
+    conn = Connection(initiator=False, now=0.0)
+    conn.receive_data(encode_envelope_frame(500, 3, 0, m.encode_payload(m.GetChunk(c.content_id, 1))), 0.0)
+    ev = conn.next_event()
+    conn.send_response(ev.seq, 501, 3, 1, parts, 0.0)
+    out = b"".join(bytes(p) for p in conn.data_to_send())
+    assert out == encode_frame(m.encode_envelope(Envelope(501, 3, 1, m.encode_payload(c))))
