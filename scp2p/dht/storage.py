@@ -33,7 +33,7 @@ from ..errors import QuotaExceeded, StaleValue
 from ..limits import MAX_DHT_VALUE, MAX_TTL
 from ..wire import codec
 from ..wire.messages import Store
-from ..wire.records import ManifestLocation, Providers, ShareHead
+from ..wire.records import ShareHead
 from .values import validate_dht_value
 
 __all__ = ["StoredValue", "ValueStore", "MAX_PROVIDERS"]
