@@ -342,3 +342,11 @@ class ChunkUnavailable(TransferError):
 # --------------------------------------------------------------------------- node
 class NodeError(Scp2pError):
     """A node-level operation failed (not running, unknown share, bad configuration)."""
+
+
+class NodeNotRunning(NodeError):
+    """No node is running for this data directory (the command needs one)."""
+
+
+class ControlError(NodeError):
+    """The local control channel failed or the node refused the command."""

@@ -85,7 +85,10 @@ class CatalogService:
         dispatcher.register(MsgType.GET_MANIFEST, self._handle_get_manifest)
         dispatcher.register(MsgType.HAVE_CONTENT, self._handle_have_content)
 
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
+        """Start serving; with ``background`` also the periodic sync (first round at once)."""
+        if not background:
+            return
         subs = await self.store.run(lambda s: s.subscriptions())
         now = self.clock()
         for sub in subs:

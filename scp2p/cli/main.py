@@ -11,9 +11,12 @@ with ``--json``), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,7 +26,10 @@ from ..catalog.invite import Invite, InvitePeer, format_invite, parse_invite
 from ..catalog.publish import publish_folder
 from ..errors import InvalidInvite, Scp2pError
 from ..identity import ShareKey, node_id as node_id_of, share_id as share_id_of
+from ..errors import NodeNotRunning
+from ..node import control
 from ..node.config import NodeConfig
+from ..node.views import peers_view, publish_view, shares_view, subscribe_view, subscription_view
 from ..store import PeerRecord, Store, Subscription, TrustLevel
 from ..store.records import BlocklistRole
 from .output import Output
@@ -48,6 +54,16 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def _open_store(cfg: NodeConfig) -> Store:
     return Store.open(cfg.db_path, passphrase=cfg.passphrase)
+
+
+def _node_call(cfg: NodeConfig, cmd: str, args: Optional[dict] = None, *, timeout: Optional[float] = None,
+               on_progress=None):  # fmt: skip
+    """Run ``cmd`` on the running node for this data dir; raises NodeNotRunning if there is none."""
+    return asyncio.run(control.call(cfg.data_dir, cmd, args, timeout=timeout, on_progress=on_progress))
+
+
+def _running(cfg: NodeConfig) -> bool:
+    return (cfg.data_dir / control.SOCKET_NAME).exists() or (cfg.data_dir / control.TOKEN_FILE).exists()
 
 
 def _hex_id(text: str, n: int = 32, what: str = "share id") -> bytes:
@@ -94,6 +110,11 @@ def _share_for_folder(store: Store, folder: Path, share_hex: Optional[str]) -> S
 def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Publish FOLDER as a share (a re-run updates it); prints the share id."""
     folder = Path(args.folder).expanduser().resolve()
+    if _running(cfg):
+        res = _node_call(cfg, "publish", {"folder": str(folder), "title": args.title,
+                                          "description": args.description, "tags": args.tag})  # fmt: skip
+        out.data(res, res["share_id"])
+        return 0
     with _open_store(cfg) as store:
         store.ensure_node_key()
         key = _share_for_folder(store, folder, args.share)
@@ -103,24 +124,18 @@ def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
                                  progress=lambda done, total, _b: bar.update(done, total))  # fmt: skip
         finally:
             bar.close()
-    out.data(
-        {"share_id": res.share_id.hex(), "seq": res.seq, "manifest_id": res.manifest_id.hex(),
-         "items": len(res.manifest.items), "hashed_files": res.hashed_files, "hashed_bytes": res.hashed_bytes,
-         "manifest_bytes": len(res.wire)},  # fmt: skip
-        res.share_id.hex(),
-    )
+    out.data(publish_view(res), res.share_id.hex())
     return 0
 
 
 @command("shares")
 def cmd_shares(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """List the shares this node publishes."""
-    with _open_store(cfg) as store:
-        rows = []
-        for p in store.published_shares():
-            m = store.manifest(p.latest_manifest_id, touch=False) if p.latest_manifest_id else None
-            rows.append({"share_id": p.share_id.hex(), "seq": p.latest_seq, "items": m.item_count if m else 0,
-                         "title": p.title, "folder": p.root_path})  # fmt: skip
+    if _running(cfg):
+        rows = _node_call(cfg, "shares")
+    else:
+        with _open_store(cfg) as store:
+            rows = shares_view(store)
     out.table(rows, [("share_id", "SHARE ID"), ("seq", "SEQ"), ("items", "ITEMS"), ("title", "TITLE"),
                      ("folder", "FOLDER")], "no shares published yet")  # fmt: skip
     return 0
@@ -130,6 +145,10 @@ def cmd_shares(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
 def cmd_invite(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Print the invite link of one of our shares (peers: --peer, else our advertised listeners)."""
     sid = _hex_id(args.share_id)
+    if _running(cfg) and not args.peer:
+        res = _node_call(cfg, "invite", {"share_id": sid.hex()})
+        out.data(res, res["link"])
+        return 0
     with _open_store(cfg) as store:
         owned = store.share_key(sid)
         if owned is None:
@@ -145,6 +164,11 @@ def cmd_invite(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
 def cmd_subscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Subscribe to a share by invite link or by id (+ --pubkey)."""
     text = args.target.strip()
+    if _running(cfg):
+        res = _node_call(cfg, "subscribe", {"target": text, "pubkey": args.pubkey, "trust": args.trust,
+                                            "weight": args.weight, "blocklist": args.blocklist})  # fmt: skip
+        out.data(res, res["share_id"])
+        return 0
     if text.lower().startswith("scp2p://"):
         inv = parse_invite(text)
     else:
@@ -169,23 +193,19 @@ def cmd_subscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int
                 for p in inv.peers
             )
         stored = store.subscription(inv.share_id)
-    out.data(
-        {"share_id": inv.share_id.hex(), "trust": stored.trust.value, "weight": stored.weight,
-         "verified_key": stored.share_pubkey is not None, "peers": [p.url for p in inv.peers]},  # fmt: skip
-        inv.share_id.hex(),
-    )
+    view = subscribe_view(stored, [p.url for p in inv.peers], None, "no running node: syncs when the node starts")
+    out.data(view, inv.share_id.hex())
     return 0
 
 
 @command("subscriptions")
 def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """List subscriptions."""
-    with _open_store(cfg) as store:
-        rows = [
-            {"share_id": s.share_id.hex(), "trust": s.trust.value, "weight": s.weight, "seq": s.latest_seq,
-             "blocklist": s.blocklist is BlocklistRole.HONOURED, "has_pubkey": s.share_pubkey is not None}
-            for s in store.subscriptions()
-        ]  # fmt: skip
+    if _running(cfg):
+        rows = _node_call(cfg, "subscriptions")
+    else:
+        with _open_store(cfg) as store:
+            rows = [subscription_view(s) for s in store.subscriptions()]
     out.table(rows, [("share_id", "SHARE ID"), ("trust", "TRUST"), ("weight", "WEIGHT"), ("seq", "SEQ"),
                      ("blocklist", "BLOCKLIST")], "no subscriptions")  # fmt: skip
     return 0
@@ -195,11 +215,117 @@ def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) ->
 def cmd_unsubscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Forget a subscription."""
     sid = _hex_id(args.share_id)
-    with _open_store(cfg) as store:
-        removed = store.delete_subscription(sid)
+    if _running(cfg):
+        removed = _node_call(cfg, "unsubscribe", {"share_id": sid.hex()})["removed"]
+    else:
+        with _open_store(cfg) as store:
+            removed = store.delete_subscription(sid)
     if not removed:
         raise UsageError(f"not subscribed to {sid.hex()}")
     out.data({"share_id": sid.hex(), "removed": True}, f"unsubscribed from {sid.hex()}")
+    return 0
+
+
+@command("start")
+def cmd_start(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Run the node in the foreground until Ctrl-C / SIGTERM, with a one-line live status."""
+    from ..node.node import Node
+
+    changes: dict = {"control": True}
+    if args.listen:
+        changes["listen"] = tuple(args.listen)
+    if args.bootstrap:
+        changes["bootstrap"] = tuple(args.bootstrap)
+    if args.advertise:
+        changes["advertise"] = tuple(args.advertise)
+    if args.relay:
+        changes["relay"] = True
+    if args.sync_interval is not None:
+        changes["sync_interval"] = args.sync_interval
+    cfg = cfg.replace(**changes)
+    live = sys.stderr.isatty() and not out.json
+
+    async def run() -> None:
+        async with Node(cfg) as node:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, node.stop_requested.set)
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+                    pass
+            st = await node.status()
+            out.data({"event": "started", "node_id": st["node_id"], "listen": st["listen"],
+                      "data_dir": str(cfg.data_dir)},  # fmt: skip
+                     f"node {st['node_id']} listening on {', '.join(st['listen'])} (data {cfg.data_dir}); "
+                     "Ctrl-C to stop")  # fmt: skip
+            while not node.stop_requested.is_set():
+                if live:
+                    st = await node.status()
+                    line = (f"\rpeers {st['peers']}  dht {st['dht_contacts']}  shares {st['shares']}  "
+                            f"subscriptions {st['subscriptions']}  served {st['counters']['manifests_served']}  "
+                            f"up {int(st['uptime_s'])}s")  # fmt: skip
+                    sys.stderr.write(line.ljust(100)[:120])
+                    sys.stderr.flush()
+                try:
+                    async with asyncio.timeout(1.0):
+                        await node.stop_requested.wait()
+                except TimeoutError:
+                    pass
+            if live:
+                sys.stderr.write("\n")
+            out.data({"event": "stopped"}, "stopping...")
+
+    asyncio.run(run())
+    return 0
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Status of the running node for this data dir (exit 1 if none is running)."""
+    st = _node_call(cfg, "status", timeout=30)
+    c = st["counters"]
+    out.data(st, "\n".join([
+        f"node        {st['node_id']}",
+        f"listening   {', '.join(st['listen'])}",
+        f"peers       {st['peers']} connected, {st['known_peers']} known, {st['dht_contacts']} in the DHT table",
+        f"shares      {st['shares']} published",
+        f"subscribed  {st['subscriptions']}",
+        f"served      {c['manifests_served']} manifests",
+        f"uptime      {st['uptime_s']}s",
+    ]))  # fmt: skip
+    return 0
+
+
+@command("sync")
+def cmd_sync(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Sync every subscription now (through the running node, or a temporary one) and wait."""
+    if _running(cfg):
+        rows = _node_call(cfg, "sync")
+    else:
+        rows = asyncio.run(_with_temporary_node(cfg, lambda n: n.control_sync()))
+    out.table(rows, [("share_id", "SHARE ID"), ("updated", "UPDATED"), ("seq", "SEQ"), ("error", "ERROR")],
+              "no subscriptions")  # fmt: skip
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+async def _with_temporary_node(cfg: NodeConfig, work):
+    """Start a node on a loopback port just for ``work`` (no node running for this data dir)."""
+    from ..node.node import Node
+
+    async with Node(cfg.replace(listen=("tcp://127.0.0.1:0",), control=False, auto_sync=False)) as node:
+        return await work(node)
+
+
+@command("peers")
+def cmd_peers(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Known peers (and, with a running node, which are connected)."""
+    if _running(cfg):
+        rows = _node_call(cfg, "peers")
+    else:
+        with _open_store(cfg) as store:
+            rows = peers_view(store)
+    out.table(rows, [("address", "ADDRESS"), ("node_id", "NODE ID"), ("connected", "CONNECTED"),
+                     ("failures", "FAILURES")], "no known peers")  # fmt: skip
     return 0
 
 
@@ -247,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight", type=float, default=1.0, help="ranking weight of this share (default 1)")
     s.add_argument("--blocklist", action="store_true", help="honour this share as a blocklist")
 
+    s = sub.add_parser("start", help="run the node in the foreground")
+    s.add_argument("--listen", action="append", default=[], metavar="URL",
+                   help="listener URL, e.g. tcp://0.0.0.0:7001 (repeatable; default tcp://0.0.0.0:7001)")  # fmt: skip
+    s.add_argument("--bootstrap", action="append", default=[], metavar="URL",
+                   help="seed peer URL, optionally with #<node_pubkey_hex> (repeatable)")  # fmt: skip
+    s.add_argument("--advertise", action="append", default=[], metavar="URL",
+                   help="address others should dial (for invite links; repeatable)")  # fmt: skip
+    s.add_argument("--relay", action="store_true", help="offer relaying to NAT-ed peers")
+    s.add_argument("--sync-interval", type=float, default=None, metavar="SECONDS")
+    sub.add_parser("status", help="status of the running node")
+    sub.add_parser("sync", help="sync all subscriptions now")
+    sub.add_parser("peers", help="known and connected peers")
     sub.add_parser("subscriptions", help="list subscriptions")
     s = sub.add_parser("unsubscribe", help="forget a subscription")
     s.add_argument("share_id")

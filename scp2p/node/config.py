@@ -33,6 +33,10 @@ class NodeConfig:
     profile: Profile = Profile.DESKTOP
     relay: bool = False
     sync_interval: float = 300.0
+    #: sync subscriptions in the background (at start and every ``sync_interval``)
+    auto_sync: bool = True
+    #: serve the local control channel (``scp2p`` commands talk to the node through it)
+    control: bool = False
     passphrase: Optional[str] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

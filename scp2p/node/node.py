@@ -70,6 +70,8 @@ class Node:
         self.catalog: Optional[CatalogService] = None
         self._tasks: set[asyncio.Task] = set()
         self._started = False
+        self.control: Any = None
+        self.stop_requested = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "Node":
@@ -99,7 +101,13 @@ class Node:
             self.catalog.register(dispatcher)
             self.dht.start()
             await self._bootstrap()
-            await self.catalog.start()
+            await self.catalog.start(background=cfg.auto_sync)
+            if cfg.control:
+                from .commands import make_commands
+                from .control import ControlServer
+
+                self.control = ControlServer(cfg.data_dir, make_commands(self, on_stop=self.stop_requested.set))
+                await self.control.start()
             log.info("node %s listening on %s", self.key.node_id.hex()[:16], ", ".join(self.endpoint.listen_addrs))
         except BaseException:
             await self.close()
@@ -119,6 +127,9 @@ class Node:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         if self.catalog is not None:
             await self.catalog.close()
         if self.dht is not None:
@@ -293,6 +304,11 @@ class Node:
 
         row = await self.store.run(lambda s: s.latest_manifest(share_id))
         return None if row is None else decode_manifest(row.wire)
+
+    async def control_sync(self) -> list[dict]:
+        """``sync_subscriptions`` as JSON-able rows."""
+        return [{"share_id": r.share_id.hex(), "updated": r.updated, "seq": r.seq, "error": r.error}
+                for r in await self.sync_subscriptions()]  # fmt: skip
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:

@@ -1,0 +1,40 @@
+"""JSON-able views of node state, shared by the CLI (direct store access) and the control channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..catalog.publish import PublishResult
+from ..store import Subscription
+from ..store.records import BlocklistRole
+
+
+def publish_view(res: PublishResult) -> dict:
+    return {"share_id": res.share_id.hex(), "seq": res.seq, "manifest_id": res.manifest_id.hex(),
+            "items": len(res.manifest.items), "hashed_files": res.hashed_files, "hashed_bytes": res.hashed_bytes,
+            "manifest_bytes": len(res.wire)}  # fmt: skip
+
+
+def shares_view(store: Any) -> list[dict]:
+    """Rows for ``scp2p shares`` from a (sync) Store."""
+    rows = []
+    for p in store.published_shares():
+        m = store.manifest(p.latest_manifest_id, touch=False) if p.latest_manifest_id else None
+        rows.append({"share_id": p.share_id.hex(), "seq": p.latest_seq, "items": m.item_count if m else 0,
+                     "title": p.title, "folder": p.root_path})  # fmt: skip
+    return rows
+
+
+def subscription_view(s: Subscription) -> dict:
+    return {"share_id": s.share_id.hex(), "trust": s.trust.value, "weight": s.weight, "seq": s.latest_seq,
+            "blocklist": s.blocklist is BlocklistRole.HONOURED, "has_pubkey": s.share_pubkey is not None}  # fmt: skip
+
+
+def peers_view(store: Any, limit: int = 200) -> list[dict]:
+    return [{"address": f"{p.transport}://{p.host}:{p.port}", "node_id": p.node_id.hex() if p.node_id else None,
+             "last_seen": p.last_seen, "failures": p.failures, "score": p.score, "connected": False}
+            for p in store.peers(limit=limit)]  # fmt: skip
+
+
+def subscribe_view(s: Subscription, peers: list[str], synced_seq: int | None, sync_error: str | None) -> dict:
+    return {**subscription_view(s), "peers": peers, "synced_seq": synced_seq, "sync_error": sync_error}
