@@ -1,0 +1,384 @@
+"""The asyncio download driver: the :class:`Scheduler` over the transport's sessions.
+
+::
+
+    spec = DownloadSpec(item.content_id, item.size, item.chunks, "/data/film.mkv")
+    dl = Downloader(endpoint.pool, spec, store=astore, providers=[addr1, addr2],
+                    discovery=ProviderDiscovery(endpoint.pool, spec.content_id, book=server.book, dht=dht),
+                    on_progress=print)
+    path = await dl.run()          # or dl.cancel(); DownloadCancelled, NoProviders, ContentMismatch
+
+One task runs the loop (timers, polling the scheduler, persistence, progress); each
+outstanding GET_CHUNK is a task in a held set. The data path per chunk: the transport
+reads the CHUNK_DATA frame straight into one buffer, :func:`chunk_slice` finds the chunk
+inside it (no copy), BLAKE3 hashes it, ``os.pwrite`` writes it, and the whole-file hash
+takes it from the same buffer (see writer.py). Verified chunks are recorded in the
+store's bitmap after an ``fdatasync`` every ``persist_chunks`` chunks or
+``persist_interval`` seconds, so a restart (even after SIGKILL) re-fetches at most
+that batch. Cancellation keeps the part file and the bitmap for a later resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from ..errors import (
+    ContentMismatch,
+    DecodeError,
+    DownloadCancelled,
+    NoProviders,
+    RemoteError,
+    SessionClosed,
+    TransportError,
+)
+from ..limits import ID_LEN
+from ..store.records import PartialDownload
+from ..wire.messages import GetChunk, MsgType, encode_payload
+from .chunkdata import chunk_slice
+from .progress import Progress
+from .providers import ProviderDiscovery, provider_key
+from .scheduler import Scheduler, SchedulerConfig, chunk_sizes
+from .writer import PartFile
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DownloadSpec", "Downloader", "bitmap_indices"]
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadSpec:
+    """What to fetch (from a manifest item) and where to put it."""
+
+    content_id: bytes
+    size: int
+    chunk_hashes: tuple
+    target: str
+    manifest_id: Optional[bytes] = None
+    share_id: Optional[bytes] = None
+
+    def __post_init__(self) -> None:
+        if len(self.content_id) != ID_LEN:
+            raise ValueError("content_id must be 32 bytes")
+        object.__setattr__(self, "chunk_hashes", tuple(self.chunk_hashes))
+        if len(self.chunk_hashes) != len(chunk_sizes(self.size)):
+            raise ValueError(f"{len(self.chunk_hashes)} chunk hashes for {self.size} bytes")
+
+
+def bitmap_indices(p: PartialDownload) -> list[int]:
+    return [i for i in range(p.chunk_count) if p.bitmap[i >> 3] & (0x80 >> (i & 7))]
+
+
+class _StoreAdapter:
+    """``Store`` or ``AsyncStore`` behind one awaitable call."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def __call__(self, fn: Callable[[Any], Any]) -> Any:
+        if self.store is None:
+            return None
+        run = getattr(self.store, "run", None)
+        if run is not None:
+            return await run(fn)
+        return fn(self.store)
+
+
+class Downloader:
+    """Downloads one file from a swarm of providers, verified and resumable."""
+
+    def __init__(
+        self,
+        pool: Any,
+        spec: DownloadSpec,
+        *,
+        store: Any = None,
+        providers: Iterable[Any] = (),
+        discovery: Optional[ProviderDiscovery] = None,
+        config: Optional[SchedulerConfig] = None,
+        on_progress: Optional[Callable[[Progress], None]] = None,
+        progress_interval: float = 0.5,
+        on_persist: Optional[Callable[[int], None]] = None,
+        persist_chunks: int = 64,
+        persist_interval: float = 1.0,
+        provider_wait: float = 30.0,
+        window: int = 64,
+    ) -> None:
+        self.pool = pool
+        self.spec = spec
+        self._store = _StoreAdapter(store)
+        self.discovery = discovery
+        self.config = config if config is not None else SchedulerConfig()
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self.on_persist = on_persist
+        self.persist_chunks = persist_chunks
+        self.persist_interval = persist_interval
+        self.provider_wait = provider_wait
+        self.window = window
+        self._specs: dict[Any, Any] = {}
+        self._initial = list(providers)
+        self._tasks: dict[tuple, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._cancelled = False
+        self._unpersisted: list[int] = []
+        self._persist_task: Optional[asyncio.Task] = None
+        self.sched: Optional[Scheduler] = None
+        self.part: Optional[PartFile] = None
+        self.resumed_chunks = 0
+        self.persisted_chunks = 0
+        self._payload_cache: dict[int, bytes] = {}
+
+    # ------------------------------------------------------------------ control
+    def cancel(self) -> None:
+        """Stop the download (``run`` raises :class:`DownloadCancelled`; progress is kept)."""
+        self._cancelled = True
+        self._wake.set()
+
+    def add_provider(self, spec: Any) -> None:
+        key = provider_key(spec)
+        self._specs[key] = spec
+        if self.sched is not None:
+            loop = asyncio.get_running_loop()
+            if self.sched.add_provider(key, loop.time()):
+                self._wake.set()
+
+    def progress(self) -> Optional[Progress]:
+        return None if self.sched is None else self.sched.progress(asyncio.get_running_loop().time())
+
+    # ------------------------------------------------------------------ the run
+    async def run(self) -> str:
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+        done = await self._load_partial()
+        self.resumed_chunks = len(done)
+        self.part = PartFile(spec.target, spec.size, spec.content_id, spec.chunk_hashes, done=done, window=self.window)
+        self.sched = Scheduler(chunk_sizes(spec.size), self.config, done=done, content_id=spec.content_id, now=loop.time())
+        for p in self._initial:
+            self.add_provider(p)
+        disc_task = None
+        if self.discovery is not None:
+            disc_task = loop.create_task(self.discovery.run(self.add_provider))
+        rechecked = False
+        try:
+            while True:
+                await self._loop()
+                await self._persist(force=True)
+                try:
+                    path = await asyncio.to_thread(self.part.finish)
+                    break
+                except ContentMismatch:
+                    if rechecked:
+                        raise
+                    rechecked = True
+                    bad = await asyncio.to_thread(self.part.recheck)
+                    if not bad:
+                        raise
+                    log.warning("%d chunks on disk did not verify; fetching them again", len(bad))
+                    self.part.unmark(bad)
+                    self.sched.reopen(bad)
+                    await self._store(lambda s: s.put_partial(self._partial_record()))
+        except BaseException:
+            await self._stop_tasks()
+            try:
+                await asyncio.shield(self._persist(force=True))
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.exception("could not persist download state")
+            finally:
+                if self.part is not None:
+                    self.part.close()
+            raise
+        finally:
+            if disc_task is not None:
+                disc_task.cancel()
+                await asyncio.gather(disc_task, return_exceptions=True)
+        await self._store(lambda s: s.delete_partial(spec.content_id, spec.target))
+        self._emit_progress(force=True)
+        return path
+
+    async def _load_partial(self) -> list[int]:
+        spec = self.spec
+        p = await self._store(lambda s: s.partial(spec.content_id, spec.target))
+        n = len(spec.chunk_hashes)
+        if p is not None and p.size == spec.size and p.chunk_count == n:
+            import os
+
+            from .writer import part_path
+
+            if os.path.exists(part_path(spec.target, spec.content_id)):
+                return bitmap_indices(p)
+        await self._store(lambda s: s.put_partial(self._partial_record(empty=True)))
+        return []
+
+    def _partial_record(self, empty: bool = False) -> PartialDownload:
+        spec = self.spec
+        n = len(spec.chunk_hashes)
+        bitmap = bytearray((n + 7) // 8)
+        if not empty and self.part is not None:
+            for i, w in enumerate(self.part.written):
+                if w:
+                    bitmap[i >> 3] |= 0x80 >> (i & 7)
+        return PartialDownload(spec.content_id, spec.target, spec.size, n, bytes(bitmap), spec.manifest_id, spec.share_id)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.sched
+        last_progress = 0.0
+        last_persist = loop.time()
+        stuck_since: Optional[float] = None
+        while not s.complete:
+            if self._cancelled:
+                raise DownloadCancelled(f"download of {self.spec.content_id.hex()} cancelled")
+            now = loop.time()
+            for c in s.handle_timer(now):
+                self._cancel_task(c.provider, c.index)
+            for r in s.poll(now):
+                self._start(r.provider, r.index, r.deadline)
+            if s.stuck or not s.providers:
+                stuck_since = now if stuck_since is None else stuck_since
+                if now - stuck_since >= self.provider_wait:
+                    raise NoProviders(f"no usable provider for {self.spec.content_id.hex()} "
+                                      f"({len(s.banned())} banned, {len(s.providers)} known)")  # fmt: skip
+            else:
+                stuck_since = None
+            if self._unpersisted and (len(self._unpersisted) >= self.persist_chunks or now - last_persist >= self.persist_interval):
+                last_persist = now
+                self._start_persist()
+            if self.on_progress is not None and now - last_progress >= self.progress_interval:
+                last_progress = now
+                self._emit_progress()
+            wake = s.deadline(now)
+            timeout = [self.persist_interval, self.progress_interval if self.on_progress else 3600.0]
+            if wake is not None:
+                timeout.append(max(0.0, wake - now))
+            if stuck_since is not None:
+                timeout.append(max(0.0, stuck_since + self.provider_wait - now))
+            self._wake.clear()
+            if s.complete:
+                break
+            try:
+                async with asyncio.timeout(min(timeout)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _emit_progress(self, force: bool = False) -> None:
+        if self.on_progress is not None and self.sched is not None:
+            try:
+                self.on_progress(self.sched.progress(asyncio.get_running_loop().time()))
+            except Exception:  # noqa: BLE001 - a progress callback must not break the download
+                log.exception("progress callback failed")
+
+    # ------------------------------------------------------------------ requests
+    def _start(self, key: Any, index: int, deadline: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._fetch(key, index, deadline))
+        self._tasks[(key, index)] = task
+        task.add_done_callback(lambda t, k=(key, index): self._task_done(k, t))
+
+    def _task_done(self, k: tuple, task: asyncio.Task) -> None:
+        if self._tasks.get(k) is task:
+            del self._tasks[k]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("chunk task failed", exc_info=task.exception())
+        self._wake.set()
+
+    def _cancel_task(self, key: Any, index: int) -> None:
+        t = self._tasks.pop((key, index), None)
+        if t is not None:
+            t.cancel()
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        if self._persist_task is not None:
+            tasks.append(self._persist_task)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _session(self, key: Any) -> Any:
+        spec = self._specs[key]
+        if hasattr(spec, "request_raw"):  # a Session we already hold
+            if not spec.is_open:
+                raise SessionClosed("provider session closed")
+            return spec
+        return await self.pool.session(spec)
+
+    def _payload(self, index: int) -> bytes:
+        return encode_payload(GetChunk(self.spec.content_id, index))
+
+    async def _fetch(self, key: Any, index: int, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.sched
+        try:
+            async with asyncio.timeout_at(deadline):
+                session = await self._session(key)
+                env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            s.request_failed(key, index, loop.time(), "timeout")
+            return
+        except (SessionClosed, TransportError, OSError) as exc:
+            log.debug("provider %r: %s", key, exc)
+            for c in s.remove_provider(key, loop.time(), "connection"):
+                if c.index != index:
+                    self._cancel_task(c.provider, c.index)
+            if self.discovery is not None:
+                self.discovery.forget(self._specs[key])
+            return
+        now = loop.time()
+        if env.is_error or env.type != MsgType.CHUNK_DATA:
+            s.request_failed(key, index, now, "error response")
+            return
+        try:
+            cid, idx, data = chunk_slice(env.payload)
+        except DecodeError:
+            self._bad(key, index, now)
+            return
+        if cid != self.spec.content_id or idx != index:
+            self._bad(key, index, now)
+            return
+        if not s.received(key, index, now):
+            return
+        part = self.part
+        if not part.verify_chunk(index, data):
+            self._bad(key, index, now)
+            return
+        part.write_chunk(index, data)
+        for c in s.chunk_verified(key, index, now):
+            self._cancel_task(c.provider, c.index)
+        self._unpersisted.append(index)
+
+    def _bad(self, key: Any, index: int, now: float) -> None:
+        v = self.sched.chunk_bad(key, index, now)
+        log.warning("provider %r sent a bad chunk %d (%d bad so far%s)", key, index, v.bad_chunks,
+                    ", banned" if v.banned else "")  # fmt: skip
+        for c in v.cancels:
+            self._cancel_task(c.provider, c.index)
+
+    # ------------------------------------------------------------------ persistence
+    def _start_persist(self) -> None:
+        if self._persist_task is not None and not self._persist_task.done():
+            return
+        self._persist_task = asyncio.get_running_loop().create_task(self._persist())
+
+    async def _persist(self, force: bool = False) -> None:
+        if force and self._persist_task is not None and not self._persist_task.done():
+            await asyncio.gather(self._persist_task, return_exceptions=True)
+        batch, self._unpersisted = self._unpersisted, []
+        if not batch or self._store.store is None:
+            return
+        part = self.part
+        try:
+            if part is not None and part.fd is not None:
+                await asyncio.to_thread(part.sync)
+            spec = self.spec
+            await self._store(lambda st: st.mark_chunks_done(spec.content_id, spec.target, batch))
+        except BaseException:
+            self._unpersisted[:0] = batch
+            raise
+        self.persisted_chunks += len(batch)
+        if self.on_persist is not None:
+            self.on_persist(self.resumed_chunks + self.persisted_chunks)
