@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 PING_TYPE = 0xFF00
 FEATURES_TYPE = 0xFF01
 PRIVATE_TYPES = frozenset((PING_TYPE, FEATURES_TYPE))
+#: payloads below this are joined to their header (one write); larger ones are written uncopied
+JOIN_LIMIT = 16 * 1024
 
 
 @wire_record(u16("max_in_flight"), max_size=1024)
@@ -145,9 +147,10 @@ class Connection:
         if type(payload) is tuple:
             n = sum(len(p) for p in payload)
             return [encode_envelope_header(msg_type, req_id, flags, n), *payload]
-        if len(payload):
-            return [encode_envelope_header(msg_type, req_id, flags, len(payload)), payload]
-        return [encode_envelope_header(msg_type, req_id, flags, 0)]
+        n = len(payload)
+        if n >= JOIN_LIMIT:  # large: no copy, two writes
+            return [encode_envelope_header(msg_type, req_id, flags, n), payload]
+        return [encode_envelope_header(msg_type, req_id, flags, n) + payload]  # small: one write/syscall
 
     def _write(self, parts: list) -> None:
         for p in parts:
