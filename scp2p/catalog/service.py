@@ -246,7 +246,7 @@ class CatalogService:
         sub = await self.store.run(lambda s: s.subscription(sid))
         if sub is None:
             return SyncResult(sid, False, None, "not subscribed")
-        found = await self.dht.find_value(share_head_key(sid), share_pubkey=sub.share_pubkey)
+        found = await self.dht.find_value(share_head_key(sid), share_pubkey=sub.share_pubkey, newest=_head_seq)
         if found is None:
             return SyncResult(sid, False, sub.latest_seq, "no share head found in the DHT")
         head = decode_share_head(found.value)
@@ -318,6 +318,10 @@ class CatalogService:
                 last = exc
                 log.debug("GET_MANIFEST %s from %s failed: %s", mid.hex()[:16], peer, exc)
         raise last if isinstance(last, Scp2pError) else RemoteError(f"no peer served manifest {mid.hex()}")
+
+
+def _head_seq(value: Store) -> int:
+    return decode_share_head(value.value).latest_seq
 
 
 __all__ = ["CatalogService", "SyncResult"]

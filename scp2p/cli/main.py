@@ -29,7 +29,15 @@ from ..identity import ShareKey, node_id as node_id_of, share_id as share_id_of
 from ..errors import NodeNotRunning
 from ..node import control
 from ..node.config import NodeConfig
-from ..node.views import peers_view, publish_view, shares_view, subscribe_view, subscription_view
+from ..node.views import (
+    hits_view,
+    honoured_blocklist,
+    peers_view,
+    publish_view,
+    shares_view,
+    subscribe_view,
+    subscription_view,
+)
 from ..store import PeerRecord, Store, Subscription, TrustLevel
 from ..store.records import BlocklistRole
 from .output import Output
@@ -329,6 +337,40 @@ def cmd_peers(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     return 0
 
 
+@command("search")
+def cmd_search(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Search the local index of subscribed (and own) catalogs."""
+    q = {"query": args.query, "limit": args.limit, "offset": args.offset}
+    if _running(cfg):
+        res = _node_call(cfg, "search", q)
+    else:
+        from ..node.indexing import index_image, load_index, save_image
+
+        with _open_store(cfg) as store:
+            index, seqs, changed = load_index(store)
+            if changed:
+                save_image(store, index_image(index, seqs))
+            bl = honoured_blocklist(store)
+            res = hits_view(index.search(args.query, limit=args.limit, offset=args.offset, blocklist=bl))
+    if out.json:
+        out.data(res["hits"])
+        return 0
+    est = "~" if res["total_is_estimate"] else ""
+    lines = [f"{est}{res['total']} results"]
+    for h in res["hits"]:
+        lines.append(f"{h['score']:8.2f}  {h['content_id'][:16]}  {_size(h['size']):>9}  {h['snippet']}")
+    out.data(res, "\n".join(lines))
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scp2p", description="SCP2P: signed catalogs, local search, verified downloads")
@@ -385,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="status of the running node")
     sub.add_parser("sync", help="sync all subscriptions now")
     sub.add_parser("peers", help="known and connected peers")
+    s = sub.add_parser("search", help="search subscribed catalogs")
+    s.add_argument("query")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--offset", type=int, default=0)
     sub.add_parser("subscriptions", help="list subscriptions")
     s = sub.add_parser("unsubscribe", help="forget a subscription")
     s.add_argument("share_id")

@@ -143,6 +143,8 @@ class DhtService:
         # recently reached peers from the peer database, for PEX offers
         self._offer_cache: dict[tuple, tuple[PeerAddr, int]] = {}
         self._last_flush = now
+        #: called with (key, value) after a STORE from a peer was accepted
+        self.on_store: Optional[Callable[[bytes, bytes], None]] = None
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "DhtService":
@@ -268,7 +270,13 @@ class DhtService:
         if isinstance(msg, PexOffer):
             self._take_offer(remote_pubkey, remote_ip, msg.peers)
             return None
-        return self.core.handle_request(sender, msg, now)
+        reply = self.core.handle_request(sender, msg, now)
+        if isinstance(msg, Store) and self.on_store is not None:
+            try:
+                self.on_store(msg.key, msg.value)  # accepted (a refusal raised above)
+            except Exception:  # noqa: BLE001 - an observer must not break the STORE
+                log.exception("on_store observer failed")
+        return reply
 
     def _offer(self, remote_ip: Any, remote_pubkey: bytes, max_peers: int, now: float) -> tuple[PeerAddr, ...]:
         cands: dict[tuple, tuple[PeerAddr, int]] = {}
@@ -390,14 +398,51 @@ class DhtService:
         """The K closest live nodes to ``target`` (a 20-byte id), nearest first."""
         return (await self._lookup(target)).closest()
 
-    async def find_value(self, key: bytes, *, share_pubkey: Optional[bytes] = None) -> Optional[Store]:
-        """The value under ``key`` (validated; a share head verified when ``share_pubkey`` is given), or None."""
+    async def find_value(
+        self,
+        key: bytes,
+        *,
+        share_pubkey: Optional[bytes] = None,
+        newest: Optional[Callable[[Store], Any]] = None,
+        sample: int = 8,
+    ) -> Optional[Store]:
+        """The value under ``key`` (validated; a share head verified when ``share_pubkey`` is given), or None.
+
+        For a mutable value (a share head) pass ``newest``, a sort key: instead of the first copy
+        found, the copies held locally and by the ``sample`` closest nodes are compared and the
+        greatest returned, so a stale copy at one node cannot hide a newer one.
+        """
+        if newest is not None:
+            return await self._find_newest(key, share_pubkey, newest, sample)
         now = self.clock()
         local = self.core.storage.get(key, now)
         if local is not None and self._check_value(key, local, share_pubkey) is not None:
             return local
         lk = await self._lookup(routing_id(key), key=key, share_pubkey=share_pubkey)
         return lk.value  # type: ignore[return-value]
+
+    async def _find_newest(self, key: bytes, share_pubkey: Optional[bytes], newest: Callable[[Store], Any],
+                           sample: int) -> Optional[Store]:  # fmt: skip
+        found: list[Store] = []
+        local = self.core.storage.get(key, self.clock())
+        if local is not None and self._check_value(key, local, share_pubkey) is not None:
+            found.append(local)
+        closest = (await self._lookup(routing_id(key))).closest()[:sample]
+        replies = await asyncio.gather(*(self._request(c.addr, FindValue(key), self.config.request_timeout)
+                                         for c in closest))  # fmt: skip
+        for r in replies:
+            if r is not None and isinstance(r[1], FindValueResult) and r[1].value is not None:
+                v = self._check_value(key, r[1].value, share_pubkey)
+                if v is not None:
+                    found.append(v)
+        best: Optional[Store] = None
+        for v in found:
+            try:
+                if best is None or newest(v) > newest(best):
+                    best = v
+            except Scp2pError:
+                continue
+        return best
 
     async def store(self, key: bytes, value: bytes, ttl: int = DEFAULT_TTL) -> int:
         """STORE at the K closest nodes (and locally if we are among them); returns how many accepted."""

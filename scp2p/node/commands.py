@@ -8,7 +8,7 @@ from typing import Any, Callable
 from ..store import TrustLevel
 from .control import Command
 from ..catalog.invite import parse_invite
-from .views import peers_view, publish_view, shares_view, subscribe_view, subscription_view
+from .views import hits_view, peers_view, publish_view, shares_view, subscribe_view, subscription_view
 
 
 def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> dict[str, Command]:
@@ -59,13 +59,17 @@ def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> di
                              "score": None, "connected": True})  # fmt: skip
         return rows
 
+    async def search(args: dict, progress) -> Any:
+        page = await node.search(args["query"], limit=int(args.get("limit", 20)), offset=int(args.get("offset", 0)))
+        return hits_view(page)
+
     async def stop(args: dict, progress) -> Any:
         if on_stop is not None:
             on_stop()
         return {"stopping": True}
 
     return {"status": status, "publish": publish, "shares": shares, "invite": invite, "subscribe": subscribe,
-            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers,
+            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers, "search": search,
             "stop": stop}  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from ..catalog.publish import PublishResult, publish_folder
 from ..catalog.service import CatalogService, SyncResult
 from ..dht.link import invite_peer_addrs, make_service
 from ..dht.service import DhtConfig
-from ..errors import InvalidInvite, NodeError
+from ..errors import InvalidInvite, NodeError, Scp2pError
 from ..identity import NodeKey, ShareKey
 from ..identity import node_id as node_id_of
 from ..identity import share_id as share_id_of
@@ -38,6 +38,7 @@ from ..transport.urls import parse_url
 from ..wire.messages import MsgType
 from ..wire.records import ManifestV1, PeerAddr
 from . import events as ev
+from . import indexing
 from .config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class Node:
         self._started = False
         self.control: Any = None
         self.stop_requested = asyncio.Event()
+        self.index: Any = None
+        self._blocklist = None
+        self._index_dirty = False
+        self._indexed_seq: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "Node":
@@ -99,6 +104,8 @@ class Node:
                 interval=cfg.sync_interval,
             )  # fmt: skip
             self.catalog.register(dispatcher)
+            self.dht.on_store = self.catalog.head_stored  # a pushed head of a followed share: sync now
+            await self._load_index()
             self.dht.start()
             await self._bootstrap()
             await self.catalog.start(background=cfg.auto_sync)
@@ -130,6 +137,8 @@ class Node:
         if self.control is not None:
             await self.control.close()
             self.control = None
+        if self.index is not None and self._index_dirty and self.store is not None:
+            await self._save_index()
         if self.catalog is not None:
             await self.catalog.close()
         if self.dht is not None:
@@ -162,6 +171,67 @@ class Node:
         from ..catalog.manifest import manifest_id
 
         self.bus.emit(ev.ManifestUpdated(m.share_id, m.seq, manifest_id(m), len(m.items)))
+        self._index_share(sub.share_id, m, weight=sub.weight, trust=sub.trust.value)
+        if sub.blocklist is BlocklistRole.HONOURED:
+            self._blocklist = None  # rebuilt on the next search
+        self._spawn(self._save_index_soon(), "index-save")
+
+    # ------------------------------------------------------------------ search
+    async def _load_index(self) -> None:
+        """The persisted index, brought up to date with the manifests in the store."""
+        self.index, self._indexed_seq, changed = await self.store.run(indexing.load_index)
+        self._index_dirty = changed
+
+    def _index_share(self, share_id: bytes, m: ManifestV1, *, weight: float, trust: str) -> None:
+        indexing.index_manifest(self.index, self._indexed_seq, share_id, m, weight=weight, trust=trust)
+        self._index_dirty = True
+        self.bus.emit(ev.SearchIndexUpdated(share_id, len(m.items)))
+
+    async def _save_index(self) -> None:
+        """Snapshot on the loop (the index is only mutated there), write in the store's thread."""
+        self._index_dirty = False
+        image = indexing.index_image(self.index, self._indexed_seq)
+        await self.store.run(indexing.save_image, image)
+
+    async def _save_index_soon(self, delay: float = 2.0) -> None:
+        await asyncio.sleep(delay)  # coalesce bursts of updates into one write
+        if self._index_dirty:
+            await self._save_index()
+
+    async def _current_blocklist(self) -> Any:
+        if self._blocklist is None:
+            from .views import honoured_blocklist
+
+            self._blocklist = await self.store.run(honoured_blocklist)
+        return self._blocklist
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        scope: Optional[Iterable[bytes]] = None,
+        trust_levels: Iterable[str] = ("trusted", "normal"),
+        typing: bool = False,
+    ) -> Any:
+        """Search the subscribed (and own) catalogs; returns a ``scp2p.search.SearchPage``.
+
+        Honoured blocklists apply; by default trusted and normal shares are searched."""
+        self._need()
+        bl = await self._current_blocklist()
+        return self.index.search(query, scope=scope, trust_levels=tuple(trust_levels), blocklist=bl,
+                                 limit=limit, offset=offset, typing=typing)  # fmt: skip
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("node task %s failed: %r", task.get_name(), task.exception())
 
     def _on_sync_failure(self, share_id: bytes, reason: str) -> None:
         self.counters.sync_failures += 1
@@ -228,6 +298,8 @@ class Node:
 
         res = await self.store.run(work)
         self.counters.published += 1
+        self._index_share(res.share_id, res.manifest, weight=1.0, trust="trusted")
+        self._spawn(self._save_index_soon(), "index-save")
         await self.catalog.announce(res)
         return res
 
@@ -286,6 +358,12 @@ class Node:
         self._need()
         removed = await self.store.run(lambda s: s.delete_subscription(share_id))
         self.catalog.unsubscribed(share_id)
+        owned = await self.store.run(lambda s: s.published_share(share_id))
+        if removed and owned is None and share_id in self.index.share_ids():
+            self.index.remove_share(share_id)
+            self._indexed_seq.pop(share_id, None)
+            self._index_dirty = True
+            self._blocklist = None
         return removed
 
     async def subscriptions(self) -> list[Subscription]:

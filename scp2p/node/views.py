@@ -38,3 +38,23 @@ def peers_view(store: Any, limit: int = 200) -> list[dict]:
 
 def subscribe_view(s: Subscription, peers: list[str], synced_seq: int | None, sync_error: str | None) -> dict:
     return {**subscription_view(s), "peers": peers, "synced_seq": synced_seq, "sync_error": sync_error}
+
+
+def hits_view(page: Any) -> dict:
+    return {"total": page.total, "total_is_estimate": page.total_is_estimate,
+            "hits": [{"content_id": h.content_id.hex(), "name": h.name, "size": h.size, "share_id": h.share_id.hex(),
+                      "score": h.score, "mime": h.mime, "tags": list(h.tags), "snippet": h.snippet}
+                     for h in page.hits]}  # fmt: skip
+
+
+def honoured_blocklist(store: Any) -> Any:
+    """The union of the blocklists of subscriptions marked as honoured, from a (sync) Store."""
+    from ..catalog.blocklist import blocklist_from_manifest, merge
+    from ..catalog.manifest import decode_manifest
+
+    from ..search import Blocklist as SearchBlocklist
+
+    wires = [row.wire for sub in store.subscriptions() if sub.blocklist is BlocklistRole.HONOURED
+             for row in [store.latest_manifest(sub.share_id)] if row is not None]  # fmt: skip
+    bl = merge(blocklist_from_manifest(decode_manifest(w)) for w in wires)
+    return SearchBlocklist(bl.share_ids, bl.content_ids) if bl else None
