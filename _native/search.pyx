@@ -9,7 +9,7 @@ into array('I') buffers, and the query kernel over raw uint32 pointers.
 from cpython.array cimport array, resize_smart
 from cpython.unicode cimport PyUnicode_FromStringAndSize
 from libc.stdlib cimport malloc, calloc, free, realloc
-from libc.string cimport memcmp, memset
+from libc.string cimport memcmp, memset, memcpy
 
 from scp2p.search import ranking
 from scp2p.search._base import IndexBase
@@ -28,7 +28,7 @@ cdef int FN = ranking.FLAG_NAME
 cdef int FT = ranking.FLAG_TAG
 cdef tuple PLENS = tuple(ranking.PREFIX_LIST_LENGTHS)
 
-__all__ = ["Index", "tokenize", "add_share", "run", "ExactNames"]
+__all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames"]
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -79,8 +79,18 @@ cdef inline int push_q(array a, unsigned long long v) except -1:
     return 0
 
 
-cdef inline int append_posting(array post, array blk, unsigned int d, unsigned int flags,
-                               unsigned int slot, unsigned int lo) except -1:
+cdef inline int append_posting(object L, dict dpost, dict dblk, unsigned int t, unsigned int d,
+                               unsigned int flags, unsigned int slot, unsigned int lo) except -1:
+    cdef array post, blk
+    o = dpost.get(t)
+    if o is None:
+        post = array("I")
+        blk = array("I")
+        dpost[t] = post
+        dblk[t] = blk
+    else:
+        post = <array>o
+        blk = <array>dblk[t]
     cdef Py_ssize_t nb = len(blk)
     cdef unsigned int* b = blk.data.as_uints
     if nb and (b[nb - 2] >> 2) == slot and post.data.as_uints[b[nb - 1]] >= lo:
@@ -118,16 +128,16 @@ def add_share(st, unsigned int slot, list rows):
     cdef unsigned int lo = len(st.doc_share), d, t, p
     cdef array doc_share = st.doc_share, doc_size = st.doc_size, doc_mime = st.doc_mime
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
-    cdef array name_off = st.name_off, tt
+    cdef array name_off = st.name_off, term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
     cdef bytearray names = st.names, cids = st.cids
-    cdef dict term_ids = st.term_ids, pfx_ids = st.pfx_ids
-    cdef list post = st.post, blk = st.blk, ppost = st.ppost, pblk = st.pblk
-    cdef list tagset_toks = st.tagset_toks, tagset_pfx = st.tagset_pfx
+    cdef dict term_ids = st.term_ids
+    TL, PL = st.lists
+    cdef dict tdpost = TL.dpost, tdblk = TL.dblk, pdpost = PL.dpost, pdblk = PL.dblk
     cdef unsigned int ids[512]
     cdef unsigned int fl[512]
-    cdef int nids, j, k, n, ts
-    cdef Py_ssize_t dot
-    cdef str name, tok, ps
+    cdef int nids, j, k, ts, npl = len(PLENS), first
+    cdef Py_ssize_t dot, nposts = 0, npfx = 0
+    cdef str name, tok
     cdef list toks
     for row in rows:
         name = row[1]
@@ -139,6 +149,7 @@ def add_share(st, unsigned int slot, list rows):
         push(doc_mime, st.mime_id(row[5]))
         push(doc_tagset, ts)
         nids = 0
+        first = len(fwd)
         for tok in toks:
             t = _tid(st, term_ids, tok)
             push(fwd, t)
@@ -154,29 +165,98 @@ def add_share(st, unsigned int slot, list rows):
         names += name.encode()
         push_q(name_off, len(names))
         cids += row[2]
-        tt = tagset_toks[ts]
-        n = nids
-        for k in range(len(tt)):
-            t = tt.data.as_uints[k]
+        ts_toks = st.ts_toks
+        ts_toff = st.ts_toff
+        for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
+            t = ts_toks.data.as_uints[k]
             if t:
                 nids = _flag(ids, fl, nids, t, FT)
         for j in range(nids):
-            append_posting(post[ids[j]], blk[ids[j]], d, fl[j], slot, lo)
-        # strict prefixes
+            append_posting(TL, tdpost, tdblk, ids[j], d, fl[j], slot, lo)
+        nposts += nids
+        # strict prefixes (term_pfx re-read: new terms may have grown it)
+        term_pfx = st.term_pfx
+        ts_pfx = st.ts_pfx
+        ts_poff = st.ts_poff
         nids = 0
-        for pr in tagset_pfx[ts]:
-            ids[nids] = pr[0]
-            fl[nids] = pr[1]
-            nids += 1
-        for tok in toks:
-            for L in PLENS:
-                if len(tok) > L:
-                    ps = tok[:L]
-                    o = pfx_ids.get(ps)
-                    p = st.new_pfx(ps) if o is None else o
-                    nids = _flag(ids, fl, nids, p, FN)
+        for k in range(ts_poff.data.as_ulonglongs[ts], ts_poff.data.as_ulonglongs[ts + 1]):
+            nids = _flag(ids, fl, nids, ts_pfx.data.as_uints[k], FT)
+        for k in range(first, len(fwd)):
+            t = fwd.data.as_uints[k]
+            for j in range(npl):
+                p = term_pfx.data.as_uints[npl * t + j]
+                if p:
+                    nids = _flag(ids, fl, nids, p - 1, FN)
         for j in range(nids):
-            append_posting(ppost[ids[j]], pblk[ids[j]], d, fl[j], slot, lo)
+            append_posting(PL, pdpost, pdblk, ids[j], d, fl[j], slot, lo)
+        npfx += nids
+    TL.ndelta += nposts
+    PL.ndelta += npfx
+
+
+def merge(st, L):
+    """Fold L's deltas into its CSR arrays, dropping block runs of dead shares (see _index_py.merge)."""
+    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
+    cdef const unsigned int* lo_ = slot_lo.data.as_uints
+    cdef const unsigned int* hi_ = slot_hi.data.as_uints
+    cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff, dp, db
+    cdef dict dpost = L.dpost, dblk = L.dblk
+    cdef Py_ssize_t nold = len(opoff) - 1, t, nlists, r, nb, start, end, base, seg
+    cdef Py_ssize_t np_ = 0, nbk = 0
+    cdef const unsigned int* P
+    cdef const unsigned int* B
+    cdef Py_ssize_t p0, p1, b0, b1
+    cdef unsigned int key, s
+    nlists = max(nold, (max(dpost) + 1) if dpost else 0)
+    cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
+    resize_smart(post, len(opost) + L.ndelta)
+    resize_smart(blk, len(oblk) + 2 * L.ndelta)
+    resize_smart(poff, nlists + 1)
+    resize_smart(boff, nlists + 1)
+    poff.data.as_ulonglongs[0] = 0
+    boff.data.as_ulonglongs[0] = 0
+    for t in range(nlists):
+        base = np_
+        for seg in range(2):
+            if seg == 0:
+                if t >= nold:
+                    continue
+                P = opost.data.as_uints
+                p0 = opoff.data.as_ulonglongs[t]
+                p1 = opoff.data.as_ulonglongs[t + 1]
+                B = oblk.data.as_uints
+                b0 = oboff.data.as_ulonglongs[t]
+                b1 = oboff.data.as_ulonglongs[t + 1]
+            else:
+                o = dpost.get(t)
+                if o is None:
+                    continue
+                dp = <array>o
+                db = <array>dblk[t]
+                P = dp.data.as_uints
+                p0 = 0
+                p1 = len(dp)
+                B = db.data.as_uints
+                b0 = 0
+                b1 = len(db)
+            nb = (b1 - b0) >> 1
+            for r in range(nb):
+                key = B[b0 + 2 * r]
+                start = p0 + B[b0 + 2 * r + 1]
+                end = (p0 + B[b0 + 2 * r + 3]) if r + 1 < nb else p1
+                s = key >> 2
+                if lo_[s] <= P[start] < hi_[s]:
+                    blk.data.as_uints[nbk] = key
+                    blk.data.as_uints[nbk + 1] = <unsigned int>(np_ - base)
+                    nbk += 2
+                    memcpy(post.data.as_uints + np_, P + start, (end - start) * 4)
+                    np_ += end - start
+        poff.data.as_ulonglongs[t + 1] = np_
+        boff.data.as_ulonglongs[t + 1] = nbk
+    resize_smart(post, np_)
+    resize_smart(blk, nbk)
+    L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
+    L.dpost, L.dblk, L.ndelta = {}, {}, 0
 
 
 # ---------------------------------------------------------------------- exact names
@@ -288,6 +368,8 @@ cdef struct Ctx:
     const unsigned int* fwd
     const unsigned int* fwd_off
     const unsigned int* doc_tagset
+    const unsigned int* ts_toks
+    const unsigned long long* ts_toff
     const unsigned int* doc_ext
     const unsigned long long* doc_size
     const unsigned char* term_blob
@@ -342,13 +424,13 @@ cdef bint ids_in(const unsigned int* ids, int m, const unsigned int* seq, Py_ssi
     return False
 
 
-cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object plan_tags, list tagset_toks,
+cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object plan_tags,
                          unsigned int d, unsigned int slot) except -2:
     cdef const unsigned int* name = c.fwd + c.fwd_off[d]
     cdef Py_ssize_t nn = c.fwd_off[d + 1] - c.fwd_off[d], i
-    cdef array ta = tagset_toks[c.doc_tagset[d]]
-    cdef const unsigned int* tags = ta.data.as_uints
-    cdef Py_ssize_t ntg = len(ta)
+    cdef unsigned int ts = c.doc_tagset[d]
+    cdef const unsigned int* tags = c.ts_toks + c.ts_toff[ts]
+    cdef Py_ssize_t ntg = c.ts_toff[ts + 1] - c.ts_toff[ts]
     cdef long long raw = 0
     cdef int ti, cc, m, j
     cdef TermC* t
@@ -459,10 +541,10 @@ def run(st, plan, bint exhaustive=False):
     cdef unsigned int* top_d = NULL
     cdef int ntop = 0, pos, no = 0, oi, bt
     cdef long long matched = 0, rest
-    cdef list tagset_toks = st.tagset_toks
     cdef object blocked = plan.blocked
     cdef bytearray cids = st.cids
     cdef bint stopped = False
+    cdef unsigned int* rank_to_slot = NULL
     for term in plan.terms:
         nl += len(term[3])
     c.terms = <TermC*>calloc(nt + 1, sizeof(TermC))
@@ -481,6 +563,8 @@ def run(st, plan, bint exhaustive=False):
         a = st.fwd; c.fwd = a.data.as_uints
         a = st.fwd_off; c.fwd_off = a.data.as_uints
         a = st.doc_tagset; c.doc_tagset = a.data.as_uints
+        a = st.ts_toks; c.ts_toks = a.data.as_uints
+        a = st.ts_toff; c.ts_toff = a.data.as_ulonglongs
         a = st.doc_ext; c.doc_ext = a.data.as_uints
         a = st.doc_size; c.doc_size = a.data.as_ulonglongs
         a = st.term_off; c.term_off = a.data.as_ulonglongs
@@ -508,13 +592,13 @@ def run(st, plan, bint exhaustive=False):
             keep.append(term[4])
             c.terms[ti].sd = <const unsigned char*>(<bytes>term[4]) if nslots else <const unsigned char*>""
             c.terms[ti].l0 = li
-            for post, blk, strict in term[3]:
+            for post, p0, p1, blk, b0, b1, strict in term[3]:
                 a = post
-                c.lists[li].post = a.data.as_uints
-                c.lists[li].npost = len(a)
+                c.lists[li].post = a.data.as_uints + <Py_ssize_t>p0
+                c.lists[li].npost = p1 - p0
                 a = blk
-                c.lists[li].blk = a.data.as_uints
-                c.lists[li].nblk = len(a)
+                c.lists[li].blk = a.data.as_uints + <Py_ssize_t>b0
+                c.lists[li].nblk = b1 - b0
                 c.lists[li].strict = strict
                 li += 1
             c.terms[ti].l1 = li
@@ -553,7 +637,11 @@ def run(st, plan, bint exhaustive=False):
                 order[no] = ((0xFFFFFFFFULL - b) << 32) | rk[s]
                 no += 1
         _sort_u64(order, no)
-        rank_to_slot = {rk[s]: s for s in range(nslots)}
+        rank_to_slot = <unsigned int*>malloc((nslots + 1) * sizeof(unsigned int))
+        if rank_to_slot == NULL:
+            raise MemoryError()
+        for s in range(nslots):
+            rank_to_slot[rk[s]] = s
         for oi in range(no):
             s = rank_to_slot[<unsigned int>(order[oi] & 0xFFFFFFFFULL)]
             bound = 0xFFFFFFFFULL - (order[oi] >> 32)
@@ -584,7 +672,7 @@ def run(st, plan, bint exhaustive=False):
                 for i in range(lo, hi):
                     if marks != NULL and not marks[i - lo]:
                         continue
-                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, tagset_toks, <unsigned int>i, s)
+                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, <unsigned int>i, s)
                     if sc >= 0:
                         ntop = _consider(&c, blocked, cids, <unsigned int>i, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             if bt >= 0 and marks == NULL:
@@ -593,7 +681,7 @@ def run(st, plan, bint exhaustive=False):
                 j = lower_bound(L.post, i, L.npost, hi)
                 for i in range(i, j):
                     d = L.post[i]
-                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, tagset_toks, d, s)
+                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, d, s)
                     if sc >= 0:
                         ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             free(marks)
@@ -601,7 +689,7 @@ def run(st, plan, bint exhaustive=False):
         return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped
     finally:
         free(c.terms); free(c.lists); free(maxc); free(cnt); free(order)
-        free(top_s); free(top_r); free(top_d); free(marks)
+        free(top_s); free(top_r); free(top_d); free(marks); free(rank_to_slot)
 
 
 cdef int _consider(Ctx* c, object blocked, bytearray cids, unsigned int d, long long sc, unsigned int rank,
@@ -662,6 +750,7 @@ _K = _Kernels()
 _K.tokenize = tokenize
 _K.add_share = add_share
 _K.run = run
+_K.merge = merge
 _K.ExactNames = ExactNames
 
 

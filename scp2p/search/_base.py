@@ -42,6 +42,9 @@ MAX_RESULTS = 10_000  #: offset + limit cap
 BLOB_NAME = "search/index"
 _MAGIC = b"SCP2PIX1"
 _COMPACT_MIN_DEAD = 50_000
+#: deltas are merged into the CSR postings when larger than this or 1/MERGE_FRACTION of them
+MERGE_MIN = 1 << 18
+MERGE_FRACTION = 8
 #: tag tokens indexed per item (all tags together)
 MAX_TAG_TOKENS = 64
 
@@ -78,7 +81,13 @@ class Hit:
     mime: str | None
     tags: tuple[str, ...]
     score: float
-    snippet: str
+    _query: object = field(default=None, repr=False, compare=False)
+    _highlight: tuple = field(default=("[", "]"), repr=False, compare=False)
+
+    @property
+    def snippet(self) -> str:
+        """The name with the matched tokens highlighted (computed on first use, not per search)."""
+        return snippet(self.name, self.tags, self._query, self._highlight) if self._query else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +123,12 @@ class State:
         self.terms: list[str] = [""]
         self.term_blob = bytearray()
         self.term_off = array("Q", [0, 0])
-        self.post: list[array] = [array("I")]
-        self.blk: list[array] = [array("I")]
+        #: per term: (id + 1 of its strict prefix of each length in PREFIX_LIST_LENGTHS, or 0)
+        self.term_pfx = array("I", [0] * len(ranking.PREFIX_LIST_LENGTHS))
         self.pfx_ids: dict[str, int] = {}
-        self.ppost: list[array] = []
-        self.pblk: list[array] = []
+        self.pfx_list: list[str] = []
+        # postings: [term postings, prefix postings], each a merged CSR part + a delta part
+        self.lists = [Postings(), Postings()]
         self.sorted_terms: list[str] = []
         self.pending_terms: list[str] = []
         self.doc_share = array("I")
@@ -133,10 +143,14 @@ class State:
         self.cids = bytearray()
         self.mimes: list[str] = [""]
         self.mime_ids: dict[str, int] = {"": 0}
-        self.tagsets: list[tuple[str, ...]] = [()]
-        self.tagset_ids: dict[tuple, int] = {(): 0}
-        self.tagset_toks: list[array] = [array("I")]
-        self.tagset_pfx: list[tuple] = [()]  #: per tagset: ((pfx id, flags), ...)
+        #: tagsets: key string per tagset (see _tags_key), their tag tokens (0 between tags) and
+        #: strict-prefix ids, flat with offsets
+        self.tagset_keys: list[str] = [""]
+        self.tagset_ids: dict[str, int] = {"": 0}
+        self.ts_toks = array("I")
+        self.ts_toff = array("Q", [0, 0])
+        self.ts_pfx = array("I")
+        self.ts_poff = array("Q", [0, 0])
         self.slot_ids: list[bytes] = []
         self.slot_of: dict[bytes, int] = {}
         self.slot_lo = array("I")
@@ -163,25 +177,21 @@ class State:
         self.terms.append(tok)
         self.term_blob += tok.encode()
         self.term_off.append(len(self.term_blob))
-        self.post.append(array("I"))
-        self.blk.append(array("I"))
+        for n in ranking.PREFIX_LIST_LENGTHS:
+            self.term_pfx.append(self.pfx_id(tok[:n]) + 1 if len(tok) > n else 0)
         self.pending_terms.append(tok)
         return tid
 
-    def new_pfx(self, p: str) -> int:
-        pid = len(self.ppost)
-        self.pfx_ids[p] = pid
-        self.ppost.append(array("I"))
-        self.pblk.append(array("I"))
+    def pfx_id(self, p: str) -> int:
+        pid = self.pfx_ids.get(p)
+        if pid is None:
+            pid = self.pfx_ids[p] = len(self.pfx_list)
+            self.pfx_list.append(p)
         return pid
 
     def term_id(self, tok: str) -> int:
         tid = self.term_ids.get(tok)
         return self.new_term(tok) if tid is None else tid
-
-    def pfx_id(self, p: str) -> int:
-        pid = self.pfx_ids.get(p)
-        return self.new_pfx(p) if pid is None else pid
 
     def mime_id(self, mime) -> int:
         m = mime or ""
@@ -192,34 +202,98 @@ class State:
         return i
 
     def tagset_id(self, tags: tuple, tokenize) -> int:
-        i = self.tagset_ids.get(tags)
+        key = _tags_key(tags)
+        i = self.tagset_ids.get(key)
         if i is None:
-            i = self.tagset_ids[tags] = len(self.tagsets)
-            self.tagsets.append(tags)
-            toks = array("I")
-            pf: dict[int, int] = {}
+            i = self.tagset_ids[key] = len(self.tagset_keys)
+            self.tagset_keys.append(key)
+            toks = self.ts_toks
+            start = len(toks)
+            pf: list[int] = []
             ntok = 0
             for tag in tags:
                 tt = tokenize(tag)[:MAX_TAG_TOKENS - ntok]
                 if not tt:
                     continue
                 ntok += len(tt)
-                if toks:
+                if len(toks) > start:
                     toks.append(0)
                 for t in tt:
-                    toks.append(self.term_id(t))
-                    for n in ranking.PREFIX_LIST_LENGTHS:
-                        if len(t) > n:
-                            pf[self.pfx_id(t[:n])] = ranking.FLAG_TAG
-            self.tagset_toks.append(toks)
-            self.tagset_pfx.append(tuple(pf.items()))
+                    tid = self.term_id(t)
+                    toks.append(tid)
+                    for j in range(len(ranking.PREFIX_LIST_LENGTHS)):
+                        p = self.term_pfx[len(ranking.PREFIX_LIST_LENGTHS) * tid + j]
+                        if p and p - 1 not in pf:
+                            pf.append(p - 1)
+            self.ts_toff.append(len(toks))
+            self.ts_pfx.extend(pf)
+            self.ts_poff.append(len(self.ts_pfx))
         return i
+
+    def tags_of(self, ts: int) -> tuple[str, ...]:
+        return _tags_from_key(self.tagset_keys[ts])
+
+    def tag_tokens(self, ts: int) -> array:
+        return self.ts_toks[self.ts_toff[ts]:self.ts_toff[ts + 1]]
 
     def sorted_dictionary(self) -> list[str]:
         if self.pending_terms:
             self.sorted_terms = sorted(self.sorted_terms + self.pending_terms)
             self.pending_terms = []
         return self.sorted_terms
+
+    def segments(self, which: int, t: int):
+        """The posting segments of term (which=0) or prefix (which=1) ``t``:
+        (post, p0, p1, blk, b0, b1) with block starts relative to p0."""
+        L = self.lists[which]
+        out = []
+        if t + 1 < len(L.poff) and L.poff[t] < L.poff[t + 1]:
+            out.append((L.post, L.poff[t], L.poff[t + 1], L.blk, L.boff[t], L.boff[t + 1]))
+        d = L.dpost.get(t)
+        if d is not None:
+            b = L.dblk[t]
+            out.append((d, 0, len(d), b, 0, len(b)))
+        return out
+
+
+class Postings:
+    """Sorted doc-id lists with block tables: a merged CSR part and a per-list delta part.
+
+    ``post[poff[t]:poff[t+1]]`` are list t's merged postings; ``blk[boff[t]:boff[t+1]]`` its
+    block table, pairs ``(slot << 2 | flags, start relative to poff[t])``. New postings go to
+    ``dpost[t]`` / ``dblk[t]`` (their doc ids are all larger, so main + delta stays sorted);
+    ``merge`` folds the deltas in (and drops dead share runs) once they grow past a fraction
+    of the merged part, so an update costs its own size plus an amortised share of a merge.
+    """
+
+    def __init__(self) -> None:
+        self.post = array("I")
+        self.poff = array("Q", [0])
+        self.blk = array("I")
+        self.boff = array("Q", [0])
+        self.dpost: dict[int, array] = {}
+        self.dblk: dict[int, array] = {}
+        self.ndelta = 0
+
+
+def _tags_key(tags: tuple) -> str:
+    """A string that identifies a tag tuple (NUL-joined; JSON when that would be ambiguous)."""
+    if not tags:
+        return ""
+    for t in tags:
+        if not t or "\x00" in t or t[0] == "\x01":
+            return "\x01" + json.dumps(list(tags), ensure_ascii=False)
+    return "\x00".join(tags) if len(tags) > 1 else tags[0] + "\x00"
+
+
+def _tags_from_key(key: str) -> tuple[str, ...]:
+    if not key:
+        return ()
+    if key[0] == "\x01":
+        return tuple(json.loads(key[1:]))
+    if key[-1] == "\x00":
+        return (key[:-1],)
+    return tuple(key.split("\x00"))
 
 
 def _prepare_items(items, tokenize) -> list[tuple]:
@@ -247,6 +321,7 @@ class IndexBase:
         self._st = State()
         self._st.exact = self._k.ExactNames()
         self._ranks_dirty = False
+        self._cache: dict = {}  # per-query helpers derived from share-level data; cleared on any share change
 
     # ------------------------------------------------------------------ updates
     def replace_share(self, share_id: bytes, items: Iterable, *, title: str | None = None,
@@ -273,6 +348,7 @@ class IndexBase:
         else:
             self._kill(slot)
         self._set_share_meta(slot, title or "", description or "")
+        self._cache.clear()
         st.slot_wq[slot] = ranking.quantize_weight(weight)
         st.slot_trust[slot] = tcode
         lo = st.ndocs
@@ -281,6 +357,7 @@ class IndexBase:
         st.slot_hi[slot] = st.ndocs
         st.slot_alive[slot] = 1
         st.exact.add_range(st, lo, st.ndocs)
+        self._maybe_merge()
         self._maybe_compact()
 
     def set_share_meta(self, share_id: bytes, *, weight: float | None = None, trust=None) -> None:
@@ -292,6 +369,7 @@ class IndexBase:
             self._st.slot_wq[slot] = ranking.quantize_weight(weight)
         if trust is not None:
             self._st.slot_trust[slot] = _trust_code(trust)
+        self._cache.clear()
 
     def remove_share(self, share_id: bytes) -> bool:
         st = self._st
@@ -301,6 +379,7 @@ class IndexBase:
         self._kill(slot)
         st.slot_alive[slot] = 0
         self._set_share_meta(slot, "", "")
+        self._cache.clear()
         self._maybe_compact()
         return True
 
@@ -323,6 +402,12 @@ class IndexBase:
         for idx, text in ((st.title_index, title), (st.desc_index, desc)):
             for t in set(self._k.tokenize(text)):
                 idx.setdefault(t, set()).add(slot)
+
+    def _maybe_merge(self, force: bool = False) -> None:
+        st = self._st
+        for L in st.lists:
+            if L.ndelta and (force or L.ndelta > max(MERGE_MIN, len(L.post) // MERGE_FRACTION)):
+                self._k.merge(st, L)
 
     def _maybe_compact(self) -> None:
         st = self._st
@@ -351,6 +436,7 @@ class IndexBase:
 
     def _ranks(self) -> None:
         if self._ranks_dirty:
+            self._cache.clear()
             st = self._st
             for r, s in enumerate(sorted(range(len(st.slot_ids)), key=st.slot_ids.__getitem__)):
                 st.slot_rank[s] = r
@@ -375,11 +461,27 @@ class IndexBase:
     def _share_level(self, idx: dict, tok: str, prefix: bool) -> set[int]:
         if not prefix:
             return idx.get(tok, set())
+        keys = self._cache.get(id(idx))
+        if keys is None:
+            keys = self._cache[id(idx)] = sorted(idx)
         out: set[int] = set()
-        for k, v in idx.items():
-            if k.startswith(tok):
-                out |= v
+        i = bisect.bisect_left(keys, tok)
+        while i < len(keys) and keys[i].startswith(tok):
+            out |= idx[keys[i]]
+            i += 1
         return out
+
+    def _eligible(self, tmask: int) -> bytes:
+        """Slots alive and of an accepted trust level (cached per trust mask)."""
+        m = self._cache.get(("trust", tmask))
+        if m is None:
+            st = self._st
+            table = bytes(1 if (tmask >> i) & 1 else 0 for i in range(256))
+            tr = bytes(st.slot_trust).translate(table)
+            n = len(tr)
+            m = (int.from_bytes(tr, "little") & int.from_bytes(bytes(st.slot_alive), "little")).to_bytes(n, "little")
+            self._cache[("trust", tmask)] = m
+        return m
 
     def _share_seq_mask(self, toks: tuple[str, ...], nslots: int) -> bytearray:
         """Slots whose title or description contains the token sequence."""
@@ -402,17 +504,15 @@ class IndexBase:
         tmask = 0
         for t in trust_levels:
             tmask |= 1 << _trust_code(t)
-        mask = bytearray(n)
+        elig = self._eligible(tmask)
         if scope is not None:
+            mask = bytearray(n)
             for sid in scope:
                 s = st.slot_of.get(bytes(sid))
                 if s is not None:
-                    mask[s] = 1
+                    mask[s] = elig[s]
         else:
-            mask = bytearray(b"\x01") * n
-        for s in range(n):
-            if mask[s] and (not st.slot_alive[s] or not (tmask >> st.slot_trust[s]) & 1):
-                mask[s] = 0
+            mask = bytearray(elig)
         if bl.share_ids:
             for sid in bl.share_ids:
                 s = st.slot_of.get(sid)
@@ -431,19 +531,18 @@ class IndexBase:
             exact = st.term_ids.get(tok, -1)
             lists = []
             if exact > 0:
-                lists.append((st.post[exact], st.blk[exact], 0))
+                lists += [seg + (0,) for seg in st.segments(0, exact)]
             if term.prefix:
                 if len(tok) in plens:
                     pid = st.pfx_ids.get(tok)
                     if pid is not None:
-                        lists.append((st.ppost[pid], st.pblk[pid], 1))
+                        lists += [seg + (1,) for seg in st.segments(1, pid)]
                 else:
                     d = st.sorted_dictionary()
                     i = bisect.bisect_left(d, tok)
                     while i < len(d) and d[i].startswith(tok):
                         if d[i] != tok:
-                            t = st.term_ids[d[i]]
-                            lists.append((st.post[t], st.blk[t], 1))
+                            lists += [seg + (1,) for seg in st.segments(0, st.term_ids[d[i]])]
                         i += 1
             sd = bytearray(n)
             for s in self._share_level(st.desc_index, tok, term.prefix):
@@ -488,11 +587,10 @@ class IndexBase:
     def _hit(self, doc: int, score: int, q: Query, highlight) -> Hit:
         st = self._st
         name = st.names[st.name_off[doc]:st.name_off[doc + 1]].decode()
-        tags = st.tagsets[st.doc_tagset[doc]]
+        tags = st.tags_of(st.doc_tagset[doc])
         mime = st.mimes[st.doc_mime[doc]] or None
         return Hit(st.slot_ids[st.doc_share[doc]], bytes(st.cids[32 * doc:32 * doc + 32]), name,
-                   st.doc_size[doc], mime, tags, score / ranking.WEIGHT_SCALE,
-                   snippet(name, tags, q, highlight))
+                   st.doc_size[doc], mime, tags, score / ranking.WEIGHT_SCALE, q, highlight)
 
 
 def _matches(tok: str, q: Query) -> bool:
@@ -528,59 +626,71 @@ def _Items(st: State, slot: int):
     for d in range(st.slot_lo[slot], st.slot_hi[slot]):
         yield _ItemRow(bytes(st.cids[32 * d:32 * d + 32]), st.doc_size[d],
                        st.names[st.name_off[d]:st.name_off[d + 1]].decode(),
-                       st.mimes[st.doc_mime[d]] or None, st.tagsets[st.doc_tagset[d]])
+                       st.mimes[st.doc_mime[d]] or None, st.tags_of(st.doc_tagset[d]))
 
 
 # ---------------------------------------------------------------------- persistence
 _ARRAYS = ("doc_share", "doc_size", "doc_mime", "doc_ext", "doc_tagset", "fwd", "fwd_off", "name_off",
-           "term_off", "slot_lo", "slot_hi", "slot_wq", "slot_trust", "slot_alive", "slot_rank")
+           "term_off", "term_pfx", "ts_toks", "ts_toff", "ts_pfx", "ts_poff",
+           "slot_lo", "slot_hi", "slot_wq", "slot_trust", "slot_alive", "slot_rank")
 _BYTES = ("names", "cids", "term_blob")
-_LISTS = ("post", "blk", "ppost", "pblk", "tagset_toks")
+_LIST_ARRAYS = ("post", "poff", "blk", "boff")
+_TEXTS = ("pfx_list", "tagset_keys", "mimes")
 
 
-def _le(a: array) -> bytes:
+def _le(a: array):
     if sys.byteorder == "big" and a.itemsize > 1:
         a = array(a.typecode, a)
         a.byteswap()
     return memoryview(a).cast("B")
 
 
+def _text_blob(strings: list[str]) -> tuple[bytes, array]:
+    off = array("Q", [0])
+    parts = []
+    n = 0
+    for x in strings:
+        b = x.encode("utf-8", "surrogatepass")
+        parts.append(b)
+        n += len(b)
+        off.append(n)
+    return b"".join(parts), off
+
+
 def _image(st: State):
-    """(header bytes, iterator of the body's pieces)."""
+    """An iterator of the image's pieces (the index is merged first, so there are no deltas)."""
     sections = []
     for name in _ARRAYS:
         a = getattr(st, name)
-        sections.append([name, a.typecode, len(a) * a.itemsize])
+        sections.append((name, a))
     for name in _BYTES:
-        sections.append([name, "B", len(getattr(st, name))])
-    for name in _LISTS:
-        lst = getattr(st, name)
-        sections.append([name, "I", 4 * sum(len(a) for a in lst)])
-        sections.append([name + "#", "Q", 8 * (len(lst) + 1)])
+        sections.append((name, getattr(st, name)))
+    for i, L in enumerate(st.lists):
+        for name in _LIST_ARRAYS:
+            sections.append((f"{name}{i}", getattr(L, name)))
+    for name in _TEXTS:
+        blob, off = _text_blob(getattr(st, name))
+        sections += [(name, blob), (name + "#", off)]
     meta = {
-        "version": 1, "sections": sections, "ndead": st.ndead,
-        "pfx": list(st.pfx_ids), "mimes": st.mimes, "tagsets": [list(t) for t in st.tagsets],
-        "tagset_pfx": [[list(x) for x in tp] for tp in st.tagset_pfx],
-        "slot_ids": [s.hex() for s in st.slot_ids], "titles": st.slot_title, "descs": st.slot_desc,
+        "version": 2, "ndead": st.ndead,
+        "sections": [[n, a.typecode if isinstance(a, array) else "B", len(a) * (a.itemsize if isinstance(a, array) else 1)]
+                     for n, a in sections],
+        "slot_ids": [x.hex() for x in st.slot_ids], "titles": st.slot_title, "descs": st.slot_desc,
+        "plens": list(ranking.PREFIX_LIST_LENGTHS),
     }
     mj = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
 
     def body():
         yield _MAGIC + struct.pack("<I", len(mj)) + mj
-        for name in _ARRAYS:
-            yield _le(getattr(st, name))
-        for name in _BYTES:
-            yield bytes(getattr(st, name))
-        for name in _LISTS:
-            lst = getattr(st, name)
-            for a in lst:
-                yield _le(a)
-            off = array("Q", [0])
-            for a in lst:
-                off.append(off[-1] + len(a))
-            yield _le(off)
+        for _, a in sections:
+            yield _le(a) if isinstance(a, array) else bytes(a)
 
     return body()
+
+
+def _texts(raw, name) -> list[str]:
+    blob, off = bytes(raw[name]), raw[name + "#"]
+    return [blob[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
 
 
 def _read_image(cls, data: bytes):
@@ -590,7 +700,7 @@ def _read_image(cls, data: bytes):
             raise IndexImageError("not a search index image (bad magic)")
         (mlen,) = struct.unpack_from("<I", mv, 8)
         meta = json.loads(bytes(mv[12:12 + mlen]))
-        if meta.get("version") != 1:
+        if meta.get("version") != 2 or meta.get("plens") != list(ranking.PREFIX_LIST_LENGTHS):
             raise IndexImageError(f"unknown search index image version {meta.get('version')!r}")
         pos = 12 + mlen
         raw = {}
@@ -611,47 +721,56 @@ def _read_image(cls, data: bytes):
             setattr(st, name, raw[name])
         for name in _BYTES:
             setattr(st, name, bytearray(raw[name]))
-        for name in _LISTS:
-            flat, off = raw[name], raw[name + "#"]
-            if off[-1] != len(flat) or any(off[i] > off[i + 1] for i in range(len(off) - 1)):
-                raise IndexImageError(f"bad offsets in section {name}")
-            setattr(st, name, [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)])
+        for i, L in enumerate(st.lists):
+            for name in _LIST_ARRAYS:
+                setattr(L, name, raw[f"{name}{i}"])
+            if (L.poff[-1] != len(L.post) or L.boff[-1] != len(L.blk) or len(L.poff) != len(L.boff)
+                    or any(L.poff[j] > L.poff[j + 1] for j in range(len(L.poff) - 1))):
+                raise IndexImageError("bad posting offsets")
         tb, to = st.term_blob, st.term_off
         st.terms = [""] + [tb[to[i]:to[i + 1]].decode() for i in range(1, len(to) - 1)]
         st.term_ids = {t: i for i, t in enumerate(st.terms)}
         st.sorted_terms, st.pending_terms = [], st.terms[1:]
-        st.pfx_ids = {p: i for i, p in enumerate(meta["pfx"])}
-        st.mimes = meta["mimes"]
+        st.pfx_list = _texts(raw, "pfx_list")
+        st.pfx_ids = {p: i for i, p in enumerate(st.pfx_list)}
+        st.mimes = _texts(raw, "mimes")
         st.mime_ids = {m: i for i, m in enumerate(st.mimes)}
-        st.tagsets = [tuple(t) for t in meta["tagsets"]]
-        st.tagset_ids = {t: i for i, t in enumerate(st.tagsets)}
-        st.tagset_pfx = [tuple(tuple(x) for x in tp) for tp in meta["tagset_pfx"]]
+        st.tagset_keys = _texts(raw, "tagset_keys")
+        st.tagset_ids = {t: i for i, t in enumerate(st.tagset_keys)}
         st.slot_ids = [bytes.fromhex(h) for h in meta["slot_ids"]]
-        st.slot_of = {s: i for i, s in enumerate(st.slot_ids)}
+        st.slot_of = {x: i for i, x in enumerate(st.slot_ids)}
         st.slot_title, st.slot_desc = [], []
-        for s in range(len(st.slot_ids)):
+        for x in range(len(st.slot_ids)):
             st.slot_title.append("")
             st.slot_desc.append("")
-            ix._set_share_meta(s, meta["titles"][s], meta["descs"][s])
+            ix._set_share_meta(x, meta["titles"][x], meta["descs"][x])
         st.ndead = meta["ndead"]
         ix._ranks_dirty = True
         n = len(st.doc_share)
-        if not (len(st.post) == len(st.blk) == len(st.terms) and len(st.ppost) == len(st.pblk) == len(st.pfx_ids)
+        nts = len(st.tagset_keys)
+        if not (len(st.lists[0].poff) <= len(st.terms) + 1 and len(st.lists[1].poff) <= len(st.pfx_list) + 1
+                and len(st.term_pfx) == len(ranking.PREFIX_LIST_LENGTHS) * len(st.terms)
                 and len(st.fwd_off) == n + 1 and len(st.name_off) == n + 1 and len(st.cids) == 32 * n
-                and len(st.tagset_toks) == len(st.tagsets) and len(st.slot_lo) == len(st.slot_ids)):
+                and len(st.ts_toff) == nts + 1 and len(st.ts_poff) == nts + 1
+                and len(st.slot_lo) == len(st.slot_ids) and st.fwd_off[-1] == len(st.fwd)
+                and st.name_off[-1] == len(st.names) and (not n or max(st.fwd) < len(st.terms))
+                and (not n or max(st.doc_tagset) < nts) and (not n or max(st.doc_share) < len(st.slot_ids))
+                and (not len(st.lists[0].post) or max(st.lists[0].post) < n)
+                and (not len(st.lists[1].post) or max(st.lists[1].post) < n)):
             raise IndexImageError("inconsistent search index image")
-        for s in range(len(st.slot_ids)):
-            if st.slot_alive[s]:
-                st.exact.add_range(st, st.slot_lo[s], st.slot_hi[s])
+        for x in range(len(st.slot_ids)):
+            if st.slot_alive[x]:
+                st.exact.add_range(st, st.slot_lo[x], st.slot_hi[x])
         return ix
     except IndexImageError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError, OverflowError) as exc:
         raise IndexImageError(f"damaged search index image ({exc})") from exc
 
 
 def _save(self, store, name: str = BLOB_NAME) -> int:
     """Write the index to the store's blob area; returns the blob generation."""
+    self._maybe_merge(force=True)
     return store.put_blob(name, _image(self._st))
 
 
@@ -664,4 +783,11 @@ def _load(cls, store, name: str = BLOB_NAME):
 IndexBase.save = _save
 IndexBase.load = classmethod(_load)
 IndexBase.from_bytes = classmethod(lambda cls, data: _read_image(cls, data))
-IndexBase.to_bytes = lambda self: b"".join(bytes(p) for p in _image(self._st))
+
+
+def _to_bytes(self) -> bytes:
+    self._maybe_merge(force=True)
+    return b"".join(bytes(p) for p in _image(self._st))
+
+
+IndexBase.to_bytes = _to_bytes

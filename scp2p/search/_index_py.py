@@ -8,12 +8,13 @@ documented in :mod:`scp2p.search.ranking`; the native twin follows it step by st
 from __future__ import annotations
 
 import bisect
+from array import array
 
 from . import ranking
 from ._base import IndexBase, State
 from .text import tokenize
 
-__all__ = ["Index", "tokenize", "add_share", "run", "ExactNames"]
+__all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames"]
 
 _NAME, _PFX, _TAG = ranking.NAME, ranking.NAME_PREFIX, ranking.TAG
 _FN, _FT = ranking.FLAG_NAME, ranking.FLAG_TAG
@@ -35,7 +36,14 @@ class ExactNames:
         return self._map.get(tuple(ids), [])
 
 
-def _append(post, blk, d: int, flags: int, slot: int, lo: int) -> None:
+def _append(L, t: int, d: int, flags: int, slot: int, lo: int) -> None:
+    """Append doc d to list t's delta (a new block run unless it continues this share's run)."""
+    post = L.dpost.get(t)
+    if post is None:
+        post = L.dpost[t] = array("I")
+        blk = L.dblk[t] = array("I")
+    else:
+        blk = L.dblk[t]
     nb = len(blk)
     if nb and (blk[nb - 2] >> 2) == slot and post[blk[nb - 1]] >= lo:
         blk[nb - 2] |= flags
@@ -43,11 +51,14 @@ def _append(post, blk, d: int, flags: int, slot: int, lo: int) -> None:
         blk.append(slot << 2 | flags)
         blk.append(len(post))
     post.append(d)
+    L.ndelta += 1
 
 
 def add_share(st: State, slot: int, rows: list) -> None:
     """Append one share's items (``rows`` from ``_prepare_items``, in rank order) as docs."""
     lo = st.ndocs
+    npl = len(_PLENS)
+    terms, prefixes = st.lists
     for ntok, name, cid, toks, size, mime, tags in rows:
         d = st.ndocs
         ts = st.tagset_id(tags, tokenize)
@@ -71,19 +82,47 @@ def add_share(st: State, slot: int, rows: list) -> None:
         flags: dict[int, int] = {}
         for t in ids:
             flags[t] = _FN
-        for t in st.tagset_toks[ts]:
+        for t in st.tag_tokens(ts):
             if t:
                 flags[t] = flags.get(t, 0) | _FT
-        for t in sorted(flags):
-            _append(st.post[t], st.blk[t], d, flags[t], slot, lo)
-        pf: dict[int, int] = dict(st.tagset_pfx[ts])
-        for t in toks:
-            for n in _PLENS:
-                if len(t) > n:
-                    p = st.pfx_id(t[:n])
-                    pf[p] = pf.get(p, 0) | _FN
-        for p in sorted(pf):
-            _append(st.ppost[p], st.pblk[p], d, pf[p], slot, lo)
+        for t, f in flags.items():
+            _append(terms, t, d, f, slot, lo)
+        pf: dict[int, int] = {p: _FT for p in st.ts_pfx[st.ts_poff[ts]:st.ts_poff[ts + 1]]}
+        for t in ids:
+            for j in range(npl):
+                p = st.term_pfx[npl * t + j]
+                if p:
+                    pf[p - 1] = pf.get(p - 1, 0) | _FN
+        for p, f in pf.items():
+            _append(prefixes, p, d, f, slot, lo)
+
+
+def merge(st: State, L) -> None:
+    """Fold L's deltas into its CSR arrays, dropping block runs of dead shares."""
+    lo_, hi_ = st.slot_lo, st.slot_hi
+    post, poff, blk, boff = array("I"), array("Q", [0]), array("I"), array("Q", [0])
+    nlists = max(len(L.poff) - 1, max(L.dpost, default=-1) + 1)
+    for t in range(nlists):
+        segs = []
+        if t + 1 < len(L.poff):
+            segs.append((L.post, L.poff[t], L.poff[t + 1], L.blk, L.boff[t], L.boff[t + 1]))
+        if t in L.dpost:
+            segs.append((L.dpost[t], 0, len(L.dpost[t]), L.dblk[t], 0, len(L.dblk[t])))
+        base = len(post)
+        for P, p0, p1, B, b0, b1 in segs:
+            nb = (b1 - b0) // 2
+            for r in range(nb):
+                key, start = B[b0 + 2 * r], p0 + B[b0 + 2 * r + 1]
+                end = p0 + B[b0 + 2 * r + 3] if r + 1 < nb else p1
+                s = key >> 2
+                if lo_[s] <= P[start] < hi_[s]:
+                    blk.append(key)
+                    blk.append(len(post) - base)
+                    post.extend(P[start:end])
+        poff.append(len(post))
+        boff.append(len(blk))
+    L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
+    L.dpost, L.dblk, L.ndelta = {}, {}, 0
 
 
 # ---------------------------------------------------------------------- query kernel
@@ -115,7 +154,7 @@ def _has_seq(seq, ids) -> bool:
 def _score(st: State, plan, d: int, slot: int) -> int:
     """raw(d) * wq, or -1 if d does not match (see scp2p.search.ranking)."""
     name = st.fwd[st.fwd_off[d]:st.fwd_off[d + 1]]
-    tags = st.tagset_toks[st.doc_tagset[d]]
+    tags = st.tag_tokens(st.doc_tagset[d])
     raw = 0
     for term in plan.terms:
         c = term[4][slot]
@@ -181,14 +220,14 @@ def run(st: State, plan, exhaustive: bool = False):
     cnt = [[0] * nslots for _ in range(nt)]
     for ti, term in enumerate(plan.terms):
         mc, ct = maxc[ti], cnt[ti]
-        for post, blk, strict in term[3]:
-            nb = len(blk) // 2
+        for post, p0, p1, blk, b0, b1, strict in term[3]:
+            nb = (b1 - b0) // 2
             for r in range(nb):
-                key, start = blk[2 * r], blk[2 * r + 1]
+                key, start = blk[b0 + 2 * r], p0 + blk[b0 + 2 * r + 1]
                 s = key >> 2
                 if not plan.mask[s] or not lo_[s] <= post[start] < hi_[s]:
                     continue
-                end = blk[2 * r + 3] if r + 1 < nb else len(post)
+                end = p0 + blk[b0 + 2 * r + 3] if r + 1 < nb else p1
                 c = (_PFX if strict else _NAME) if key & _FN else _TAG
                 if c > mc[s]:
                     mc[s] = c
@@ -258,9 +297,9 @@ def _candidates(st, plan, cnt, nt, s):
         return range(lo, hi)
     lists = plan.terms[bt][3]
     out = []
-    for post, _blk, _strict in lists:
-        i = bisect.bisect_left(post, lo)
-        j = bisect.bisect_left(post, hi, i)
+    for post, p0, p1, _blk, _b0, _b1, _strict in lists:
+        i = bisect.bisect_left(post, lo, p0, p1)
+        j = bisect.bisect_left(post, hi, i, p1)
         out.extend(post[i:j])
     if len(lists) > 1:
         out = sorted(set(out))

@@ -9,7 +9,10 @@ its own token (``Foo.TAR.gz`` -> ``foo``, ``tar``, ``gz``).
 
 from __future__ import annotations
 
+import re
 import unicodedata
+
+_ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+")
 
 #: tokens longer than this are cut (a pathological name must not bloat the dictionary)
 MAX_TOKEN_CHARS = 64
@@ -55,6 +58,8 @@ def extension(name: str) -> str:
 
 def token_spans(text: str) -> list[tuple[int, int, str]]:
     """(start, end, token) for each token, with offsets into the *original* ``text`` (for highlighting)."""
+    if text.isascii():
+        return [(m.start(), m.end(), m.group().lower()[:MAX_TOKEN_CHARS]) for m in _ASCII_TOKEN.finditer(text)]
     spans: list[tuple[int, int, str]] = []
     start = -1
     buf: list[str] = []

@@ -36,9 +36,12 @@ clause = st.one_of(
 query = st.lists(clause, min_size=1, max_size=4).map(" ".join)
 
 
-def build(mod, operations):
+def build(mod, operations, merges=()):
+    """Apply the operations; after op i, fold the posting deltas in when merges[i] (exercises both layouts)."""
     ix = mod.Index()
-    for op in operations:
+    for i, op in enumerate(operations):
+        if i < len(merges) and merges[i]:
+            ix._maybe_merge(force=True)
         if isinstance(op, int):
             ix.remove_share(sid(op))
         else:
@@ -50,22 +53,25 @@ def build(mod, operations):
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
 @settings(max_examples=150, deadline=None)
-@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(0, 6), st.integers(0, 5), st.booleans())
-def test_twins_identical(operations, queries, limit, offset, typing):
-    native, pure = build(index_module("native"), operations), build(index_module("pure"), operations)
-    assert native.to_bytes() == pure.to_bytes()
+@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(0, 6), st.integers(0, 5), st.booleans(),
+       st.lists(st.booleans(), max_size=10))
+def test_twins_identical(operations, queries, limit, offset, typing, merges):
+    native, pure = build(index_module("native"), operations, merges), build(index_module("pure"), operations, merges)
     for q in queries:
         for kw in ({}, {"trust_levels": ["untrusted", "trusted"]}, {"scope": [sid(1), sid(3)]},
                    {"blocklist": [sid(2)]}):
             assert native.search(q, limit=limit, offset=offset, typing=typing, **kw) == \
                 pure.search(q, limit=limit, offset=offset, typing=typing, **kw), (q, kw)
+    assert native.to_bytes() == pure.to_bytes()  # merges both; the images are identical
+    for q in queries:
+        assert native.search(q, limit=limit) == pure.search(q, limit=limit)
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(1, 8))
-def test_early_termination_is_exact(twin_name_list, operations, queries, k):
+@given(ops, st.lists(query, min_size=1, max_size=6), st.integers(1, 8), st.lists(st.booleans(), max_size=10))
+def test_early_termination_is_exact(twin_name_list, operations, queries, k, merges):
     for name in twin_name_list:
-        ix = build(index_module(name), operations)
+        ix = build(index_module(name), operations, merges)
         ix._ranks()
         for q in queries:
             plan = ix._plan(parse_query(q), None, DEFAULT_TRUST, Blocklist(), k)
