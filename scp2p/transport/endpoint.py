@@ -414,7 +414,10 @@ class Endpoint:
         self.pool._unregister(session)
         r = session.result
         self._emit(
-            PeerDisconnected(session, r.remote_node_id, r.remote_pubkey, session.remote_addr, session.transport, reason)
+            PeerDisconnected(
+                session, r.remote_node_id, r.remote_pubkey, session.remote_addr, session.transport, reason,
+                r.remote_capabilities,
+            )  # fmt: skip
         )
 
     def _emit(self, ev: Event) -> None:

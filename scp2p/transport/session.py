@@ -109,6 +109,7 @@ class PeerDisconnected:
     remote_addr: tuple
     transport: str
     reason: str
+    remote_capabilities: Optional[Capabilities] = None
 
 
 @dataclass(slots=True)
@@ -432,20 +433,25 @@ class Session:
         if self.state is not SessionState.OPEN:
             raise SessionClosed(self.close_reason or f"session {self.state.value}")
         timeout = self.config.request_timeout if timeout is None else timeout
+        loop = self._loop
+        deadline = loop.time() + timeout
+        fut = loop.create_future()
+        expiry = loop.call_at(deadline, _expire, fut)
         rid = None
         try:
-            async with asyncio.timeout(timeout):
-                await self._acquire_slot()
-                rid = self.conn.send_request(msg_type, payload, self._loop.time())
-                fut = self._loop.create_future()
-                self._waiters[rid] = fut
-                self._wake_capacity()
-                self._flush()
-                self._arm_timer()
-                return await fut
+            if not (self.conn.can_send_request and not self._capacity and self._writable.is_set()):
+                async with asyncio.timeout_at(deadline):
+                    await self._acquire_slot()
+            rid = self.conn.send_request(msg_type, payload, loop.time())
+            self._waiters[rid] = fut
+            self._wake_capacity()
+            self._flush()
+            self._arm_timer()
+            return await fut
         except TimeoutError:
             raise RequestTimeout(f"no response to type {msg_type} within {timeout} s from {self.remote_addr}") from None
         finally:
+            expiry.cancel()
             if rid is not None:
                 self._waiters.pop(rid, None)
                 if self.conn is not None:
@@ -560,6 +566,11 @@ class Session:
             self.closed.set_result(self.close_reason)
         if was_open and self.local.on_closed is not None:
             self.local.on_closed(self, self.close_reason)
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def decode_response(request_type: int, env: RawEnvelope):

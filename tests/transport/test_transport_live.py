@@ -59,7 +59,7 @@ def test_handshake_request_and_events(scheme):
 
 
 def test_pipelined_concurrent_requests(scheme):
-    n = 1000 if scheme != "quic" else 300
+    n = 1000
 
     async def go():
         async with endpoint(scheme) as a, endpoint(None) as b:

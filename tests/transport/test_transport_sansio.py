@@ -424,3 +424,32 @@ def test_chunk_data_zero_copy_parts_match_the_codec(n):
     conn.send_response(ev.seq, 501, 3, 1, parts, 0.0)
     out = b"".join(bytes(p) for p in conn.data_to_send())
     assert out == encode_frame(m.encode_envelope(Envelope(501, 3, 1, m.encode_payload(c))))
+
+
+# --------------------------------------------------------------------------- fuzz: only the peer's error
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.binary(max_size=300), max_size=8))
+def test_fuzz_connection_only_protocol_violation(chunks):
+    c = Connection(initiator=False, now=0.0)
+    try:
+        for ch in chunks:
+            c.receive_data(ch, 0.0)
+            while c.next_event() is not None:
+                pass
+    except ProtocolViolation:
+        pass
+
+
+@given(st.binary(max_size=600), st.sampled_from([Role.INITIATOR, Role.RESPONDER]))
+def test_fuzz_handshake_only_handshake_or_decode_errors(data, role):
+    key = NodeKey(b"\x03" * 32)
+    hs = Handshake(role, key, Capabilities(), timestamp=1, nonce=b"\x04" * 32)
+    if role is Role.INITIATOR:
+        hs.initiate()
+    try:
+        hs.receive_data(len(data).to_bytes(4, "big") + data)
+    except (HandshakeError, DecodeError):
+        assert hs.state is HandshakeState.FAILED
