@@ -11,6 +11,7 @@ from .keycrypt import KdfParams
 from .records import (
     Blob,
     BlocklistRole,
+    CompletedDownload,
     ManifestRow,
     NodeKey,
     OwnedDhtValue,
@@ -30,6 +31,7 @@ __all__ = [
     "Blob",
     "BLOB_CHUNK_SIZE",
     "BlocklistRole",
+    "CompletedDownload",
     "DB_FILENAME",
     "KdfParams",
     "ManifestCachePolicy",

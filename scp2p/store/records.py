@@ -25,6 +25,7 @@ __all__ = [
     "PublishedShare",
     "PublishedFile",
     "PartialDownload",
+    "CompletedDownload",
     "OwnedDhtValue",
     "Blob",
     "TRANSPORTS",
@@ -256,6 +257,30 @@ def set_bits(bitmap: bytes, indices, chunk_count: int) -> bytes:
             raise IndexError(f"chunk index {i} out of range 0..{chunk_count - 1}")
         out[i >> 3] |= 0x80 >> (i & 7)
     return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedDownload:
+    """A downloaded, verified file; served while (size, mtime_ns, inode) still match the disk."""
+
+    content_id: bytes
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    completed_at: int = 0
+
+    def __post_init__(self) -> None:
+        _check_bytes("content_id", self.content_id, ID_LEN)
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError("path must be a non-empty string")
+        _check_uint("size", self.size)
+        _check_uint("mtime_ns", self.mtime_ns)
+        _check_uint("inode", self.inode)
+        _check_uint("completed_at", self.completed_at)
+
+    def matches_stat(self, size: int, mtime_ns: int, inode: int) -> bool:
+        return self.size == size and self.mtime_ns == mtime_ns and self.inode == inode
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,8 +186,22 @@ CREATE TABLE blob_chunks(
 );
 """
 
+# v2: files this node downloaded and verified, served to others after a restart too
+_V2 = """
+CREATE TABLE completed_downloads(
+    content_id   BLOB NOT NULL CHECK (length(content_id) = 32),
+    path         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    inode        INTEGER NOT NULL,
+    completed_at INTEGER NOT NULL,
+    PRIMARY KEY (content_id, path)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: keys, peers, subscriptions, manifests, dht, published, partials, blobs", _sql(_V1)),
+    Migration(2, "completed downloads", _sql(_V2)),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

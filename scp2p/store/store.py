@@ -45,6 +45,7 @@ from .records import (
     ManifestRow,
     OwnedDhtValue,
     OwnedShareKey,
+    CompletedDownload,
     PartialDownload,
     PeerRecord,
     PublishedFile,
@@ -808,6 +809,25 @@ class Store:
     @staticmethod
     def _part(row: tuple[Any, ...]) -> PartialDownload:
         return PartialDownload(row[0], row[1], _wrap_out(row[2]), row[3], row[4], row[5], row[6])
+
+    # ------------------------------------------------------------------ completed downloads
+    _DONE_COLS = "content_id, path, size, mtime_ns, inode, completed_at"
+
+    @_guarded
+    def put_completed_download(self, d: CompletedDownload) -> None:
+        self._exec(f"INSERT OR REPLACE INTO completed_downloads({self._DONE_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+                   (d.content_id, d.path, _wrap_in(d.size), _wrap_in(d.mtime_ns), _wrap_in(d.inode),
+                    min(d.completed_at, _I64_MAX)))  # fmt: skip
+
+    @_guarded
+    def completed_downloads(self, content_id: bytes | None = None) -> list[CompletedDownload]:
+        where, args = ("WHERE content_id = ?", (content_id,)) if content_id is not None else ("", ())
+        rows = self._all(f"SELECT {self._DONE_COLS} FROM completed_downloads {where} ORDER BY content_id, path", args)
+        return [CompletedDownload(r[0], r[1], _wrap_out(r[2]), _wrap_out(r[3]), _wrap_out(r[4]), r[5]) for r in rows]
+
+    @_guarded
+    def delete_completed_download(self, content_id: bytes, path: str) -> bool:
+        return self._exec("DELETE FROM completed_downloads WHERE content_id = ? AND path = ?", (content_id, path)) > 0
 
     @_guarded
     def put_partial(self, p: PartialDownload) -> None:

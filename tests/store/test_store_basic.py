@@ -11,7 +11,9 @@ import pytest
 from scp2p.errors import BlobConflict, StoreCorrupt, StoreError, StoreLocked
 from scp2p.store import (
     BLOB_CHUNK_SIZE,
+    SCHEMA_VERSION,
     BlocklistRole,
+    CompletedDownload,
     ManifestCachePolicy,
     ManifestRow,
     OwnedDhtValue,
@@ -29,7 +31,7 @@ from storetest_util import ident, seed
 
 
 def test_fresh_store_is_healthy_and_owner_only(store, db_path):
-    assert store.schema_version == 1
+    assert store.schema_version == SCHEMA_VERSION
     assert store.integrity_check() == ["ok"]
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(db_path.parent).st_mode) == 0o700
@@ -265,3 +267,16 @@ def test_records_validate():
     with pytest.raises(ValueError):
         PartialDownload(ident(1), "p", 1, 9, b"\x00")
     assert hashlib.sha256(b"\x01" * 32).digest() == share_id_of(b"\x01" * 32)
+
+
+def test_completed_downloads(store):
+    a = CompletedDownload(b"\x01" * 32, "/tmp/a.bin", 2**63 + 5, 2**64 - 1, 12, 1000)
+    b = CompletedDownload(b"\x01" * 32, "/tmp/b.bin", 7, 8, 9, 1001)
+    store.put_completed_download(a)
+    store.put_completed_download(b)
+    store.put_completed_download(a)  # idempotent
+    assert store.completed_downloads() == [a, b]
+    assert store.completed_downloads(b"\x02" * 32) == []
+    assert store.delete_completed_download(a.content_id, a.path)
+    assert store.completed_downloads(a.content_id) == [b]
+    assert a.matches_stat(2**63 + 5, 2**64 - 1, 12) and not b.matches_stat(7, 8, 10)
