@@ -30,7 +30,7 @@ from ..errors import (
     DecodeError,
     DownloadCancelled,
     NoProviders,
-    RemoteError,
+    RequestTimeout,
     SessionClosed,
     TransportError,
 )
@@ -119,6 +119,7 @@ class Downloader:
         self.provider_wait = provider_wait
         self.window = window
         self._specs: dict[Any, Any] = {}
+        self._sessions: dict[Any, Any] = {}
         self._initial = list(providers)
         self._tasks: dict[tuple, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -299,13 +300,20 @@ class Downloader:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _session(self, key: Any) -> Any:
+    async def _session(self, key: Any, deadline: float) -> Any:
+        s = self._sessions.get(key)
+        if s is not None and s.is_open:
+            return s
         spec = self._specs[key]
         if hasattr(spec, "request_raw"):  # a Session we already hold
             if not spec.is_open:
                 raise SessionClosed("provider session closed")
-            return spec
-        return await self.pool.session(spec)
+            s = spec
+        else:
+            async with asyncio.timeout_at(deadline):
+                s = await self.pool.session(spec)
+        self._sessions[key] = s
+        return s
 
     def _payload(self, index: int) -> bytes:
         return encode_payload(GetChunk(self.spec.content_id, index))
@@ -314,10 +322,9 @@ class Downloader:
         loop = asyncio.get_running_loop()
         s = self.sched
         try:
-            async with asyncio.timeout_at(deadline):
-                session = await self._session(key)
-                env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
-        except TimeoutError:
+            session = await self._session(key, deadline)
+            env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
+        except (TimeoutError, RequestTimeout):
             s.request_failed(key, index, loop.time(), "timeout")
             return
         except (SessionClosed, TransportError, OSError) as exc:

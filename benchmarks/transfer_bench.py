@@ -1,0 +1,326 @@
+"""Transfer benchmark: a file (default 1 GiB) over loopback, verified and written to disk.
+
+Runs, in one invocation, each case in separate processes (server/seeder vs downloader):
+
+* ``scp2p-1`` / ``scp2p-4``: scp2p providers (1 or 4 endpoints in one server process)
+  -> ``Downloader`` (BLAKE3 per chunk, whole-file content id, pwrite, atomic rename);
+* ``asyncio-baseline``: a plain asyncio length-prefixed chunk protocol (request = 4-byte
+  index, response = 4-byte length + chunk; 32 requests pipelined; the client also hashes
+  each chunk and pwrites it, so it does the same disk and hash work minus the whole-file hash);
+* ``raw-tcp``: ``iperf3`` when installed, else blocking sockets (sendall / recv_into), memory
+  to memory - the ceiling;
+* ``libtorrent``: seed -> download of the same file, when the ``libtorrent`` package imports.
+
+Reports GB/s (10^9 bytes/s) and CPU seconds per GiB for the sending and the receiving process,
+as a table and as JSON lines. ``--repeat N`` runs each case N times and reports the best and the
+median wall time (the machine is shared).
+
+    python benchmarks/transfer_bench.py --size-mib 1024 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "transfer"))
+
+GIB = 1 << 30
+CHUNK = 262_144
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# ----------------------------------------------------------------------------- child roles
+async def role_scp2p_server(path: str, n: int) -> None:
+    from transfer_util import make_file, provider  # noqa: F401
+
+    from scp2p.content.hashing import describe_file
+
+    d = describe_file(path)
+    from scp2p.transfer.downloader import DownloadSpec
+
+    spec = DownloadSpec(d.content_id, d.size, d.chunks, path)
+    eps = [await provider(path, spec) for _ in range(n)]
+    print(json.dumps({"urls": [ep.listen_addrs[0] for ep, _ in eps], "cid": d.content_id.hex(),
+                      "chunks": [c.hex() for c in d.chunks]}), flush=True)  # fmt: skip
+    c0 = cpu()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print(json.dumps({"cpu": cpu() - c0}), flush=True)
+    for ep, srv in eps:
+        await ep.close()
+        srv.close()
+
+
+async def role_scp2p_client(info_path: str, target: str, size: int) -> None:
+    from transfer_util import client
+
+    from scp2p.transfer.downloader import Downloader, DownloadSpec
+
+    with open(info_path) as fh:
+        info = json.load(fh)
+    spec = DownloadSpec(bytes.fromhex(info["cid"]), size, tuple(bytes.fromhex(c) for c in info["chunks"]), target)
+    c0, t0 = cpu(), time.perf_counter()
+    async with client() as c:
+        dl = Downloader(c.pool, spec, providers=info["urls"])
+        await dl.run()
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "read_back": dl.part.read_back}), flush=True)
+
+
+async def role_base_server(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+
+    async def serve(reader, writer):
+        try:
+            while True:
+                idx = int.from_bytes(await reader.readexactly(4), "big")
+                data = os.pread(fd, CHUNK, idx * CHUNK)
+                writer.write(len(data).to_bytes(4, "big"))
+                writer.write(data)
+                if writer.transport.get_write_buffer_size() > 4 << 20:
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1], "size": size}), flush=True)
+    c0 = cpu()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print(json.dumps({"cpu": cpu() - c0}), flush=True)
+    server.close()
+
+
+async def role_base_client(port: int, target: str, size: int) -> None:
+    from blake3 import blake3
+
+    n = (size + CHUNK - 1) // CHUNK
+    c0, t0 = cpu(), time.perf_counter()
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.posix_fallocate(fd, 0, size)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    depth = 32
+    sent = 0
+    for _ in range(min(depth, n)):
+        writer.write(sent.to_bytes(4, "big"))
+        sent += 1
+    for i in range(n):
+        ln = int.from_bytes(await reader.readexactly(4), "big")
+        data = await reader.readexactly(ln)
+        blake3(data).digest()
+        os.pwrite(fd, data, i * CHUNK)
+        if sent < n:
+            writer.write(sent.to_bytes(4, "big"))
+            sent += 1
+    os.fsync(fd)
+    os.close(fd)
+    writer.close()
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0}), flush=True)
+
+
+def role_raw_server(size: int) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(json.dumps({"port": srv.getsockname()[1]}), flush=True)
+    conn, _ = srv.accept()
+    c0 = cpu()
+    buf = memoryview(bytearray(1 << 20))
+    left = size
+    while left:
+        k = min(left, len(buf))
+        conn.sendall(buf[:k])
+        left -= k
+    conn.close()
+    sys.stdin.readline()
+    print(json.dumps({"cpu": cpu() - c0}), flush=True)
+
+
+def role_raw_client(port: int, size: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    c0, t0 = cpu(), time.perf_counter()
+    buf = memoryview(bytearray(1 << 20))
+    got = 0
+    while got < size:
+        k = s.recv_into(buf)
+        if not k:
+            break
+        got += k
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "bytes": got}), flush=True)
+
+
+# ----------------------------------------------------------------------------- orchestration
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _pair(server_args: list[str], client_args_of) -> dict:
+    srv = _spawn(*server_args)
+    info = srv.stdout.readline()
+    cli = _spawn(*client_args_of(info))
+    out = json.loads(cli.stdout.readline())
+    cli.wait()
+    srv.stdin.write("stats\n")
+    srv.stdin.flush()
+    sout = json.loads(srv.stdout.readline())
+    srv.wait()
+    return {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
+
+
+def case_scp2p(path: str, size: int, n: int, tmp: str) -> dict:
+    target = os.path.join(tmp, f"dl-{n}.bin")
+    info_path = os.path.join(tmp, "info.json")
+
+    def client_args(info: str) -> list[str]:
+        with open(info_path, "w") as fh:  # too long for argv (64 hex digits per chunk)
+            fh.write(info)
+        return ["scp2p-client", info_path, target, str(size)]
+
+    r = _pair(["scp2p-server", path, str(n)], client_args)
+    os.unlink(target)
+    return r
+
+
+def case_baseline(path: str, size: int, tmp: str) -> dict:
+    target = os.path.join(tmp, "base.bin")
+    r = _pair(["base-server", path], lambda info: ["base-client", str(json.loads(info)["port"]), target, str(size)])
+    os.unlink(target)
+    return r
+
+
+def case_raw(size: int) -> dict:
+    if shutil.which("iperf3"):
+        port = "52011"
+        s = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", port, "-n", str(size), "-J"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        s.wait()
+        j = json.loads(out.stdout)["end"]
+        bps = j["sum_received"]["bytes"] / j["sum_received"]["seconds"]
+        cpu_u = j.get("cpu_utilization_percent", {})
+        wall = size / bps
+        return {"wall": wall, "recv_cpu": wall * cpu_u.get("remote_total", 0) / 100,
+                "send_cpu": wall * cpu_u.get("host_total", 0) / 100, "tool": "iperf3"}
+    r = _pair(["raw-server", str(size)], lambda info: ["raw-client", str(json.loads(info)["port"]), str(size)])
+    r["tool"] = "blocking sockets"
+    return r
+
+
+def case_libtorrent(path: str, size: int, tmp: str) -> dict | None:
+    try:
+        import libtorrent as lt  # noqa: F401
+    except ImportError:
+        return None
+    return _libtorrent(path, size, tmp)
+
+
+def _libtorrent(path: str, size: int, tmp: str) -> dict:  # pragma: no cover - only with libtorrent
+    import libtorrent as lt
+
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    t = lt.create_torrent(fs, piece_size=CHUNK)
+    lt.set_piece_hashes(t, os.path.dirname(path))
+    info = lt.torrent_info(t.generate())
+    settings = {"listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+                "enable_natpmp": False, "allow_multiple_connections_per_ip": True}  # fmt: skip
+    seed = lt.session(settings)
+    leech = lt.session(settings)
+    sh = seed.add_torrent({"ti": info, "save_path": os.path.dirname(path)})
+    while not sh.status().is_seeding:  # the seed checks its file first (not timed)
+        time.sleep(0.05)
+    dl_dir = os.path.join(tmp, "lt")
+    os.makedirs(dl_dir, exist_ok=True)
+    h = leech.add_torrent({"ti": lt.torrent_info(info), "save_path": dl_dir})
+    c0, t0 = cpu(), time.perf_counter()
+    h.connect_peer(("127.0.0.1", seed.listen_port()))
+    while not h.status().is_seeding:
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    total = cpu() - c0
+    shutil.rmtree(dl_dir)
+    return {"wall": wall, "recv_cpu": total, "send_cpu": 0.0, "note": "one process: cpu is seed+leech"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
+    a = ap.parse_args()
+    size = a.size_mib << 20
+    tmp = tempfile.mkdtemp(prefix="scp2p-bench-", dir=a.dir)
+    try:
+        from transfer_util import make_file
+
+        path = os.path.join(tmp, "source.bin")
+        make_file(path, size)
+        cases = {
+            "raw-tcp": lambda: case_raw(size),
+            "asyncio-baseline": lambda: case_baseline(path, size, tmp),
+            "scp2p-1": lambda: case_scp2p(path, size, 1, tmp),
+            "scp2p-4": lambda: case_scp2p(path, size, 4, tmp),
+            "libtorrent": lambda: case_libtorrent(path, size, tmp),
+        }
+        rows = []
+        for name, fn in cases.items():
+            runs = []
+            for _ in range(a.repeat):
+                r = fn()
+                if r is None:
+                    break
+                runs.append(r)
+            if not runs:
+                print(json.dumps({"case": name, "skipped": "libtorrent not installed"}))
+                continue
+            best = min(runs, key=lambda r: r["wall"])
+            med = statistics.median(r["wall"] for r in runs)
+            gib = size / GIB
+            row = {"case": name, "size": size, "runs": len(runs), "best_gbps": size / best["wall"] / 1e9,
+                   "median_gbps": size / med / 1e9, "recv_cpu_s_per_gib": best["recv_cpu"] / gib,
+                   "send_cpu_s_per_gib": best["send_cpu"] / gib,
+                   **{k: v for k, v in best.items() if k in ("tool", "note")}}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print()
+        print(f"{'case':18} {'best GB/s':>10} {'median GB/s':>12} {'recv CPU-s/GiB':>15} {'send CPU-s/GiB':>15}")
+        for r in rows:
+            print(f"{r['case']:18} {r['best_gbps']:10.2f} {r['median_gbps']:12.2f} "
+                  f"{r['recv_cpu_s_per_gib']:15.2f} {r['send_cpu_s_per_gib']:15.2f}")  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("scp2p-server", "scp2p-client", "base-server", "base-client",
+                                               "raw-server", "raw-client"):  # fmt: skip
+        role, args = sys.argv[1], sys.argv[2:]
+        if role == "scp2p-server":
+            asyncio.run(role_scp2p_server(args[0], int(args[1])))
+        elif role == "scp2p-client":
+            asyncio.run(role_scp2p_client(args[0], args[1], int(args[2])))
+        elif role == "base-server":
+            asyncio.run(role_base_server(args[0]))
+        elif role == "base-client":
+            asyncio.run(role_base_client(int(args[0]), args[1], int(args[2])))
+        elif role == "raw-server":
+            role_raw_server(int(args[0]))
+        else:
+            role_raw_client(int(args[0]), int(args[1]))
+    else:
+        main()
