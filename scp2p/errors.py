@@ -350,3 +350,39 @@ class NodeNotRunning(NodeError):
 
 class ControlError(NodeError):
     """The local control channel failed or the node refused the command."""
+
+
+# --------------------------------------------------------------------------- relay (scp2p.relay)
+class RelayError(Scp2pError):
+    """Reaching a node through a relay, or serving as a relay, failed."""
+
+
+class RelayRefused(RelayError):
+    """The relay refused a registration, a connect or a stream segment (``reason`` is its text)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
+class ContentRelayDisabled(RelayRefused):
+    """Content (GET_CHUNK / CHUNK_DATA) was sent through a relay that carries control traffic only."""
+
+
+class RelayQuotaExceeded(RelayRefused):
+    """A per-peer relay cap (bytes per day, concurrent streams, segment size) was reached."""
+
+
+class RelaySlotUnknown(RelayRefused):
+    """No live slot with that id at this relay (expired, never registered, or its owner is offline)."""
+
+
+class RelayStreamError(RelayError):
+    """A relayed stream broke: bad segment framing, a kind label that does not match its frames."""
+
+
+class NoRelay(RelayError):
+    """No relay could be reached or registered with."""
