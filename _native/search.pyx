@@ -8,11 +8,12 @@ into array('I') buffers, and the query kernel over raw uint32 pointers.
 
 from cpython.array cimport array, resize_smart
 from cpython.unicode cimport PyUnicode_FromStringAndSize
+from cpython.list cimport PyList_GET_ITEM
 from libc.stdlib cimport malloc, calloc, free, realloc
 from libc.string cimport memcmp, memset, memcpy
 
 from scp2p.search import ranking
-from scp2p.search._base import IndexBase
+from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key
 from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
 
 cdef extern from "Python.h":
@@ -79,10 +80,15 @@ cdef inline int push_q(array a, unsigned long long v) except -1:
     return 0
 
 
-cdef inline int append_posting(object L, dict dpost, dict dblk, unsigned int t, unsigned int d,
+cdef inline int append_posting(object L, list dpost, list dblk, unsigned int t, unsigned int d,
                                unsigned int flags, unsigned int slot, unsigned int lo) except -1:
     cdef array post, blk
-    o = dpost.get(t)
+    cdef Py_ssize_t n = len(dpost), grow
+    if t >= n:
+        grow = max(t + 1 - n, n // 2)
+        dpost.extend([None] * grow)
+        dblk.extend([None] * grow)
+    o = <object>PyList_GET_ITEM(dpost, t)
     if o is None:
         post = array("I")
         blk = array("I")
@@ -90,7 +96,7 @@ cdef inline int append_posting(object L, dict dpost, dict dblk, unsigned int t, 
         dblk[t] = blk
     else:
         post = <array>o
-        blk = <array>dblk[t]
+        blk = <array>PyList_GET_ITEM(dblk, t)
     cdef Py_ssize_t nb = len(blk)
     cdef unsigned int* b = blk.data.as_uints
     if nb and (b[nb - 2] >> 2) == slot and post.data.as_uints[b[nb - 1]] >= lo:
@@ -105,8 +111,100 @@ cdef inline int append_posting(object L, dict dpost, dict dblk, unsigned int t, 
 cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
     o = term_ids.get(tok)
     if o is None:
-        return st.new_term(tok)
+        return _new_term(st, term_ids, tok)
     return o
+
+
+cdef unsigned int _new_term(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
+    """State.new_term, typed."""
+    cdef list terms = st.terms
+    cdef unsigned int tid = len(terms)
+    cdef bytearray blob = st.term_blob
+    cdef array term_pfx = st.term_pfx
+    cdef dict pfx_ids = st.pfx_ids
+    cdef list pfx_list = st.pfx_list
+    cdef Py_ssize_t n = len(tok)
+    term_ids[tok] = tid
+    terms.append(tok)
+    blob += tok.encode()
+    push_q(st.term_off, len(blob))
+    for L in PLENS:
+        if n > L:
+            ps = tok[:L]
+            o = pfx_ids.get(ps)
+            if o is None:
+                o = len(pfx_list)
+                pfx_ids[ps] = o
+                pfx_list.append(ps)
+            push(term_pfx, <unsigned int>o + 1)
+        else:
+            push(term_pfx, 0)
+    st.pending_terms.append(tok)
+    return tid
+
+
+cdef int _tagset(object st, tuple tags, dict cache) except -1:
+    """State.tagset_id, typed, with a per-call cache keyed by the tags tuple."""
+    o = cache.get(tags)
+    if o is not None:
+        return o
+    key = _tags_key(tags)
+    cdef dict tagset_ids = st.tagset_ids
+    o = tagset_ids.get(key)
+    if o is not None:
+        cache[tags] = o
+        return o
+    cdef list keys = st.tagset_keys
+    cdef int i = len(keys), ntok = 0, j, npl = len(PLENS)
+    cdef array toks = st.ts_toks, ts_pfx = st.ts_pfx, term_pfx
+    cdef Py_ssize_t start = len(toks), pstart = len(ts_pfx), k
+    cdef unsigned int tid, p
+    cdef dict term_ids = st.term_ids
+    cdef list tt
+    tagset_ids[key] = i
+    keys.append(key)
+    for tag in tags:
+        tt = tokenize(tag)[:MAX_TAG_TOKENS - ntok]
+        if not tt:
+            continue
+        ntok += len(tt)
+        if len(toks) > start:
+            push(toks, 0)
+        for t in tt:
+            tid = _tid(st, term_ids, t)
+            push(toks, tid)
+            term_pfx = st.term_pfx
+            for j in range(npl):
+                p = term_pfx.data.as_uints[npl * tid + j]
+                if p:
+                    for k in range(pstart, len(ts_pfx)):
+                        if ts_pfx.data.as_uints[k] == p - 1:
+                            break
+                    else:
+                        push(ts_pfx, p - 1)
+    push_q(st.ts_toff, len(toks))
+    push_q(st.ts_poff, len(ts_pfx))
+    cache[tags] = i
+    return i
+
+
+def prepare(items):
+    """Rows (ntok, name, content id, tokens, size, mime, tags) in rank order (see _base._prepare_items)."""
+    cdef set seen = set()
+    cdef list rows = []
+    cdef list toks
+    cdef bytes cid
+    cdef str name
+    for it in items:
+        cid = bytes(it.content_id)
+        if cid in seen:
+            continue
+        seen.add(cid)
+        name = it.name
+        toks = tokenize(name)
+        rows.append((len(toks), name, cid, toks, int(it.size), it.mime, tuple(it.tags)))
+    rows.sort()
+    return rows
 
 
 cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned int t, unsigned int f) noexcept:
@@ -132,18 +230,19 @@ def add_share(st, unsigned int slot, list rows):
     cdef bytearray names = st.names, cids = st.cids
     cdef dict term_ids = st.term_ids
     TL, PL = st.lists
-    cdef dict tdpost = TL.dpost, tdblk = TL.dblk, pdpost = PL.dpost, pdblk = PL.dblk
+    cdef list tdpost = TL.dpost, tdblk = TL.dblk, pdpost = PL.dpost, pdblk = PL.dblk
     cdef unsigned int ids[512]
     cdef unsigned int fl[512]
     cdef int nids, j, k, ts, npl = len(PLENS), first
     cdef Py_ssize_t dot, nposts = 0, npfx = 0
     cdef str name, tok
     cdef list toks
+    cdef dict tcache = {}
     for row in rows:
         name = row[1]
         toks = row[3]
         d = len(doc_share)
-        ts = st.tagset_id(row[6], tokenize)
+        ts = _tagset(st, row[6], tcache)
         push(doc_share, slot)
         push_q(doc_size, row[4])
         push(doc_mime, st.mime_id(row[5]))
@@ -200,14 +299,17 @@ def merge(st, L):
     cdef const unsigned int* lo_ = slot_lo.data.as_uints
     cdef const unsigned int* hi_ = slot_hi.data.as_uints
     cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff, dp, db
-    cdef dict dpost = L.dpost, dblk = L.dblk
+    cdef list dpost = L.dpost, dblk = L.dblk
+    cdef Py_ssize_t last = len(dpost) - 1
+    while last >= 0 and dpost[last] is None:
+        last -= 1
     cdef Py_ssize_t nold = len(opoff) - 1, t, nlists, r, nb, start, end, base, seg
     cdef Py_ssize_t np_ = 0, nbk = 0
     cdef const unsigned int* P
     cdef const unsigned int* B
     cdef Py_ssize_t p0, p1, b0, b1
     cdef unsigned int key, s
-    nlists = max(nold, (max(dpost) + 1) if dpost else 0)
+    nlists = max(nold, last + 1)
     cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
     resize_smart(post, len(opost) + L.ndelta)
     resize_smart(blk, len(oblk) + 2 * L.ndelta)
@@ -228,10 +330,9 @@ def merge(st, L):
                 b0 = oboff.data.as_ulonglongs[t]
                 b1 = oboff.data.as_ulonglongs[t + 1]
             else:
-                o = dpost.get(t)
-                if o is None:
+                if t > last or dpost[t] is None:
                     continue
-                dp = <array>o
+                dp = <array>dpost[t]
                 db = <array>dblk[t]
                 P = dp.data.as_uints
                 p0 = 0
@@ -256,7 +357,7 @@ def merge(st, L):
     resize_smart(post, np_)
     resize_smart(blk, nbk)
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
-    L.dpost, L.dblk, L.ndelta = {}, {}, 0
+    L.dpost, L.dblk, L.ndelta = [], [], 0
 
 
 # ---------------------------------------------------------------------- exact names
@@ -321,6 +422,26 @@ cdef class ExactNames:
             self.hashes[j] = h
             self.n += 1
 
+    def mark_slots(self, st, array ids, bytearray mask):
+        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
+        cdef array fwd = st.fwd, off = st.fwd_off, ds = st.doc_share, lo_ = st.slot_lo, hi_ = st.slot_hi
+        cdef Py_ssize_t n = len(ids)
+        cdef unsigned int h = _hash(ids.data.as_uints, n), d, s
+        cdef size_t j
+        cdef unsigned char* m = mask
+        if not self.cap:
+            return
+        j = h & (self.cap - 1)
+        while self.docs[j]:
+            if self.hashes[j] == h:
+                d = self.docs[j] - 1
+                if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
+                        fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
+                    s = ds.data.as_uints[d]
+                    if lo_.data.as_uints[s] <= d < hi_.data.as_uints[s]:
+                        m[s] = 1
+            j = (j + 1) & (self.cap - 1)
+
     def lookup(self, st, array ids):
         cdef array fwd = st.fwd, off = st.fwd_off
         cdef Py_ssize_t n = len(ids)
@@ -344,6 +465,7 @@ cdef class ExactNames:
 # ---------------------------------------------------------------------- query kernel
 cdef struct TermC:
     int exact
+    int pcol, pcode     # pcode > 0: strict prefix <=> term_pfx[tok * npl + pcol] == pcode; -1: none
     const char* pfx
     Py_ssize_t pfxlen
     const unsigned char* sd
@@ -373,6 +495,8 @@ cdef struct Ctx:
     const unsigned int* doc_ext
     const unsigned long long* doc_size
     const unsigned char* term_blob
+    const unsigned int* term_pfx
+    int npl
     const unsigned long long* term_off
     const unsigned int* slot_wq
     const unsigned int* exts
@@ -385,6 +509,10 @@ cdef struct Ctx:
 cdef inline int tmatch(Ctx* c, TermC* t, unsigned int tok) nogil:
     if <int>tok == t.exact:
         return NAME
+    if t.pcode:
+        if t.pcode > 0 and <int>c.term_pfx[tok * c.npl + t.pcol] == t.pcode:
+            return NPFX
+        return 0
     if t.pfx != NULL:
         if <Py_ssize_t>(c.term_off[tok + 1] - c.term_off[tok]) >= t.pfxlen and \
                 memcmp(c.term_blob + c.term_off[tok], t.pfx, t.pfxlen) == 0:
@@ -463,14 +591,14 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
     size = c.doc_size[d]
     if size < c.size_min or size > c.size_max:
         return -1
-    if plan_phrases:
+    if plan_phrases is not None:
         for a, b, smask in plan_phrases:
             sm = smask
             if sm[slot]:
                 continue
             if not phrase_in(c, a, b, name, nn) and not phrase_in(c, a, b, tags, ntg):
                 return -1
-    if plan_excl:
+    if plan_excl is not None:
         for eids, smask in plan_excl:
             sm = smask
             if sm[slot]:
@@ -479,7 +607,7 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
                 ids = eids
                 if ids_in(ids.data.as_uints, len(ids), name, nn) or ids_in(ids.data.as_uints, len(ids), tags, ntg):
                     return -1
-    if plan_tags:
+    if plan_tags is not None:
         for tids in plan_tags:
             ids = tids
             if not ids_in(ids.data.as_uints, len(ids), tags, ntg):
@@ -545,6 +673,7 @@ def run(st, plan, bint exhaustive=False):
     cdef bytearray cids = st.cids
     cdef bint stopped = False
     cdef unsigned int* rank_to_slot = NULL
+    cdef object phrases = plan.phrases or None, excludes = plan.excludes or None, ptags = plan.tags or None
     for term in plan.terms:
         nl += len(term[3])
     c.terms = <TermC*>calloc(nt + 1, sizeof(TermC))
@@ -568,6 +697,8 @@ def run(st, plan, bint exhaustive=False):
         a = st.doc_ext; c.doc_ext = a.data.as_uints
         a = st.doc_size; c.doc_size = a.data.as_ulonglongs
         a = st.term_off; c.term_off = a.data.as_ulonglongs
+        a = st.term_pfx; c.term_pfx = a.data.as_uints
+        c.npl = len(PLENS)
         c.term_blob = <const unsigned char*>(<char*>st.term_blob) if len(st.term_blob) else <const unsigned char*>""
         keep.append(st.term_blob)
         c.slot_wq = slot_wq.data.as_uints
@@ -583,6 +714,8 @@ def run(st, plan, bint exhaustive=False):
         for ti in range(nt):
             term = plan.terms[ti]
             c.terms[ti].exact = term[0]
+            c.terms[ti].pcol = term[5][0]
+            c.terms[ti].pcode = term[5][1]
             if term[2] is not None:
                 keep.append(term[2])
                 c.terms[ti].pfx = <const char*>(<bytes>term[2])
@@ -672,7 +805,7 @@ def run(st, plan, bint exhaustive=False):
                 for i in range(lo, hi):
                     if marks != NULL and not marks[i - lo]:
                         continue
-                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, <unsigned int>i, s)
+                    sc = score_doc(&c, phrases, excludes, ptags, <unsigned int>i, s)
                     if sc >= 0:
                         ntop = _consider(&c, blocked, cids, <unsigned int>i, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             if bt >= 0 and marks == NULL:
@@ -681,7 +814,7 @@ def run(st, plan, bint exhaustive=False):
                 j = lower_bound(L.post, i, L.npost, hi)
                 for i in range(i, j):
                     d = L.post[i]
-                    sc = score_doc(&c, plan.phrases, plan.excludes, plan.tags, d, s)
+                    sc = score_doc(&c, phrases, excludes, ptags, d, s)
                     if sc >= 0:
                         ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             free(marks)
@@ -750,6 +883,7 @@ _K = _Kernels()
 _K.tokenize = tokenize
 _K.add_share = add_share
 _K.run = run
+_K.prepare = prepare
 _K.merge = merge
 _K.ExactNames = ExactNames
 

@@ -134,7 +134,7 @@ _PKG_CACHE: dict[int, tuple] = {}
 def _pkg(i):
     p = _PKG_CACHE.get(i)
     if p is None:
-        if len(_PKG_CACHE) > 50_000:
+        if len(_PKG_CACHE) > 4096:
             _PKG_CACHE.clear()
         p = _PKG_CACHE[i] = package(i)
     return p

@@ -249,7 +249,7 @@ class State:
         out = []
         if t + 1 < len(L.poff) and L.poff[t] < L.poff[t + 1]:
             out.append((L.post, L.poff[t], L.poff[t + 1], L.blk, L.boff[t], L.boff[t + 1]))
-        d = L.dpost.get(t)
+        d = L.dpost[t] if t < len(L.dpost) else None
         if d is not None:
             b = L.dblk[t]
             out.append((d, 0, len(d), b, 0, len(b)))
@@ -271,8 +271,8 @@ class Postings:
         self.poff = array("Q", [0])
         self.blk = array("I")
         self.boff = array("Q", [0])
-        self.dpost: dict[int, array] = {}
-        self.dblk: dict[int, array] = {}
+        self.dpost: list = []  #: list id -> array or None
+        self.dblk: list = []
         self.ndelta = 0
 
 
@@ -308,7 +308,7 @@ def _prepare_items(items, tokenize) -> list[tuple]:
         name = it.name
         toks = tokenize(name)
         rows.append((len(toks), name, cid, toks, int(it.size), it.mime, tuple(it.tags)))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    rows.sort()  # (ntok, name, content id): content ids are unique, so the rest is never compared
     return rows
 
 
@@ -332,7 +332,7 @@ class IndexBase:
         if len(share_id) != 32:
             raise SearchError("share_id must be 32 bytes")
         tcode = _trust_code(trust)
-        rows = _prepare_items(items, self._k.tokenize)
+        rows = self._k.prepare(items)
         slot = st.slot_of.get(share_id)
         if slot is None:
             slot = len(st.slot_ids)
@@ -550,7 +550,12 @@ class IndexBase:
             for s in self._share_level(st.title_index, tok, term.prefix):
                 sd[s] = ranking.TITLE
             pre = tok if term.prefix else None
-            p.terms.append((exact, pre, pre.encode() if pre else None, lists, bytes(sd)))
+            # for prefixes of a listed length: (column in term_pfx, prefix id + 1, or -1 if no term has it)
+            pcode = (0, 0)
+            if pre and len(pre) in plens:
+                pid = st.pfx_ids.get(pre)
+                pcode = (plens.index(len(pre)), -1 if pid is None else pid + 1)
+            p.terms.append((exact, pre, pre.encode() if pre else None, lists, bytes(sd), pcode))
         for a, b in q.phrases:
             p.phrases.append((a, b, bytes(self._share_seq_mask(tuple(t.text for t in q.terms[a:b]), n))))
         for toks in q.excludes:
@@ -577,10 +582,7 @@ class IndexBase:
         if q.terms and all(t[0] > 0 for t in p.terms):
             ids = array("I", [t[0] for t in p.terms])
             p.exact_ids = ids
-            for d in st.exact.lookup(st, ids):
-                s = st.doc_share[d]
-                if st.slot_lo[s] <= d < st.slot_hi[s]:
-                    p.exact_slots[s] = 1
+            st.exact.mark_slots(st, ids, p.exact_slots)
         return p
 
     # ------------------------------------------------------------------ hits and snippets

@@ -11,10 +11,15 @@ import bisect
 from array import array
 
 from . import ranking
-from ._base import IndexBase, State
+from ._base import IndexBase, State, _prepare_items
 from .text import tokenize
 
-__all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames"]
+__all__ = ["Index", "tokenize", "prepare", "add_share", "merge", "run", "ExactNames"]
+
+
+def prepare(items) -> list:
+    """Rows (ntok, name, content id, tokens, size, mime, tags) in rank order, duplicate content ids dropped."""
+    return _prepare_items(items, tokenize)
 
 _NAME, _PFX, _TAG = ranking.NAME, ranking.NAME_PREFIX, ranking.TAG
 _FN, _FT = ranking.FLAG_NAME, ranking.FLAG_TAG
@@ -35,10 +40,21 @@ class ExactNames:
     def lookup(self, st: State, ids) -> list[int]:
         return self._map.get(tuple(ids), [])
 
+    def mark_slots(self, st: State, ids, mask: bytearray) -> None:
+        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
+        for d in self.lookup(st, ids):
+            s = st.doc_share[d]
+            if st.slot_lo[s] <= d < st.slot_hi[s]:
+                mask[s] = 1
+
 
 def _append(L, t: int, d: int, flags: int, slot: int, lo: int) -> None:
     """Append doc d to list t's delta (a new block run unless it continues this share's run)."""
-    post = L.dpost.get(t)
+    if t >= len(L.dpost):
+        grow = max(t + 1 - len(L.dpost), len(L.dpost) // 2)
+        L.dpost.extend([None] * grow)
+        L.dblk.extend([None] * grow)
+    post = L.dpost[t]
     if post is None:
         post = L.dpost[t] = array("I")
         blk = L.dblk[t] = array("I")
@@ -101,12 +117,13 @@ def merge(st: State, L) -> None:
     """Fold L's deltas into its CSR arrays, dropping block runs of dead shares."""
     lo_, hi_ = st.slot_lo, st.slot_hi
     post, poff, blk, boff = array("I"), array("Q", [0]), array("I"), array("Q", [0])
-    nlists = max(len(L.poff) - 1, max(L.dpost, default=-1) + 1)
+    last = max((t for t, a in enumerate(L.dpost) if a is not None), default=-1)
+    nlists = max(len(L.poff) - 1, last + 1)
     for t in range(nlists):
         segs = []
         if t + 1 < len(L.poff):
             segs.append((L.post, L.poff[t], L.poff[t + 1], L.blk, L.boff[t], L.boff[t + 1]))
-        if t in L.dpost:
+        if t <= last and L.dpost[t] is not None:
             segs.append((L.dpost[t], 0, len(L.dpost[t]), L.dblk[t], 0, len(L.dblk[t])))
         base = len(post)
         for P, p0, p1, B, b0, b1 in segs:
@@ -122,7 +139,7 @@ def merge(st: State, L) -> None:
         poff.append(len(post))
         boff.append(len(blk))
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
-    L.dpost, L.dblk, L.ndelta = {}, {}, 0
+    L.dpost, L.dblk, L.ndelta = [], [], 0
 
 
 # ---------------------------------------------------------------------- query kernel
