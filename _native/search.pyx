@@ -422,28 +422,8 @@ cdef class ExactNames:
             self.hashes[j] = h
             self.n += 1
 
-    def mark_slots(self, st, array ids, bytearray mask):
-        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
-        cdef array fwd = st.fwd, off = st.fwd_off, ds = st.doc_share, lo_ = st.slot_lo, hi_ = st.slot_hi
-        cdef Py_ssize_t n = len(ids)
-        cdef unsigned int h = _hash(ids.data.as_uints, n), d, s
-        cdef size_t j
-        cdef unsigned char* m = mask
-        if not self.cap:
-            return
-        j = h & (self.cap - 1)
-        while self.docs[j]:
-            if self.hashes[j] == h:
-                d = self.docs[j] - 1
-                if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
-                        fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
-                    s = ds.data.as_uints[d]
-                    if lo_.data.as_uints[s] <= d < hi_.data.as_uints[s]:
-                        m[s] = 1
-            j = (j + 1) & (self.cap - 1)
-
-    def lookup(self, st, array ids):
-        cdef array fwd = st.fwd, off = st.fwd_off
+    cdef list _matches(self, array fwd, array off, array ids):
+        """Doc ids (live or dead) whose name's term-id sequence equals ids."""
         cdef Py_ssize_t n = len(ids)
         cdef unsigned int h = _hash(ids.data.as_uints, n), d
         cdef size_t j
@@ -458,6 +438,21 @@ cdef class ExactNames:
                         fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
                     out.append(d)
             j = (j + 1) & (self.cap - 1)
+        return out
+
+    def mark_slots(self, st, array ids, bytearray mask):
+        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
+        cdef array ds = st.doc_share, lo_ = st.slot_lo, hi_ = st.slot_hi
+        cdef unsigned int d, s
+        cdef unsigned char* m = mask
+        for o in self._matches(st.fwd, st.fwd_off, ids):
+            d = o
+            s = ds.data.as_uints[d]
+            if lo_.data.as_uints[s] <= d < hi_.data.as_uints[s]:
+                m[s] = 1
+
+    def lookup(self, st, array ids):
+        cdef list out = self._matches(st.fwd, st.fwd_off, ids)
         out.sort()
         return out
 
