@@ -98,9 +98,10 @@ def scan_folder(
     tags: Iterable[str] = (),
     progress: Optional[Progress] = None,
 ) -> list[ScannedFile]:
-    """Describe every regular file under ``root``; ``known(rel, size, mtime_ns, inode)`` returns a
-    stored description to reuse when the file is unchanged (no re-hash)."""
-    root = Path(root)
+    """Describe every regular file under ``root``; ``known(path, size, mtime_ns, inode)`` returns a
+    stored description to reuse when the file is unchanged (no re-hash). Stored records carry the
+    absolute path (what the chunk server opens)."""
+    root = Path(root).absolute()
     if not root.is_dir():
         raise CatalogError(f"{root} is not a folder")
     user_tags = [t for t in tags if t]
@@ -110,7 +111,8 @@ def scan_folder(
     for n, (rel, st) in enumerate(files):
         folder_tags = [p.lower() for p in rel.split("/")[:-1]]
         item_tags = tuple(dict.fromkeys([*folder_tags, *user_tags]))
-        prev = known(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        path = str(root / rel)
+        prev = known(path, st.st_size, st.st_mtime_ns, st.st_ino)
         name = rel.rsplit("/", 1)[-1]
         if prev is not None:
             rec, rehashed = prev, False
@@ -120,7 +122,7 @@ def scan_folder(
             except OSError as exc:  # vanished or unreadable since the walk
                 log.warning("cannot hash %s: %s (skipped)", root / rel, exc)
                 continue
-            rec = PublishedFile(rel, desc.size, st.st_mtime_ns, st.st_ino, desc.content_id, desc.chunks)
+            rec = PublishedFile(path, desc.size, st.st_mtime_ns, st.st_ino, desc.content_id, desc.chunks)
             hashed += desc.size
             rehashed = True
         item = ItemV1(rec.content_id, rec.size, name, guess_mime(name), item_tags, rec.chunk_hashes)
@@ -173,8 +175,8 @@ def publish_folder(
     if description is None and prev is not None:
         description = prev.description
 
-    def known(rel: str, size: int, mtime_ns: int, inode: int) -> Optional[PublishedFile]:
-        return store.unchanged_file(sid, rel, size, mtime_ns, inode)
+    def known(path: str, size: int, mtime_ns: int, inode: int) -> Optional[PublishedFile]:
+        return store.unchanged_file(sid, path, size, mtime_ns, inode)
 
     files = scan_folder(root, known=known, tags=tags, progress=progress)
     seq = (prev.latest_seq if prev is not None else 0) + 1

@@ -5,7 +5,7 @@
   the items (bounded concurrency). Connected peers get the head pushed as a STORE, so a
   subscriber connected to us syncs at once instead of at its next interval.
 - **Serve** GET_MANIFEST from the store's manifest cache: our own manifests and every one we
-  synced (subscribers help each other), and HAVE_CONTENT announcements are recorded.
+  synced (subscribers help each other).
 - **Sync** each subscription at start and every ``interval`` (backoff on failure, see
   ``scp2p.catalog.sync``): find the head in the DHT, verify it, fetch the manifest from
   ``manifest:loc`` providers, peers we know for the share, connected peers and the nodes
@@ -27,7 +27,7 @@ from ..identity import content_prov_key, manifest_loc_key, share_head_key
 from ..limits import DEFAULT_TTL
 from ..store import ManifestRow, Subscription
 from ..wire import codec
-from ..wire.messages import GetManifest, HaveContent, ManifestData, MsgType, Store
+from ..wire.messages import GetManifest, ManifestData, MsgType, Store
 from ..wire.records import ManifestLocation, ManifestV1, PeerAddr, Providers, ShareHead
 from .publish import PublishResult
 from .share_head import decode_share_head
@@ -77,13 +77,11 @@ class CatalogService:
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._loop_task: Optional[asyncio.Task] = None
         self._announced: set[bytes] = set()  # content ids whose hints we put (the DHT republishes them)
-        self.have_content: dict[bytes, set[bytes]] = {}  # content id -> node pubkeys that announced it
         self.served = 0
 
     # ------------------------------------------------------------------ lifecycle
     def register(self, dispatcher: Any) -> None:
         dispatcher.register(MsgType.GET_MANIFEST, self._handle_get_manifest)
-        dispatcher.register(MsgType.HAVE_CONTENT, self._handle_have_content)
 
     async def start(self, *, background: bool = True) -> None:
         """Start serving; with ``background`` also the periodic sync (first round at once)."""
@@ -124,10 +122,6 @@ class CatalogService:
             raise RemoteError("manifest not found")
         self.served += 1
         return ManifestData(msg.manifest_id, row.wire)
-
-    async def _handle_have_content(self, ctx: Any, msg: HaveContent) -> None:
-        self.have_content.setdefault(msg.content_id, set()).add(ctx.remote_pubkey)
-        return None
 
     # ------------------------------------------------------------------ announcing
     def _our_addrs(self) -> tuple[PeerAddr, ...]:
@@ -184,8 +178,8 @@ class CatalogService:
             head = decode_share_head(value)
         except Scp2pError:
             return
-        if share_head_key(head.share_id) == key and head.share_id in self.schedule._entries:
-            self.schedule.sync_now(0)
+        if share_head_key(head.share_id) == key:
+            self.schedule.sync_now(self.clock(), head.share_id)
             self._wake.set()
 
     # ------------------------------------------------------------------ subscriptions
@@ -213,12 +207,13 @@ class CatalogService:
                 pass
 
     async def _sync_scheduled(self, sid: bytes) -> None:
+        started = self.schedule.generation(sid)
         res = await self.sync_one(sid)
         now = self.clock()
         if res.error is None:
-            self.schedule.succeeded(sid, now)
+            self.schedule.succeeded(sid, now, started)
         else:
-            delay = self.schedule.failed(sid, now)
+            delay = self.schedule.failed(sid, now, started)
             log.info("sync of %s failed (%s); retry in %.0fs", sid.hex()[:16], res.error, delay)
             if self.on_failure is not None:
                 self.on_failure(sid, res.error)

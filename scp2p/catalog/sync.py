@@ -59,6 +59,8 @@ def accept_manifest(sub: Subscription, head: ShareHead, data: bytes, *, now: int
 class _Entry:
     due: float
     failures: int = 0
+    #: bumped by ``sync_now``: a sync that started before the bump must run again
+    generation: int = 0
 
 
 @dataclass
@@ -86,23 +88,35 @@ class SyncSchedule:
     def next_deadline(self) -> Optional[float]:
         return min((e.due for e in self._entries.values()), default=None)
 
-    def succeeded(self, share_id: bytes, now: float) -> None:
+    def generation(self, share_id: bytes) -> int:
+        e = self._entries.get(share_id)
+        return e.generation if e is not None else 0
+
+    def succeeded(self, share_id: bytes, now: float, started: Optional[int] = None) -> None:
+        """A sync that began at generation ``started`` worked; it is due again after ``interval``,
+        or at once if ``sync_now`` was called for it meanwhile (news arrived during the sync)."""
         e = self._entries.get(share_id)
         if e is not None:
-            e.failures, e.due = 0, now + self.interval
+            e.failures = 0
+            e.due = now if started is not None and e.generation != started else now + self.interval
 
-    def failed(self, share_id: bytes, now: float) -> float:
+    def failed(self, share_id: bytes, now: float, started: Optional[int] = None) -> float:
         """Record a failure; returns the delay until the next try."""
         e = self._entries.get(share_id)
         if e is None:
             return self.interval
+        if started is not None and e.generation != started:
+            e.due = now  # news arrived during the failed attempt: try again at once
+            return 0.0
         e.failures += 1
         delay = min(self.max_backoff, self.base_backoff * 2 ** (e.failures - 1))
         delay *= 1 + self.rng.uniform(-0.2, 0.2)
         e.due = now + delay
         return delay
 
-    def sync_now(self, now: float) -> None:
-        """Make every subscription due (a manual ``sync``)."""
-        for e in self._entries.values():
+    def sync_now(self, now: float, share_id: Optional[bytes] = None) -> None:
+        """Make one subscription (or all) due now, also if a sync of it is already running."""
+        entries = self._entries.values() if share_id is None else filter(None, [self._entries.get(share_id)])
+        for e in entries:
             e.due = min(e.due, now)
+            e.generation += 1

@@ -26,7 +26,7 @@ class Rate:
 
 
 #: defaults: lookups are cheap, stores cost storage
-DEFAULT_RATES: Mapping[str, Rate] = {"request": Rate(20.0, 100.0), "store": Rate(2.0, 40.0)}
+DEFAULT_RATES: Mapping[str, Rate] = {"request": Rate(20.0, 100.0), "store": Rate(10.0, 200.0)}
 
 
 class TokenBucket:

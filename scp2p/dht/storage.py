@@ -60,7 +60,7 @@ class ValueStore:
         *,
         max_values: int = 100_000,
         max_bytes: int = 256 * 1024 * 1024,
-        per_peer_values: int = 512,
+        per_peer_values: int = 4096,
         per_peer_bytes: int = 8 * 1024 * 1024,
         per_peer_unknown: int = 64,
         max_providers: int = MAX_PROVIDERS,

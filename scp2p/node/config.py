@@ -35,6 +35,8 @@ class NodeConfig:
     sync_interval: float = 300.0
     #: sync subscriptions in the background (at start and every ``sync_interval``)
     auto_sync: bool = True
+    #: upload cap in bytes per second (None: unlimited)
+    upload_rate: Optional[float] = None
     #: serve the local control channel (``scp2p`` commands talk to the node through it)
     control: bool = False
     passphrase: Optional[str] = field(default=None, repr=False)

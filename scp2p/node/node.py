@@ -31,6 +31,7 @@ from ..identity import node_id as node_id_of
 from ..identity import share_id as share_id_of
 from ..store import AsyncStore, PeerRecord, Subscription, TrustLevel
 from ..store.records import BlocklistRole
+from ..transfer.server import ChunkServer
 from ..transport.dispatch import Dispatcher
 from ..transport.endpoint import Endpoint
 from ..transport.session import PeerConnected as _TPeerConnected
@@ -38,7 +39,7 @@ from ..transport.urls import parse_url
 from ..wire.messages import MsgType
 from ..wire.records import ManifestV1, PeerAddr
 from . import events as ev
-from . import indexing
+from . import downloads, indexing
 from .config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ API_VERSION = "1.0"
 @dataclass
 class Counters:
     manifests_served: int = 0
+    downloads: int = 0
     syncs: int = 0
     sync_failures: int = 0
     published: int = 0
@@ -77,6 +79,9 @@ class Node:
         self._blocklist = None
         self._index_dirty = False
         self._indexed_seq: dict[bytes, int] = {}
+        self.chunks: Any = None
+        self.transfer_config: Any = None
+        self._downloads: dict[tuple[bytes, str], downloads.DownloadHandle] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "Node":
@@ -104,6 +109,9 @@ class Node:
                 interval=cfg.sync_interval,
             )  # fmt: skip
             self.catalog.register(dispatcher)
+            self.chunks = ChunkServer(self.store, upload_rate=cfg.upload_rate, self_addrs=self.endpoint.peer_addrs)
+            self.chunks.register(dispatcher)
+            await downloads.restore_completed(self)
             self.dht.on_store = self.catalog.head_stored  # a pushed head of a followed share: sync now
             await self._load_index()
             self.dht.start()
@@ -388,6 +396,19 @@ class Node:
         return [{"share_id": r.share_id.hex(), "updated": r.updated, "seq": r.seq, "error": r.error}
                 for r in await self.sync_subscriptions()]  # fmt: skip
 
+    # ------------------------------------------------------------------ downloads
+    async def download(
+        self, content_id: bytes, target: Optional[str | Path] = None, *, share_id: Optional[bytes] = None
+    ) -> downloads.DownloadHandle:
+        """Start downloading ``content_id`` (an item of a catalog we hold) to ``target``.
+
+        ``target`` defaults to ``<data dir>/downloads/<item name>``; a directory gets the item name.
+        Returns a handle: ``await handle`` -> path; ``handle.cancel()``; ``handle.progress``.
+        The same content to the same path resumes from the verified chunks on disk.
+        """
+        self._need()
+        return await downloads.start_download(self, content_id, target, share_id)
+
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:
         self._need()
@@ -406,7 +427,11 @@ class Node:
             "dht_contacts": len(self.dht.core.table),
             "uptime_s": round(time.time() - self.counters.started_at, 1),
             "counters": {"manifests_served": self.catalog.served, "syncs": self.counters.syncs,
-                         "sync_failures": self.counters.sync_failures, "published": self.counters.published},  # fmt: skip
+                         "sync_failures": self.counters.sync_failures, "published": self.counters.published,
+                         "downloads_completed": self.counters.downloads,
+                         "downloads_active": sum(not h.done for h in self._downloads.values()),
+                         "bytes_in": sum(getattr(x, "bytes_in", 0) for x in self.endpoint.pool.sessions),
+                         "bytes_out": sum(getattr(x, "bytes_out", 0) for x in self.endpoint.pool.sessions)},  # fmt: skip
             **st,
         }
 

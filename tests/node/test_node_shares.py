@@ -76,7 +76,8 @@ async def test_forged_rolled_back_and_tampered_data_is_rejected(tmp_path):
     folder = _folder(tmp_path)
     async with Cluster(tmp_path) as c:
         pub = await c.add("pub")
-        evil, victim = await c.add("evil"), await c.add("victim")
+        # the victim syncs only when told (no background sync, pushes ignored): every path is exercised
+        evil, victim = await c.add("evil"), await c.add("victim", auto_sync=False)
         r1 = await pub.publish(folder)
         (folder / "x.txt").write_text("x")
         r2 = await pub.publish(folder)
