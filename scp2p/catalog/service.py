@@ -140,6 +140,33 @@ class CatalogService:
             if fresh:  # hints matter less than the head: in the background, bounded
                 self._spawn(self.announce_contents(fresh, now), f"announce-items-{res.share_id.hex()[:8]}")
 
+    async def announce_published(self) -> int:
+        """Announce every share we publish (at start: a publication made while no node ran, or a
+        DHT that forgot us). Returns how many shares were announced."""
+        from .manifest import decode_manifest
+
+        def read(s: Any) -> list[tuple[Any, Any, Any]]:
+            out = []
+            for p in s.published_shares():
+                if p.latest_manifest_id is None:
+                    continue
+                out.append((p, s.manifest(p.latest_manifest_id, touch=False), s.dht_value(share_head_key(p.share_id))))
+            return out
+
+        rows = await self.store.run(read)
+        for pub, mrow, head in rows:
+            key = share_head_key(pub.share_id)
+            if head is not None:
+                await self._push_head(key, head.value)
+                await self.dht.publish(key, head.value, head.ttl)
+            await self.announce_manifest(pub.latest_manifest_id)
+            if mrow is not None:
+                cids = [it.content_id for it in decode_manifest(mrow.wire).items if it.content_id not in self._announced]
+                self._announced.update(cids)
+                if cids:
+                    self._spawn(self.announce_contents(cids), f"announce-items-{pub.share_id.hex()[:8]}")
+        return len(rows)
+
     async def announce_manifest(self, mid: bytes) -> None:
         loc = ManifestLocation(mid, self._our_addrs(), int(self.clock()))
         await self._put_hint(manifest_loc_key(mid), codec.encode(loc))

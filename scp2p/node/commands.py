@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,13 +64,24 @@ def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> di
         page = await node.search(args["query"], limit=int(args.get("limit", 20)), offset=int(args.get("offset", 0)))
         return hits_view(page)
 
+    async def download(args: dict, progress) -> Any:
+        cid = bytes.fromhex(args["content_id"])
+        handle = await node.download(cid, args.get("out"))
+        while not handle.done:
+            await asyncio.wait([handle.task], timeout=0.25)
+            p = handle.progress
+            if p is not None:
+                progress({"done": p.done_bytes, "total": p.total_bytes, "rate": p.rate, "eta": p.eta})
+        path = await handle
+        return {"content_id": cid.hex(), "path": path}
+
     async def stop(args: dict, progress) -> Any:
         if on_stop is not None:
             on_stop()
         return {"stopping": True}
 
     return {"status": status, "publish": publish, "shares": shares, "invite": invite, "subscribe": subscribe,
-            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers, "search": search,
+            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers, "search": search, "download": download,
             "stop": stop}  # fmt: skip
 
 

@@ -117,6 +117,7 @@ class Node:
             self.dht.start()
             await self._bootstrap()
             await self.catalog.start(background=cfg.auto_sync)
+            self._spawn(self.catalog.announce_published(), "announce-published")
             if cfg.control:
                 from .commands import make_commands
                 from .control import ControlServer
