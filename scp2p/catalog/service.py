@@ -60,6 +60,7 @@ class CatalogService:
         request_timeout: float = 5.0,
         announce_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
+        addresses: Optional[Callable[[], Iterable[PeerAddr]]] = None,
     ) -> None:
         """``store`` is an :class:`~scp2p.store.AsyncStore`; ``endpoint`` the transport Endpoint;
         ``dht`` the :class:`~scp2p.dht.service.DhtService`."""
@@ -70,6 +71,7 @@ class CatalogService:
         self.on_failure = on_failure
         self.request_timeout = request_timeout
         self.clock = clock
+        self._addresses = addresses if addresses is not None else endpoint.peer_addrs
         self.schedule = SyncSchedule(interval=interval)
         self._announce_sem = asyncio.Semaphore(announce_concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -125,7 +127,7 @@ class CatalogService:
 
     # ------------------------------------------------------------------ announcing
     def _our_addrs(self) -> tuple[PeerAddr, ...]:
-        return tuple(self.endpoint.peer_addrs())
+        return tuple(self._addresses())
 
     async def announce(self, res: PublishResult, *, items: bool = True) -> None:
         """Put a publication's head and hints into the DHT and push the head to connected peers."""

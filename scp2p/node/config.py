@@ -32,6 +32,8 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     profile: Profile = Profile.DESKTOP
     relay: bool = False
+    #: relay URLs to register with when this node cannot be dialled (others are found among peers)
+    relays: tuple[str, ...] = ()
     sync_interval: float = 300.0
     #: sync subscriptions in the background (at start and every ``sync_interval``)
     auto_sync: bool = True
@@ -44,7 +46,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "profile", Profile(self.profile))
-        for name in ("listen", "advertise", "bootstrap"):
+        for name in ("listen", "advertise", "bootstrap", "relays"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property

@@ -97,7 +97,7 @@ async def run_download(node: Any, handle: DownloadHandle, spec: DownloadSpec) ->
     node.counters.downloads += 1
     bus.emit(ev.DownloadCompleted(spec.content_id, str(path)))
     try:
-        await announce(node.endpoint.pool, spec.content_id, node.endpoint.peer_addrs(), dht=node.dht)
+        await announce(node.endpoint.pool, spec.content_id, node.reachable_addrs(), dht=node.dht)
     except (Scp2pError, OSError):
         pass  # serving still works; the hint is republished with the next announce
     return str(path)

@@ -80,6 +80,7 @@ class Node:
         self._index_dirty = False
         self._indexed_seq: dict[bytes, int] = {}
         self.chunks: Any = None
+        self.relay: Any = None
         self.transfer_config: Any = None
         self._downloads: dict[tuple[bytes, str], downloads.DownloadHandle] = {}
 
@@ -106,16 +107,20 @@ class Node:
             self.dht = make_service(self.endpoint, store=self.store, config=self._dht_config)
             self.catalog = CatalogService(
                 self.store, self.endpoint, self.dht, on_manifest=self._on_manifest, on_failure=self._on_sync_failure,
-                interval=cfg.sync_interval,
+                interval=cfg.sync_interval, addresses=self.reachable_addrs,
             )  # fmt: skip
             self.catalog.register(dispatcher)
-            self.chunks = ChunkServer(self.store, upload_rate=cfg.upload_rate, self_addrs=self.endpoint.peer_addrs)
+            self.chunks = ChunkServer(self.store, upload_rate=cfg.upload_rate, self_addrs=self.reachable_addrs)
             self.chunks.register(dispatcher)
             await downloads.restore_completed(self)
             self.dht.on_store = self.catalog.head_stored  # a pushed head of a followed share: sync now
             await self._load_index()
             self.dht.start()
             await self._bootstrap()
+            from ..relay import attach_relay
+
+            # relay role when configured; registrations with relays when we cannot be dialled
+            self.relay = await attach_relay(self, relays=cfg.relays)
             await self.catalog.start(background=cfg.auto_sync)
             self._spawn(self.catalog.announce_published(), "announce-published")
             if cfg.control:
@@ -148,6 +153,9 @@ class Node:
             self.control = None
         if self.index is not None and self._index_dirty and self.store is not None:
             await self._save_index()
+        if self.relay is not None:
+            await self.relay.close()
+            self.relay = None
         if self.catalog is not None:
             await self.catalog.close()
         if self.dht is not None:
@@ -268,6 +276,13 @@ class Node:
             host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
             out.append(f"{scheme}://{host}:{port}")
         return out
+
+    def reachable_addrs(self) -> list[PeerAddr]:
+        """v0.1 addresses others can reach us at: our listeners, and relay slots we hold."""
+        addrs = list(self.endpoint.peer_addrs()) if self.endpoint is not None else []
+        if self.relay is not None:
+            addrs += self.relay.peer_addrs()
+        return addrs
 
     async def connect(self, url: str) -> bytes:
         """Open a session to a peer URL; returns its node id."""

@@ -21,7 +21,7 @@ from scp2p.errors import (
 )
 from scp2p.identity import NodeKey
 from scp2p.node.node import Node
-from scp2p.relay import ReachState, RelayLimits, RelayPolicy, RelayServer, RelayService, attach_relay
+from scp2p.relay import ReachState, RelayLimits, RelayPolicy, RelayServer, RelayService
 from scp2p.relay.server import BLOB_NAME
 from scp2p.store import AsyncStore
 from scp2p.transfer.downloader import DownloadSpec, Downloader
@@ -43,12 +43,12 @@ async def test_outbound_only_publisher_synced_through_relay(tmp_path):
     (tmp_path / "share").mkdir()
     _file(tmp_path / "share" / "a.bin", 5000)
     async with Node(node_config(tmp_path, "relay", relay=True), dht_config=FAST_DHT) as relay_node:
-        rsvc = await attach_relay(relay_node)
-        pub = Node(node_config(tmp_path, "pub", listen=(), bootstrap=[seed_url(relay_node)]), dht_config=FAST_DHT)
+        rsvc = relay_node.relay  # the node attaches its relay pieces itself (NodeConfig.relay / relays)
+        pub = Node(node_config(tmp_path, "pub", listen=(), bootstrap=[seed_url(relay_node)],
+                               relays=(relay_node.listen_urls[0],)), dht_config=FAST_DHT)  # fmt: skip
         sub = Node(node_config(tmp_path, "sub", listen=(), bootstrap=[seed_url(relay_node)]), dht_config=FAST_DHT)
         async with pub, sub:
-            psvc = await attach_relay(pub, relays=[relay_node.listen_urls[0]])
-            ssvc = await attach_relay(sub)
+            psvc, ssvc = pub.relay, sub.relay
             try:
                 assert psvc.state is ReachState.OUTBOUND_ONLY or psvc.state is ReachState.RELAYED
                 addrs = await psvc.client.wait_registered(1, timeout=10)
