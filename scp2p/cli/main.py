@@ -240,7 +240,9 @@ def cmd_start(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     from ..node.node import Node
 
     changes: dict = {"control": True}
-    if args.listen:
+    if args.outbound_only:
+        changes["listen"] = ()
+    elif args.listen:
         changes["listen"] = tuple(args.listen)
     if args.bootstrap:
         changes["bootstrap"] = tuple(args.bootstrap)
@@ -301,6 +303,18 @@ def cmd_status(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
         f"served      {c['manifests_served']} manifests",
         f"uptime      {st['uptime_s']}s",
     ]))  # fmt: skip
+    return 0
+
+
+@command("stop")
+def cmd_stop(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Ask the running node for this data dir to shut down cleanly (exit 1 if none is running)."""
+    _node_call(cfg, "stop", timeout=30)
+    for _ in range(300):  # wait (at most 30 s) until it has released the data dir
+        if not _running(cfg):
+            break
+        time.sleep(0.1)
+    out.data({"stopped": not _running(cfg)}, "stopped" if not _running(cfg) else "stop requested")
     return 0
 
 
@@ -462,9 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed peer URL, optionally with #<node_pubkey_hex> (repeatable)")  # fmt: skip
     s.add_argument("--advertise", action="append", default=[], metavar="URL",
                    help="address others should dial (for invite links; repeatable)")  # fmt: skip
+    s.add_argument("--outbound-only", action="store_true", help="no listener (behind NAT): register with a relay")
     s.add_argument("--relay", action="store_true", help="offer relaying to NAT-ed peers")
     s.add_argument("--sync-interval", type=float, default=None, metavar="SECONDS")
     sub.add_parser("status", help="status of the running node")
+    sub.add_parser("stop", help="stop the running node")
     sub.add_parser("sync", help="sync all subscriptions now")
     sub.add_parser("peers", help="known and connected peers")
     s = sub.add_parser("demo", help="run three nodes on loopback: publish, subscribe, search, download")

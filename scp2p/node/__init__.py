@@ -1,5 +1,6 @@
-"""The node: configuration now; the asyncio ``Node`` wiring the subsystems builds on it."""
+"""The node: ``Node`` (asyncio), ``NodeConfig``, typed events and the control channel."""
 
 from .config import NodeConfig, Profile
+from .node import API_VERSION, Node
 
-__all__ = ["NodeConfig", "Profile"]
+__all__ = ["API_VERSION", "Node", "NodeConfig", "Profile"]

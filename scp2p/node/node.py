@@ -148,9 +148,6 @@ class Node:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.control is not None:
-            await self.control.close()
-            self.control = None
         if self.index is not None and self._index_dirty and self.store is not None:
             await self._save_index()
         if self.relay is not None:
@@ -164,6 +161,9 @@ class Node:
             await self.endpoint.close()
         if self.store is not None:
             await self.store.close()
+        if self.control is not None:  # last: once the socket is gone, the data dir is free
+            await self.control.close()
+            self.control = None
         self.bus.close()
         self.catalog = self.dht = self.endpoint = self.store = None
 
