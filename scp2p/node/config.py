@@ -34,6 +34,8 @@ class NodeConfig:
     relay: bool = False
     #: relay URLs to register with when this node cannot be dialled (others are found among peers)
     relays: tuple[str, ...] = ()
+    #: as a relay, carry content (chunks) too: "off" (control only), "trusted" or "all"
+    relay_content: str = "off"
     sync_interval: float = 300.0
     #: sync subscriptions in the background (at start and every ``sync_interval``)
     auto_sync: bool = True

@@ -25,7 +25,7 @@ from ..catalog.publish import PublishResult, publish_folder
 from ..catalog.service import CatalogService, SyncResult
 from ..dht.link import invite_peer_addrs, make_service
 from ..dht.service import DhtConfig
-from ..errors import InvalidInvite, NodeError, Scp2pError
+from ..errors import ConnectFailed, InvalidInvite, NodeError, Scp2pError
 from ..identity import NodeKey, ShareKey
 from ..identity import node_id as node_id_of
 from ..identity import share_id as share_id_of
@@ -117,10 +117,11 @@ class Node:
             await self._load_index()
             self.dht.start()
             await self._bootstrap()
-            from ..relay import attach_relay
+            from ..relay import RelayPolicy, attach_relay
 
             # relay role when configured; registrations with relays when we cannot be dialled
-            self.relay = await attach_relay(self, relays=cfg.relays)
+            self.relay = await attach_relay(self, relays=cfg.relays, policy=RelayPolicy(content=cfg.relay_content))
+            self.endpoint.pool.fallback = self._relay_fallback
             await self.catalog.start(background=cfg.auto_sync)
             self._spawn(self.catalog.announce_published(), "announce-published")
             if cfg.control:
@@ -283,6 +284,15 @@ class Node:
         if self.relay is not None:
             addrs += self.relay.peer_addrs()
         return addrs
+
+    async def _relay_fallback(self, peer: Any) -> Any:
+        """Reach a peer whose address did not answer with its key: maybe it is a relay slot."""
+        if self.relay is None or not isinstance(peer, PeerAddr) or peer.pubkey_hint is None:
+            raise ConnectFailed("no relay route to this peer")
+        try:
+            return await self.relay.connect(peer)
+        except Scp2pError as exc:
+            raise ConnectFailed(f"through a relay: {exc}") from None
 
     async def connect(self, url: str) -> bytes:
         """Open a session to a peer URL; returns its node id."""

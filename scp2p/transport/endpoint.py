@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Awaitable, Callable, Iterable, Optional, Sequence, Union
 
 from ..errors import (
     Backpressure,
@@ -67,6 +67,9 @@ class SessionPool:
         self._slots: dict[object, _PeerSlots] = {}
         self._closed = False
         self.dials = 0
+        #: tried when every direct dial failed: ``async (peer) -> Session`` (the node sets it to
+        #: reach peers through relay slots); raise a TransportError if it cannot help either
+        self.fallback: Optional[Callable[[PeerSpec], Awaitable[Session]]] = None
 
     # ------------------------------------------------------------------ bookkeeping
     def _register(self, session: Session) -> None:
@@ -100,7 +103,9 @@ class SessionPool:
                 if s is not None:
                     return s
             s = self._by_addr.get(_key(u))
-            if s is not None and s.is_open:
+            # an address reuses its session only for the key expected there (a relay's address
+            # stands for every node it relays: a different expected key is a different peer)
+            if s is not None and s.is_open and (u.pubkey is None or s.remote_pubkey == u.pubkey):
                 return s
         return None
 
@@ -122,10 +127,15 @@ class SessionPool:
             except (TransportError, HandshakeError, OSError) as exc:
                 errors.append(f"{u}: {exc}")
                 log.debug("dial %s failed: %s", u, exc)
+        if self.fallback is not None:  # e.g. the address is a relay slot for the expected key
+            try:
+                return await self.fallback(peer)
+            except (TransportError, HandshakeError, OSError) as exc:
+                errors.append(f"fallback: {exc}")
         raise ConnectFailed("; ".join(errors))
 
     async def _dial(self, url: PeerURL) -> Session:
-        key = _key(url)
+        key = (*_key(url), url.pubkey)  # concurrent dials coalesce only when they expect the same key
         task = self._dialing.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._do_dial(url))
