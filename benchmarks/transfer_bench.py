@@ -74,11 +74,13 @@ async def role_scp2p_client(info_path: str, target: str, size: int) -> None:
     with open(info_path) as fh:
         info = json.load(fh)
     spec = DownloadSpec(bytes.fromhex(info["cid"]), size, tuple(bytes.fromhex(c) for c in info["chunks"]), target)
-    c0, t0 = cpu(), time.perf_counter()
+    c0, t0, u0 = cpu(), time.perf_counter(), os.times()
     async with client() as c:
         dl = Downloader(c.pool, spec, providers=info["urls"])
         await dl.run()
-    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "read_back": dl.part.read_back}), flush=True)
+    t1 = os.times()
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "user": t1.user - u0.user, "sys": t1.system - u0.system,
+                      "read_back": dl.part.read_back}), flush=True)  # fmt: skip
 
 
 async def role_base_server(path: str) -> None:
@@ -262,6 +264,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
+    ap.add_argument("--cases", default=None, help="comma-separated subset of the cases to run")
     a = ap.parse_args()
     size = a.size_mib << 20
     tmp = tempfile.mkdtemp(prefix="scp2p-bench-", dir=a.dir)
@@ -277,6 +280,8 @@ def main() -> None:
             "scp2p-4": lambda: case_scp2p(path, size, 4, tmp),
             "libtorrent": lambda: case_libtorrent(path, size, tmp),
         }
+        if a.cases:
+            cases = {k: v for k, v in cases.items() if k in a.cases.split(",")}
         rows = []
         for name, fn in cases.items():
             runs = []

@@ -70,6 +70,9 @@ class SchedulerConfig:
     endgame: bool = True
     endgame_copies: int = 2
     rarest_first: bool = False
+    #: refill a busy provider's pipeline only when this many slots are free (at most a
+    #: quarter of its depth): requests then leave in batches, one write for several
+    refill_batch: int = 8
     #: download cap in bytes/s (None: unlimited) and its burst in bytes
     rate_limit: Optional[float] = None
     rate_burst: Optional[float] = None
@@ -303,6 +306,8 @@ class Scheduler:
             if endgame and (not self.config.endgame or self._has_unstarted()):
                 break
             for p in provs:
+                if not endgame and p.inflight and p.depth - len(p.inflight) < self._batch(p):
+                    continue
                 while len(p.inflight) < (p.depth if not endgame else max(1, p.depth // 2)):
                     idx = self._pick_endgame(p) if endgame else self._pick(p)
                     if idx is None:
@@ -314,6 +319,9 @@ class Scheduler:
                     self._issue(p, idx, now)
                     out.append(Request(p.key, idx, now + self._timeout(p)))
         return out
+
+    def _batch(self, p: ProviderState) -> int:
+        return max(1, min(self.config.refill_batch, p.depth // 4))
 
     def _has_unstarted(self) -> bool:
         while self._cursor < self.n and self._started[self._cursor]:

@@ -19,6 +19,7 @@ canonical layout goes through the generic codec, which owns the error reporting.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Union
@@ -30,8 +31,49 @@ from ..wire.messages import decode_envelope
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
 DIRECT_THRESHOLD = 16 * 1024
+#: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`)
+POOL_KEEP = 8
 
 Buffer = Union[bytes, bytearray, memoryview]
+
+
+class RecvPool:
+    """Reusable receive buffers for large frames (fresh 256 KiB allocations cost page faults
+    on every frame). A buffer is handed out again only when nothing refers to it any more -
+    no frame, payload view or held chunk (CPython reference counts tell; elsewhere every
+    frame gets a new buffer). Frames are ``memoryview`` slices of pooled buffers."""
+
+    __slots__ = ("keep", "_bufs", "_refcounts", "allocated", "reused")
+
+    def __init__(self, keep: int = POOL_KEEP) -> None:
+        self.keep = keep
+        self._bufs: list[bytearray] = []
+        self._refcounts = keep > 0 and sys.implementation.name == "cpython"
+        self.allocated = 0
+        self.reused = 0
+
+    def get(self, n: int) -> bytearray:
+        """A buffer of at least ``n`` bytes that nobody else references."""
+        bufs = self._bufs
+        if self._refcounts:
+            getrefcount = sys.getrefcount
+            for i in range(len(bufs)):
+                b = bufs[i]
+                # references: the list, ``b``, getrefcount's argument
+                if getrefcount(b) <= 3 and len(b) >= n:
+                    self.reused += 1
+                    return b
+        # sized for the common case (a full chunk frame) so later frames of any size fit
+        b = bytearray(max(n, _POOL_MIN)) if self._refcounts else bytearray(n)
+        self.allocated += 1
+        if self._refcounts:
+            bufs.append(b)
+            if len(bufs) > self.keep:
+                bufs.pop(0)  # still referenced ones are freed by their last user
+        return b
+
+
+_POOL_MIN = 256 * 1024 + 256
 
 
 class FrameReader:
@@ -42,9 +84,11 @@ class FrameReader:
     clear it and call :meth:`resume` to parse what is already buffered.
     """
 
-    __slots__ = ("limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill")
+    __slots__ = ("limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill", "pool")
 
-    def __init__(self, limit: int = MAX_FRAME, *, single: bool = False, scratch: int = SCRATCH_SIZE) -> None:
+    def __init__(
+        self, limit: int = MAX_FRAME, *, single: bool = False, scratch: int = SCRATCH_SIZE, pool_keep: int = POOL_KEEP
+    ) -> None:
         self.limit = limit
         self.single = single
         self.frames: deque = deque()
@@ -52,9 +96,10 @@ class FrameReader:
         self._mv = memoryview(self._buf)
         self._start = 0
         self._end = 0
-        self._big: bytearray | None = None
+        self._big: memoryview | None = None
         self._big_mv: memoryview | None = None
         self._big_fill = 0
+        self.pool = RecvPool(pool_keep)
 
     @property
     def buffered(self) -> int:
@@ -125,9 +170,9 @@ class FrameReader:
                 s += HEADER_LEN + n
                 continue
             if n >= DIRECT_THRESHOLD:
-                big = bytearray(n)  # length already checked against the limit
+                big = memoryview(self.pool.get(n))[:n]  # length already checked against the limit
                 big[:have] = mv[s + HEADER_LEN : e]
-                self._big, self._big_mv, self._big_fill = big, memoryview(big), have
+                self._big, self._big_mv, self._big_fill = big, big, have
                 s = e
             break
         if s == e:

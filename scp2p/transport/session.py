@@ -4,15 +4,18 @@ A :class:`Session` is transport-agnostic. A transport driver (``tcp.py`` for
 TCP and TLS, ``quic.py``) owns the socket, implements the small :class:`Link`
 interface (write buffers, pause/resume reading, close, abort) and calls the
 session back with received bytes, write-buffer pressure and connection loss.
-The session arms one timer (``loop.call_at``) from the cores' deadlines, owns
-its handler tasks (a held set, cancelled on close) and fails every waiter when
-it ends, so nothing hangs.
+The session arms one timer (``loop.call_at``) from the cores' deadlines and its
+requests' deadlines (a heap, not a timer per request), owns its handler tasks (a
+held set, cancelled on close) and fails every waiter when it ends, so nothing
+hangs. Requests and responses queued in one event-loop pass leave in one write
+(the flush runs once per pass, ``loop.call_soon``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -170,6 +173,11 @@ class Session:
         self._reading_paused = False
         self._tasks: set[asyncio.Task] = set()
         self._timer: Optional[asyncio.TimerHandle] = None
+        #: (deadline, n, future) of our requests; one timer for all (entries of answered
+        #: requests are dropped lazily when they reach the top, or in a compaction)
+        self._deadlines: list = []
+        self._deadline_n = 0
+        self._flush_pending = False
         self._hs_deadline = self._loop.time() + self.config.handshake_timeout
         self.bytes_in = 0
         self.bytes_out = 0
@@ -318,6 +326,20 @@ class Session:
         if self.conn is not None and self.conn.pending_output:
             self._write(self.conn.data_to_send())
 
+    def _flush_soon(self) -> None:
+        """Flush at the end of this event-loop pass: what every task queues in the pass
+        leaves in one write (one ``sendmsg``) instead of a syscall per request."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_pending = False
+        if self.state is SessionState.CLOSED:
+            return
+        self._flush()
+        self._arm_timer()
+
     def _spawn(self, coro) -> None:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
@@ -352,14 +374,18 @@ class Session:
             self.conn.send_response(seq, env.type, env.req_id, 0, None, self._loop.time())
         else:
             self.conn.send_response(seq, reply.type, env.req_id, reply.flags, reply.payload, self._loop.time())
-        self._flush()
-        self._arm_timer()
+        self._flush_soon()
 
     # ------------------------------------------------------------------ timers
     def _arm_timer(self) -> None:
         if self.state is SessionState.CLOSED:
             return
         when = self._hs_deadline if self.conn is None else self.conn.deadline()
+        dl = self._deadlines
+        while dl and dl[0][2].done():
+            heapq.heappop(dl)
+        if dl and (when is None or dl[0][0] < when):
+            when = dl[0][0]
         t = self._timer
         if t is not None:
             if when is not None and t.when() <= when:
@@ -374,6 +400,11 @@ class Session:
         if self.state is SessionState.CLOSED:
             return
         now = self._loop.time()
+        dl = self._deadlines
+        while dl and (dl[0][0] <= now + _EARLY or dl[0][2].done()):
+            fut = heapq.heappop(dl)[2]
+            if not fut.done():
+                fut.set_exception(TimeoutError())
         if self.conn is None:
             if now >= self._hs_deadline:
                 self._fail(HandshakeTimeout(f"handshake not completed within {self.config.handshake_timeout} s"))
@@ -436,7 +467,7 @@ class Session:
         loop = self._loop
         deadline = loop.time() + timeout
         fut = loop.create_future()
-        expiry = loop.call_at(deadline, _expire, fut)
+        self._add_deadline(deadline, fut)
         rid = None
         try:
             if not (self.conn.can_send_request and not self._capacity and self._writable.is_set()):
@@ -445,18 +476,29 @@ class Session:
             rid = self.conn.send_request(msg_type, payload, loop.time())
             self._waiters[rid] = fut
             self._wake_capacity()
-            self._flush()
-            self._arm_timer()
+            self._flush_soon()
             return await fut
         except TimeoutError:
             raise RequestTimeout(f"no response to type {msg_type} within {timeout} s from {self.remote_addr}") from None
         finally:
-            expiry.cancel()
+            if not fut.done():
+                fut.cancel()  # its heap entry is dropped when it reaches the top
             if rid is not None:
                 self._waiters.pop(rid, None)
                 if self.conn is not None:
                     self.conn.forget_request(rid)
                     self._wake_capacity()
+
+    def _add_deadline(self, deadline: float, fut: asyncio.Future) -> None:
+        dl = self._deadlines
+        if len(dl) > 2 * len(self._waiters) + 256:  # many answered entries: compact
+            dl[:] = [e for e in dl if not e[2].done()]
+            heapq.heapify(dl)
+        self._deadline_n += 1
+        heapq.heappush(dl, (deadline, self._deadline_n, fut))
+        t = self._timer
+        if t is None or t.when() > deadline:
+            self._arm_timer()
 
     async def request(self, message, *, timeout: Optional[float] = None, msg_type: Optional[int] = None):
         """Send a typed request; the typed response. Error responses raise :class:`RemoteError`."""
@@ -568,9 +610,8 @@ class Session:
             self.local.on_closed(self, self.close_reason)
 
 
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
+#: a timer may fire up to the loop's clock resolution early; deadlines that close count as due
+_EARLY = 1e-6
 
 
 def decode_response(request_type: int, env: RawEnvelope):

@@ -21,6 +21,9 @@ from .session import LocalNode, Session
 
 log = logging.getLogger(__name__)
 
+#: buffers per sendmsg (Linux IOV_MAX is 1024)
+_IOV_MAX = 512
+
 
 class StreamProtocol(asyncio.BufferedProtocol):
     """Glue between an asyncio stream transport and a :class:`Session` (also its ``Link``)."""
@@ -42,6 +45,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.transport: Optional[asyncio.Transport] = None
         self.session: Optional[Session] = None
         self.made: asyncio.Future = asyncio.get_running_loop().create_future()
+        #: the plain TCP socket for vectored writes while the transport's buffer is empty
+        self._sock: Optional[socket.socket] = None
 
     # --------------------------------------------------------------- asyncio protocol
     def connection_made(self, transport) -> None:
@@ -54,6 +59,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover
                 pass
+            raw = getattr(sock, "_sock", None)  # asyncio's TransportSocket wraps the real one
+            if self.scheme == "tcp" and hasattr(raw, "sendmsg"):
+                self._sock = raw
         peer = transport.get_extra_info("peername") or ("?", 0)
         binding = None
         if self.scheme == "tls":
@@ -111,9 +119,31 @@ class StreamProtocol(asyncio.BufferedProtocol):
             return
         if len(parts) == 1:
             t.write(parts[0])
-        else:
-            for p in parts:
-                t.write(p)
+            return
+        sock = self._sock
+        if sock is not None and not t.get_write_buffer_size():
+            # What asyncio's write() does for one buffer (try to send now), for all of them in
+            # one sendmsg: header + chunk, or every request queued in this loop pass. What
+            # does not fit goes through the transport (which buffers it and waits for the socket).
+            head = parts[:_IOV_MAX]
+            try:
+                sent = sock.sendmsg(head)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport's own write reports it and closes
+            i = 0
+            while sent and i < len(parts):
+                n = len(parts[i])
+                if sent < n:
+                    parts = [memoryview(parts[i])[sent:], *parts[i + 1 :]]
+                    i = 0
+                    break
+                sent -= n
+                i += 1
+            parts = parts[i:]
+        for p in parts:
+            t.write(p)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -113,6 +113,31 @@ def test_scheduler_single_provider_in_order_and_depth_grows():
     assert p.complete and p.done_bytes == s.total_bytes and p.eta == 0.0
 
 
+def test_scheduler_refills_a_busy_pipeline_in_batches():
+    s = Scheduler(chunk_sizes(200 * CHUNK_SIZE), SchedulerConfig(initial_depth=32, refill_batch=8))
+    s.add_provider("a", 0.0)
+    reqs = s.poll(0.0)
+    assert len(reqs) == 32
+    now = 0.0
+    for k, r in enumerate(reqs[:8]):
+        now += 0.001
+        s.received("a", r.index, now)
+        s.chunk_verified("a", r.index, now)
+        got = s.poll(now)
+        depth = s.providers["a"].depth
+        if k < 7:
+            assert got == [] or len(got) >= min(8, depth // 4)
+    # a whole batch was issued at once, and an idle provider is always filled at once
+    assert len(s.providers["a"].inflight) >= 24
+    one = Scheduler(chunk_sizes(10 * CHUNK_SIZE), SchedulerConfig(initial_depth=4, refill_batch=8))
+    one.add_provider("a", 0.0)
+    assert len(one.poll(0.0)) == 4
+    r0 = 0
+    one.received("a", r0, 0.1)
+    one.chunk_verified("a", r0, 0.1)
+    assert len(one.poll(0.1)) >= 1  # depth 5 // 4 = 1: refills one at a time
+
+
 def test_scheduler_resume_skips_done_chunks():
     s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), done=range(0, 10, 2))
     s.add_provider("a", 0.0)

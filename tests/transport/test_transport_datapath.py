@@ -1,0 +1,168 @@
+"""The lean data path's internals: pooled receive buffers, vectored writes, per-pass write
+coalescing and the one-timer request deadlines (real sockets on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from transport_util import endpoint, run
+
+from scp2p.errors import RequestTimeout
+from scp2p.transport import Dispatcher
+from scp2p.transport.frames import FrameReader, RecvPool, encode_envelope_frame, parse_envelope
+from scp2p.transport.tcp import StreamProtocol
+from scp2p.wire import messages as m
+
+CID = bytes(range(32))
+
+
+def test_recv_pool_never_hands_out_a_referenced_buffer():
+    pool = RecvPool(keep=4)
+    a = pool.get(300_000)
+    view = memoryview(a)[10:20]
+    del a
+    b = pool.get(300_000)
+    assert b is not view.obj  # still referenced through the view
+    obj = view.obj
+    del view, obj, b
+    c = pool.get(1000)
+    assert pool.reused == 1 and len(c) >= 300_000
+
+
+def test_recv_pool_keep_zero_allocates_every_time():
+    pool = RecvPool(keep=0)
+    pool.get(100)
+    pool.get(100)
+    assert pool.allocated == 2 and pool.reused == 0
+
+
+def _frames(n: int, size: int) -> list[bytes]:
+    return [encode_envelope_frame(m.MsgType.CHUNK_DATA, i + 1, 1, bytes([i & 0xFF]) * size) for i in range(n)]
+
+
+@pytest.mark.parametrize("step", [1, 4096, 70_000, 1 << 20])
+def test_frame_reader_reuses_large_buffers_only_when_released(step):
+    r = FrameReader()
+    held = []
+    wire = b"".join(_frames(12, 100_000))
+    for pos in range(0, len(wire), step):
+        chunk = wire[pos : pos + step]
+        while chunk:
+            dst = r.get_buffer()
+            k = min(len(dst), len(chunk))
+            dst[:k] = chunk[:k]
+            r.buffer_updated(k)
+            chunk = chunk[k:]
+        while r.frames:
+            env = parse_envelope(r.frames.popleft())
+            if env.req_id % 3 == 0:
+                held.append(env)  # keeps its buffer
+    # the held payloads were never overwritten by later frames
+    for env in held:
+        assert bytes(env.payload) == bytes([(env.req_id - 1) & 0xFF]) * 100_000
+    assert r.pool.reused > 0
+
+
+class _FakeSock:
+    def __init__(self, accept: int) -> None:
+        self.accept = accept
+        self.got = b""
+
+    def sendmsg(self, parts):
+        data = b"".join(bytes(p) for p in parts)[: self.accept]
+        self.got += data
+        return len(data)
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.writes = 0
+
+    def is_closing(self):
+        return False
+
+    def get_write_buffer_size(self):
+        return len(self.written)
+
+    def write(self, data):
+        self.writes += 1
+        self.written += bytes(data)
+
+
+@pytest.mark.parametrize("accept", [0, 3, 10, 11, 25, 1000])
+def test_vectored_write_hands_the_unsent_rest_to_the_transport_in_order(accept):
+    p = StreamProtocol.__new__(StreamProtocol)
+    p.transport = _FakeTransport()
+    p._sock = _FakeSock(accept)
+    parts = [b"0123456789", b"a", memoryview(b"bcdefghijklmnopqrstu"), b"vwxyz"]
+    p.write(parts)
+    assert p._sock.got + p.transport.written == b"".join(bytes(x) for x in parts)
+    # once the transport buffers something, later writes go behind it (never around it)
+    if p.transport.written:
+        p.write([b"X", b"Y"])
+        assert p.transport.written.endswith(b"XY")
+
+
+def test_requests_of_one_loop_pass_leave_in_one_write():
+    async def go():
+        async with endpoint("tcp") as a, endpoint(None) as b:
+            url = a.listen_addrs[0]
+            s = await b.pool.session(url)
+            await s.request(m.PexRequest(1), timeout=10)  # FEATURES answered: pipelining
+            calls = []
+            link = s.link
+            orig = link.write
+
+            def counting(parts):
+                calls.append(len(parts))
+                orig(parts)
+
+            link.write = counting
+            res = await asyncio.gather(*(s.request(m.GetChunk(CID, i), timeout=10) for i in range(40)))
+            assert [r.chunk_index for r in res] == list(range(40))
+            assert len(calls) < 10 and sum(calls) >= 40
+
+    run(go())
+
+
+def test_many_request_deadlines_share_one_timer():
+    async def go():
+        d = Dispatcher()
+        never = asyncio.Event()
+
+        async def stall(ctx, msg):
+            await never.wait()
+
+        async def pex(ctx, msg):
+            return m.PexOffer(())
+
+        d.register(m.MsgType.GET_CHUNK, stall)
+        d.register(m.MsgType.PEX_REQUEST, pex)
+        async with endpoint("tcp", d) as a, endpoint(None) as b:
+            url = a.listen_addrs[0]
+            s = await b.pool.session(url)
+            await s.request(m.PexRequest(1), timeout=10)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            # out-of-order deadlines: each request times out at its own deadline
+            timeouts = [0.6, 0.2, 0.4, 5.0]
+            tasks = [asyncio.ensure_future(s.request(m.GetChunk(CID, i), timeout=t)) for i, t in enumerate(timeouts)]
+            try:
+                done_at = {}
+                for i in (1, 2, 0):
+                    with pytest.raises(RequestTimeout):
+                        await tasks[i]
+                    done_at[i] = loop.time() - t0
+                assert done_at[1] >= 0.2 and done_at[2] >= 0.4 and done_at[0] >= 0.6
+                assert not tasks[3].done()
+                assert await s.request(m.PexRequest(1), timeout=10) == m.PexOffer(())
+            finally:
+                tasks[3].cancel()
+                await asyncio.gather(tasks[3], return_exceptions=True)
+                never.set()
+            # answered and cancelled requests leave no live entries behind
+            assert all(e[2].done() for e in s._deadlines)
+
+    run(go())
