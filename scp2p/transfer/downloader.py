@@ -41,7 +41,7 @@ from .chunkdata import chunk_slice
 from .progress import Progress
 from .providers import ProviderDiscovery, provider_key
 from .scheduler import Scheduler, SchedulerConfig, chunk_sizes
-from .writer import PartFile
+from .writer import ChunkWorker, PartFile
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class Downloader:
         persist_interval: float = 1.0,
         provider_wait: float = 30.0,
         window: int = 64,
+        write_thread: bool = True,
     ) -> None:
         self.pool = pool
         self.spec = spec
@@ -118,6 +119,8 @@ class Downloader:
         self.persist_interval = persist_interval
         self.provider_wait = provider_wait
         self.window = window
+        self.write_thread = write_thread
+        self._worker: Optional[ChunkWorker] = None
         self._specs: dict[Any, Any] = {}
         self._sessions: dict[Any, Any] = {}
         self._initial = list(providers)
@@ -157,6 +160,8 @@ class Downloader:
         self.resumed_chunks = len(done)
         self.part = PartFile(spec.target, spec.size, spec.content_id, spec.chunk_hashes, done=done, window=self.window)
         self.sched = Scheduler(chunk_sizes(spec.size), self.config, done=done, content_id=spec.content_id, now=loop.time())
+        if self.write_thread:
+            self._worker = ChunkWorker(self.part, loop)
         for p in self._initial:
             self.add_provider(p)
         disc_task = None
@@ -166,6 +171,8 @@ class Downloader:
         try:
             while True:
                 await self._loop()
+                if self._worker is not None:
+                    await self._worker.drain()  # duplicate (endgame) copies still queued
                 await self._persist(force=True)
                 try:
                     path = await asyncio.to_thread(self.part.finish)
@@ -188,16 +195,23 @@ class Downloader:
             except Exception:  # noqa: BLE001 - the original error matters more
                 log.exception("could not persist download state")
             finally:
+                await self._stop_worker()
                 if self.part is not None:
                     self.part.close()
             raise
         finally:
+            await self._stop_worker()
             if disc_task is not None:
                 disc_task.cancel()
                 await asyncio.gather(disc_task, return_exceptions=True)
         await self._store(lambda s: s.delete_partial(spec.content_id, spec.target))
         self._emit_progress(force=True)
         return path
+
+    async def _stop_worker(self) -> None:
+        w, self._worker = self._worker, None
+        if w is not None:
+            await asyncio.shield(w.stop())
 
     async def _load_partial(self) -> list[int]:
         spec = self.spec
@@ -350,10 +364,17 @@ class Downloader:
         if not s.received(key, index, now):
             return
         part = self.part
-        if not part.verify_chunk(index, data):
+        if self._worker is not None:
+            ok = await self._worker.submit(index, data)
+            del data, env
+            now = loop.time()
+        else:
+            ok = part.verify_chunk(index, data)
+            if ok:
+                part.write_chunk(index, data)
+        if not ok:
             self._bad(key, index, now)
             return
-        part.write_chunk(index, data)
         for c in s.chunk_verified(key, index, now):
             self._cancel_task(c.provider, c.index)
         self._unpersisted.append(index)

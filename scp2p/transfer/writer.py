@@ -26,8 +26,11 @@ for :meth:`PartFile.finish` (fsync, the rest of the whole-file hash, rename).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
+from collections import deque
 from typing import Iterable, Optional, Sequence
 
 from blake3 import blake3
@@ -37,7 +40,7 @@ from ..limits import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PartFile", "part_path"]
+__all__ = ["ChunkWorker", "PartFile", "part_path"]
 
 
 def part_path(target: str, content_id: bytes) -> str:
@@ -242,3 +245,89 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class ChunkWorker:
+    """Verifies and writes chunks of one :class:`PartFile` in a dedicated thread, in submission order.
+
+    BLAKE3 and ``os.pwrite`` release the GIL, so hashing and writing chunk *n* overlap
+    with the event loop reading chunk *n+1* from the socket (on another core). Results come
+    back to the loop in batches (one ``call_soon_threadsafe`` per batch the thread took
+    off its queue). Only this thread touches the part file's chunk state while it runs;
+    :meth:`drain` waits until everything submitted so far is done (before ``finish`` or
+    ``close``).
+    """
+
+    def __init__(self, part: PartFile, loop: asyncio.AbstractEventLoop) -> None:
+        self.part = part
+        self.loop = loop
+        self._q: deque = deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="scp2p-chunk-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, index: int, data) -> asyncio.Future:
+        """A future: True (verified and written), False (bad chunk), or the I/O error."""
+        fut = self.loop.create_future()
+        with self._cv:
+            if self._stop:
+                raise RuntimeError("chunk worker stopped")
+            self._q.append((index, data, fut))
+            self._cv.notify()
+        return fut
+
+    async def drain(self) -> None:
+        """Wait until every chunk submitted so far is verified and written."""
+        with self._cv:
+            if self._stop and not self._thread.is_alive():
+                return
+        await asyncio.shield(self.submit(-1, None))
+
+    async def stop(self) -> None:
+        """Drain, then end the thread."""
+        if self._thread.is_alive():
+            await self.drain()
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        part = self.part
+        while True:
+            with self._cv:
+                while not self._q and not self._stop:
+                    self._cv.wait()
+                if not self._q:
+                    return
+                items = list(self._q)
+                self._q.clear()
+            results = []
+            for index, data, fut in items:
+                if data is None:  # a drain marker
+                    results.append((fut, True, None))
+                    continue
+                try:
+                    ok = part.verify_chunk(index, data)
+                    if ok:
+                        part.write_chunk(index, data)
+                    results.append((fut, ok, None))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
+                    results.append((fut, None, exc))
+                del data
+            del items
+            try:
+                self.loop.call_soon_threadsafe(_deliver, results)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
+def _deliver(results: list) -> None:
+    for fut, ok, exc in results:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(ok)

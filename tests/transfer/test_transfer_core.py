@@ -16,7 +16,7 @@ from scp2p.transfer.chunkdata import chunk_data_header, chunk_slice, parse_chunk
 from scp2p.transfer.progress import Bandwidth, RateMeter
 from scp2p.transfer.scheduler import Scheduler, SchedulerConfig, chunk_sizes
 from scp2p.transfer.server import BufferPool, ChunkServer
-from scp2p.transfer.writer import PartFile, part_path
+from scp2p.transfer.writer import ChunkWorker, PartFile, part_path
 from scp2p.wire import codec
 from scp2p.wire.messages import ChunkData, GetChunk, HaveContent, MsgType, decode_payload, encode_payload
 from scp2p.wire.records import PeerAddr, Providers
@@ -440,5 +440,49 @@ def test_server_per_peer_cap_and_upload_bucket(tmp_path):
         assert srv.chunks_served == 3 and srv.refused == 1
         assert t[0] >= 0.2  # the bucket (one chunk burst, 10 chunks/s) made the later chunks wait
         srv.close()
+
+    asyncio.run(main())
+
+
+def test_chunk_worker_verifies_and_writes_in_order_then_drains(tmp_path):
+    data = os.urandom(5 * CHUNK_SIZE + 77)
+    d = describe_bytes(data)
+    target = str(tmp_path / "w.bin")
+
+    async def main():
+        part = PartFile(target, len(data), d.content_id, d.chunks)
+        w = ChunkWorker(part, asyncio.get_running_loop())
+        try:
+            bad = bytearray(data[CHUNK_SIZE : 2 * CHUNK_SIZE])
+            bad[0] ^= 1
+            futs = [w.submit(1, bad)]
+            futs += [w.submit(i, memoryview(data)[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]) for i in range(6)]
+            res = await asyncio.gather(*futs)
+            await w.drain()
+        finally:
+            await w.stop()
+        assert res == [False] + [True] * 6
+        assert part.complete
+        return part.finish()
+
+    out = asyncio.run(main())
+    with open(out, "rb") as fh:
+        assert fh.read() == data
+
+
+def test_chunk_worker_reports_io_errors(tmp_path):
+    data = os.urandom(2 * CHUNK_SIZE)
+    d = describe_bytes(data)
+
+    async def main():
+        part = PartFile(str(tmp_path / "e.bin"), len(data), d.content_id, d.chunks)
+        os.close(part.fd)  # writes now fail with EBADF
+        w = ChunkWorker(part, asyncio.get_running_loop())
+        try:
+            with pytest.raises(OSError):
+                await w.submit(0, data[:CHUNK_SIZE])
+        finally:
+            await w.stop()
+            part.fd = None
 
     asyncio.run(main())

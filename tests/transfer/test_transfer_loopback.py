@@ -66,11 +66,11 @@ async def _download(spec_src, target, n_providers, store=None, **kw):
             srv.close()
 
 
-@pytest.mark.parametrize("n", [1, 4])
-def test_download_from_providers(source, tmp_path, n):
+@pytest.mark.parametrize("n,write_thread", [(1, True), (4, True), (1, False)])
+def test_download_from_providers(source, tmp_path, n, write_thread):
     store = Store.open(tmp_path / "db")
     try:
-        dl, out, servers = run(_download(source, tmp_path / "out.bin", n, store=store))
+        dl, out, servers = run(_download(source, tmp_path / "out.bin", n, store=store, write_thread=write_thread))
         assert same_file(out, source[0])
         assert store.partials() == []  # the partial record is gone once complete
         assert not os.path.exists(part_path(out, source[1].content_id))
