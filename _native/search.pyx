@@ -623,6 +623,18 @@ cdef inline Py_ssize_t lower_bound(const unsigned int* a, Py_ssize_t lo, Py_ssiz
     return lo
 
 
+cdef inline int priority(Ctx* cx, unsigned int* cnt, int nt, int nslots, unsigned int s) noexcept nogil:
+    """The term matching the share's title/description with the fewest postings there, or -1."""
+    cdef int ti, pt = -1
+    cdef unsigned int c, best = 0
+    for ti in range(nt):
+        c = cnt[ti * nslots + s]
+        if cx.terms[ti].sd[s] and c and (pt < 0 or c < best):
+            best = c
+            pt = ti
+    return pt
+
+
 cdef inline int driver(Ctx* cx, unsigned int* cnt, int nt, int nslots, unsigned int s, unsigned int span,
                        unsigned int* best) noexcept nogil:
     cdef int ti, bt = -1
@@ -666,7 +678,9 @@ def run(st, plan, bint exhaustive=False):
     cdef long long matched = 0, rest
     cdef object blocked = plan.blocked
     cdef bytearray cids = st.cids
-    cdef bint stopped = False
+    cdef bint stopped = False, skipped = False
+    cdef int pt
+    cdef Py_ssize_t nfirst
     cdef unsigned int* rank_to_slot = NULL
     cdef object phrases = plan.phrases or None, excludes = plan.excludes or None, ptags = plan.tags or None
     for term in plan.terms:
@@ -786,23 +800,35 @@ def run(st, plan, bint exhaustive=False):
             lo = lo_[s]
             hi = hi_[s]
             bt = driver(&c, cnt, nt, nslots, s, hi - lo, &best)
+            pt = -1
+            if bt < 0 and not exhaustive and k:
+                pt = priority(&c, cnt, nt, nslots, s)
+            if pt >= 0:
+                # every term matches this share's title/description (see _index_py.run)
+                marks = _mark_union(&c, pt, lo, hi)
+                nfirst = 0
+                for i in range(hi - lo):
+                    nfirst += marks[i]
+                ntop = _scan(&c, phrases, excludes, ptags, blocked, cids, lo, hi, marks, 1, s, rk[s],
+                             top_s, top_r, top_d, ntop, k, &matched)
+                b = 0
+                for ti in range(nt):
+                    b += maxc[ti * nslots + s]
+                b = (b - maxc[pt * nslots + s] + c.terms[pt].sd[s]) * c.slot_wq[s]
+                if ntop >= k and top_s[k - 1] > b:
+                    matched += (hi - lo) - nfirst
+                    skipped = True
+                else:
+                    ntop = _scan(&c, phrases, excludes, ptags, blocked, cids, lo, hi, marks, 0, s, rk[s],
+                                 top_s, top_r, top_d, ntop, k, &matched)
+                free(marks)
+                marks = NULL
+                continue
             if bt >= 0 and c.terms[bt].l1 - c.terms[bt].l0 > 1:
-                marks = <unsigned char*>calloc(hi - lo + 1, 1)
-                if marks == NULL:
-                    raise MemoryError()
-                for li in range(c.terms[bt].l0, c.terms[bt].l1):
-                    L = &c.lists[li]
-                    i = lower_bound(L.post, 0, L.npost, lo)
-                    while i < L.npost and L.post[i] < hi:
-                        marks[L.post[i] - lo] = 1
-                        i += 1
+                marks = _mark_union(&c, bt, lo, hi)
             if bt < 0 or marks != NULL:
-                for i in range(lo, hi):
-                    if marks != NULL and not marks[i - lo]:
-                        continue
-                    sc = score_doc(&c, phrases, excludes, ptags, <unsigned int>i, s)
-                    if sc >= 0:
-                        ntop = _consider(&c, blocked, cids, <unsigned int>i, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
+                ntop = _scan(&c, phrases, excludes, ptags, blocked, cids, lo, hi, marks, 1, s, rk[s],
+                             top_s, top_r, top_d, ntop, k, &matched)
             if bt >= 0 and marks == NULL:
                 L = &c.lists[c.terms[bt].l0]
                 i = lower_bound(L.post, 0, L.npost, lo)
@@ -814,10 +840,43 @@ def run(st, plan, bint exhaustive=False):
                         ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             free(marks)
             marks = NULL
-        return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped
+        return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped or skipped
     finally:
         free(c.terms); free(c.lists); free(maxc); free(cnt); free(order)
         free(top_s); free(top_r); free(top_d); free(marks); free(rank_to_slot)
+
+
+cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int lo, unsigned int hi) except NULL:
+    """A byte per doc of [lo, hi): 1 if it is in one of term ti's posting lists."""
+    cdef unsigned char* marks = <unsigned char*>calloc(hi - lo + 1, 1)
+    cdef ListC* L
+    cdef Py_ssize_t i
+    cdef int li
+    if marks == NULL:
+        raise MemoryError()
+    for li in range(c.terms[ti].l0, c.terms[ti].l1):
+        L = &c.lists[li]
+        i = lower_bound(L.post, 0, L.npost, lo)
+        while i < L.npost and L.post[i] < hi:
+            marks[L.post[i] - lo] = 1
+            i += 1
+    return marks
+
+
+cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blocked, bytearray cids,
+               unsigned int lo, unsigned int hi, unsigned char* marks, int want, unsigned int s, unsigned int rank,
+               unsigned long long* top_s, unsigned int* top_r, unsigned int* top_d, int ntop, int k,
+               long long* matched) except -1:
+    """Score the docs of [lo, hi) whose mark equals ``want`` (all of them without marks)."""
+    cdef unsigned int i
+    cdef long long sc
+    for i in range(lo, hi):
+        if marks != NULL and marks[i - lo] != want:
+            continue
+        sc = score_doc(c, phrases, excludes, ptags, i, s)
+        if sc >= 0:
+            ntop = _consider(c, blocked, cids, i, sc, rank, top_s, top_r, top_d, ntop, k, matched)
+    return ntop
 
 
 cdef int _consider(Ctx* c, object blocked, bytearray cids, unsigned int d, long long sc, unsigned int rank,
@@ -870,6 +929,64 @@ cdef void _sort_u64(unsigned long long* a, Py_ssize_t n) noexcept nogil:
         gap //= 3
 
 
+# ---------------------------------------------------------------------- image validation
+def max_of(array a):
+    """The largest value of an array, -1 if it is empty."""
+    cdef Py_ssize_t i, n = len(a)
+    cdef unsigned long long m = 0
+    if n == 0:
+        return -1
+    if a.ob_descr.typecode == b"I":
+        for i in range(n):
+            if a.data.as_uints[i] > m:
+                m = a.data.as_uints[i]
+    elif a.ob_descr.typecode == b"Q":
+        for i in range(n):
+            if a.data.as_ulonglongs[i] > m:
+                m = a.data.as_ulonglongs[i]
+    else:
+        return max(a)
+    return m
+
+
+def is_monotonic(array a):
+    cdef Py_ssize_t i, n = len(a)
+    if a.ob_descr.typecode == b"I":
+        for i in range(n - 1):
+            if a.data.as_uints[i] > a.data.as_uints[i + 1]:
+                return False
+        return True
+    if a.ob_descr.typecode == b"Q":
+        for i in range(n - 1):
+            if a.data.as_ulonglongs[i] > a.data.as_ulonglongs[i + 1]:
+                return False
+        return True
+    return all(a[i] <= a[i + 1] for i in range(n - 1))
+
+
+def check_blocks(array poff, array blk, array boff, unsigned long long nslots):
+    """See _index_py.check_blocks."""
+    cdef Py_ssize_t t, r
+    cdef unsigned long long b0, b1, size, start
+    cdef long long prev
+    for t in range(len(poff) - 1):
+        b0 = boff.data.as_ulonglongs[t]
+        b1 = boff.data.as_ulonglongs[t + 1]
+        size = poff.data.as_ulonglongs[t + 1] - poff.data.as_ulonglongs[t]
+        if (b1 - b0) % 2 or (size and b1 == b0):
+            return False
+        prev = -1
+        r = b0
+        while r < <Py_ssize_t>b1:
+            start = blk.data.as_uints[r + 1]
+            if (blk.data.as_uints[r] >> 2) >= nslots or <long long>start <= prev or start >= size or \
+                    (prev < 0 and start != 0):
+                return False
+            prev = start
+            r += 2
+    return True
+
+
 class _Kernels:
     pass
 
@@ -879,6 +996,9 @@ _K.tokenize = tokenize
 _K.add_share = add_share
 _K.run = run
 _K.prepare = prepare
+_K.max_of = max_of
+_K.is_monotonic = is_monotonic
+_K.check_blocks = check_blocks
 _K.merge = merge
 _K.ExactNames = ExactNames
 

@@ -1,23 +1,26 @@
 """What both index twins share: the state layout, the public API, query planning,
-persistence and snippets. A twin module supplies only the hot kernels
-(``tokenize``, ``add_share``, ``run``, ``ExactNames``) over this same layout, so a
+persistence and snippets. A twin module supplies only the hot kernels (``tokenize``,
+``prepare``, ``add_share``, ``merge``, ``run``, ``ExactNames``) over this same layout, so a
 persisted image is read by either twin.
 
-State layout (all item data lives in flat typed arrays; no per-item Python objects):
+State layout (item data lives in flat typed arrays; no per-item Python objects):
 
 * docs (append-only ids; a share's items are one contiguous id run, in the share's rank order):
   ``doc_share``, ``doc_size``, ``doc_mime``, ``doc_ext``, ``doc_tagset`` (arrays), ``names``
   (UTF-8, ``name_off``), ``cids`` (32 bytes each), ``fwd``/``fwd_off`` (the name's term ids);
-* terms: ``term_ids`` (str -> id, id 0 reserved), ``terms``, ``term_blob``/``term_off`` (UTF-8);
-* per term: ``post[t]`` sorted doc ids (array('I')), ``blk[t]`` block table, pairs
-  ``(slot << 2 | flags, index of the run's first posting)``, one pair per share run;
-* per strict prefix (lengths in ``ranking.PREFIX_LIST_LENGTHS``): ``ppost``/``pblk`` likewise;
+* terms: ``term_ids`` (str -> id, id 0 reserved), ``terms``, ``term_blob``/``term_off`` (UTF-8),
+  ``term_pfx`` (the ids of each term's strict prefixes of the listed lengths);
+* ``lists[0]`` (per term) and ``lists[1]`` (per strict prefix, lengths in
+  ``ranking.PREFIX_LIST_LENGTHS``): :class:`Postings` -- sorted doc ids and block tables
+  ``(slot << 2 | flags, start)``, one pair per share run, as CSR arrays plus deltas;
+* tagsets: interned tag tuples with their tokens and prefix ids, flat with offsets;
 * shares (slots): ``slot_lo``/``slot_hi`` (the live doc run), ``slot_wq``, ``slot_trust``,
   ``slot_alive``, ``slot_rank`` (rank of the share id, for the tie-break).
 
-Replacing a share appends its new run and marks the old one dead (the slot's range moves);
-dead runs are skipped by a range check and reclaimed by :meth:`IndexBase.compact`, which runs
-by itself when dead items outnumber live ones (amortised; never on a single update).
+Replacing a share appends its new run and moves the slot's range (the old run is dead at once:
+readers check the range); merges drop dead runs from the postings, and
+:meth:`IndexBase.compact` reclaims dead doc storage once dead items outnumber live ones
+(amortised; never on a single small update).
 """
 
 from __future__ import annotations
@@ -690,6 +693,31 @@ def _image(st: State):
     return body()
 
 
+def _validate(st: State, k) -> None:
+    """Every id and offset the kernels follow is in range (a damaged image must not crash them)."""
+    n, nterms, npfx, nts, nslots = len(st.doc_share), len(st.terms), len(st.pfx_list), len(st.tagset_keys), len(st.slot_ids)
+    npl = len(ranking.PREFIX_LIST_LENGTHS)
+
+    def offsets(off, total, count):
+        return len(off) == count + 1 and off[0] == 0 and off[-1] == total and k.is_monotonic(off)
+
+    ok = (all(len(a) == n for a in (st.doc_size, st.doc_mime, st.doc_ext, st.doc_tagset))
+          and offsets(st.fwd_off, len(st.fwd), n) and offsets(st.name_off, len(st.names), n) and len(st.cids) == 32 * n
+          and offsets(st.term_off, len(st.term_blob), nterms) and offsets(st.ts_toff, len(st.ts_toks), nts)
+          and offsets(st.ts_poff, len(st.ts_pfx), nts) and len(st.term_pfx) == npl * nterms
+          and k.max_of(st.fwd) < nterms and k.max_of(st.ts_toks) < nterms and k.max_of(st.doc_ext) < nterms
+          and k.max_of(st.doc_tagset) < nts and k.max_of(st.doc_share) < nslots and k.max_of(st.doc_mime) < len(st.mimes)
+          and k.max_of(st.term_pfx) <= npfx and k.max_of(st.ts_pfx) < npfx and k.max_of(st.slot_trust) < 3
+          and all(len(a) == nslots for a in (st.slot_lo, st.slot_hi, st.slot_wq, st.slot_trust, st.slot_alive, st.slot_rank))
+          and all(st.slot_lo[x] <= st.slot_hi[x] <= n for x in range(nslots)))
+    for L, nl in zip(st.lists, (nterms, npfx)):
+        ok = ok and (len(L.poff) <= nl + 1 and len(L.boff) == len(L.poff)
+                     and offsets(L.poff, len(L.post), len(L.poff) - 1) and offsets(L.boff, len(L.blk), len(L.poff) - 1)
+                     and k.max_of(L.post) < n and k.check_blocks(L.poff, L.blk, L.boff, nslots))
+    if not ok:
+        raise IndexImageError("inconsistent search index image")
+
+
 def _texts(raw, name) -> list[str]:
     blob, off = bytes(raw[name]), raw[name + "#"]
     return [blob[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
@@ -748,18 +776,7 @@ def _read_image(cls, data: bytes):
             ix._set_share_meta(x, meta["titles"][x], meta["descs"][x])
         st.ndead = meta["ndead"]
         ix._ranks_dirty = True
-        n = len(st.doc_share)
-        nts = len(st.tagset_keys)
-        if not (len(st.lists[0].poff) <= len(st.terms) + 1 and len(st.lists[1].poff) <= len(st.pfx_list) + 1
-                and len(st.term_pfx) == len(ranking.PREFIX_LIST_LENGTHS) * len(st.terms)
-                and len(st.fwd_off) == n + 1 and len(st.name_off) == n + 1 and len(st.cids) == 32 * n
-                and len(st.ts_toff) == nts + 1 and len(st.ts_poff) == nts + 1
-                and len(st.slot_lo) == len(st.slot_ids) and st.fwd_off[-1] == len(st.fwd)
-                and st.name_off[-1] == len(st.names) and (not n or max(st.fwd) < len(st.terms))
-                and (not n or max(st.doc_tagset) < nts) and (not n or max(st.doc_share) < len(st.slot_ids))
-                and (not len(st.lists[0].post) or max(st.lists[0].post) < n)
-                and (not len(st.lists[1].post) or max(st.lists[1].post) < n)):
-            raise IndexImageError("inconsistent search index image")
+        _validate(st, ix._k)
         for x in range(len(st.slot_ids)):
             if st.slot_alive[x]:
                 st.exact.add_range(st, st.slot_lo[x], st.slot_hi[x])

@@ -14,7 +14,32 @@ from . import ranking
 from ._base import IndexBase, State, _prepare_items
 from .text import tokenize
 
-__all__ = ["Index", "tokenize", "prepare", "add_share", "merge", "run", "ExactNames"]
+__all__ = ["Index", "tokenize", "prepare", "add_share", "merge", "run", "ExactNames", "max_of", "is_monotonic",
+           "check_blocks"]
+
+
+def max_of(a) -> int:
+    """The largest value of an array, -1 if it is empty."""
+    return max(a, default=-1)
+
+
+def is_monotonic(a) -> bool:
+    return all(a[i] <= a[i + 1] for i in range(len(a) - 1))
+
+
+def check_blocks(poff, blk, boff, nslots: int) -> bool:
+    """Each list's block table: even length, starts strictly increasing from 0 inside the list, slots in range."""
+    for t in range(len(poff) - 1):
+        b0, b1, size = boff[t], boff[t + 1], poff[t + 1] - poff[t]
+        if (b1 - b0) % 2 or (size and b1 == b0):
+            return False
+        prev = -1
+        for r in range(b0, b1, 2):
+            start = blk[r + 1]
+            if (blk[r] >> 2) >= nslots or start <= prev or start >= size or (prev < 0 and start != 0):
+                return False
+            prev = start
+    return True
 
 
 def prepare(items) -> list:
@@ -270,6 +295,22 @@ def run(st: State, plan, exhaustive: bool = False):
     top: list[tuple] = []  # (-score, rank, doc)
     k = plan.k
     matched = 0
+    skipped = False
+
+    def consider(d, s, rank):
+        nonlocal matched
+        sc = _score(st, plan, d, s)
+        if sc < 0:
+            return
+        if plan.blocked is not None and bytes(st.cids[32 * d:32 * d + 32]) in plan.blocked:
+            return
+        matched += 1
+        key = (-sc, rank, d)
+        if k and (len(top) < k or key < top[-1]):
+            bisect.insort(top, key)
+            if len(top) > k:
+                top.pop()
+
     for oi, (nb_, rank, s) in enumerate(order):
         bound = -nb_
         if not exhaustive and k and len(top) >= k:
@@ -277,19 +318,48 @@ def run(st: State, plan, exhaustive: bool = False):
             if -kth[0] > bound or (-kth[0] == bound and kth[1] < rank):
                 rest = sum(_driver(plan, cnt, nt, s2, lo_, hi_)[0] for _, _, s2 in order[oi:])
                 return [(-t[0], t[2]) for t in top], matched + rest, True
-        for d in _candidates(st, plan, cnt, nt, s):
-            sc = _score(st, plan, d, s)
-            if sc < 0:
-                continue
-            if plan.blocked is not None and bytes(st.cids[32 * d:32 * d + 32]) in plan.blocked:
-                continue
-            matched += 1
-            key = (-sc, rank, d)
-            if k and (len(top) < k or key < top[-1]):
-                bisect.insort(top, key)
-                if len(top) > k:
-                    top.pop()
-    return [(-t[0], t[2]) for t in top], matched, False
+        lo, hi = lo_[s], hi_[s]
+        _, bt = _driver(plan, cnt, nt, s, lo_, hi_)
+        pt = -1 if bt >= 0 or exhaustive or not k else _priority(plan, cnt, nt, s)
+        if pt < 0:
+            for d in _candidates(st, plan, cnt, nt, s, bt):
+                consider(d, s, rank)
+            continue
+        # every term matches this share's title/description: items in the postings of the priority
+        # term first; the others get only its title/description points, so they are skipped when
+        # the k-th best already beats that bound
+        first = _union(plan.terms[pt][3], lo, hi)
+        for d in first:
+            consider(d, s, rank)
+        b2 = (sum(maxc[ti][s] for ti in range(nt)) - maxc[pt][s] + plan.terms[pt][4][s]) * st.slot_wq[s]
+        if len(top) >= k and -top[k - 1][0] > b2:
+            matched += (hi - lo) - len(first)
+            skipped = True
+            continue
+        firstset = set(first)
+        for d in range(lo, hi):
+            if d not in firstset:
+                consider(d, s, rank)
+    return [(-t[0], t[2]) for t in top], matched, skipped
+
+
+def _priority(plan, cnt, nt, s) -> int:
+    """The term (matching the share's title/description) with the fewest postings there, or -1."""
+    best, pt = 0, -1
+    for ti in range(nt):
+        c = cnt[ti][s]
+        if plan.terms[ti][4][s] and c and (pt < 0 or c < best):
+            best, pt = c, ti
+    return pt
+
+
+def _union(lists, lo, hi) -> list[int]:
+    out = []
+    for post, p0, p1, _blk, _b0, _b1, _strict in lists:
+        i = bisect.bisect_left(post, lo, p0, p1)
+        j = bisect.bisect_left(post, hi, i, p1)
+        out.extend(post[i:j])
+    return sorted(set(out)) if len(lists) > 1 else out
 
 
 def _driver(plan, cnt, nt, s, lo_, hi_):
@@ -307,20 +377,11 @@ def _driver(plan, cnt, nt, s, lo_, hi_):
     return best, bt
 
 
-def _candidates(st, plan, cnt, nt, s):
+def _candidates(st, plan, cnt, nt, s, bt):
     lo, hi = st.slot_lo[s], st.slot_hi[s]
-    _, bt = _driver(plan, cnt, nt, s, st.slot_lo, st.slot_hi)
     if bt < 0:
         return range(lo, hi)
-    lists = plan.terms[bt][3]
-    out = []
-    for post, p0, p1, _blk, _b0, _b1, _strict in lists:
-        i = bisect.bisect_left(post, lo, p0, p1)
-        j = bisect.bisect_left(post, hi, i, p1)
-        out.extend(post[i:j])
-    if len(lists) > 1:
-        out = sorted(set(out))
-    return out
+    return _union(plan.terms[bt][3], lo, hi)
 
 
 class Index(IndexBase):

@@ -201,3 +201,57 @@ def test_damaged_image(twin, ix, damage):
 
 def test_query_objects_accepted(ix):
     assert ix.search(parse_query("bash")) == ix.search("bash")
+
+
+def test_early_stop_reports_estimate(twin):
+    ix = twin.Index()
+    for s in range(20):
+        ix.replace_share(sid(30 + s), [item(f"pkg{s}-{i}.so", ["usr", "lib"], key=f"{s}/{i}") for i in range(50)])
+    page = ix.search("usr", limit=5)
+    assert len(page.hits) == 5 and page.total_is_estimate and page.total >= 1000
+    assert [h.share_id for h in page.hits] == [sid(30)] * 5  # ties: smallest share id, then in-share rank
+    full = ix.search("usr", limit=0)
+    assert full.total == 1000 and not full.total_is_estimate and full.hits == ()
+
+
+def test_automatic_merge_and_compaction(twin, monkeypatch):
+    from scp2p.search import _base
+
+    monkeypatch.setattr(_base, "MERGE_MIN", 10)
+    monkeypatch.setattr(_base, "_COMPACT_MIN_DEAD", 10)
+    ix = twin.Index()
+    for rnd in range(4):
+        for s in range(3):
+            ix.replace_share(sid(60 + s), [item(f"r{rnd} f{i}.txt", ["d"], key=f"{s}.{i}") for i in range(8)])
+    st = ix._st
+    assert st.lists[0].ndelta < 200 and len(st.lists[0].post) > 0  # merged along the way
+    assert st.ndead <= st.ndocs - st.ndead  # compacted along the way
+    assert len(ix) == 24
+    assert ix.search("r3", limit=50).total == 24 and ix.search("r0").total == 0
+
+
+def test_tags_with_odd_characters_round_trip(twin):
+    ix = twin.Index()
+    odd = [("",), ("a\x00b",), ("\x01x", "y"), ("one",), ("two", "tags"), ()]
+    ix.replace_share(sid(70), [item(f"f{i}", t, key=str(i)) for i, t in enumerate(odd)])
+    back = twin.Index.from_bytes(ix.to_bytes())
+    for i, t in enumerate(odd):
+        assert back.search(f"f{i}").hits[0].tags == t
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda st: st.lists[0].post.__setitem__(0, 10**6),
+    lambda st: st.fwd.__setitem__(0, 10**6),
+    lambda st: st.doc_share.__setitem__(0, 99),
+    lambda st: st.lists[0].blk.__setitem__(1, 7),
+    lambda st: st.fwd_off.__setitem__(1, 10**6),
+    lambda st: st.ts_toks.__setitem__(0, 10**6),
+])
+def test_out_of_range_ids_rejected_on_load(twin, mutate):
+    ix = twin.Index()
+    ix.replace_share(sid(80), [item("alpha beta.txt", ["usr", "doc"]), item("gamma", ["x"])])
+    ix._maybe_merge(force=True)
+    mutate(ix._st)
+    data = b"".join(bytes(p) for p in __import__("scp2p.search._base", fromlist=["_image"])._image(ix._st))
+    with pytest.raises(IndexImageError):
+        twin.Index.from_bytes(data)
