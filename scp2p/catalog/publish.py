@@ -24,7 +24,7 @@ from ..store import ManifestRow, OwnedDhtValue, PublishedFile, PublishedShare, S
 from ..wire import codec
 from ..wire.messages import ManifestData
 from ..wire.records import ItemV1, ManifestV1, ShareHead
-from .manifest import build_manifest, encode_manifest, guess_mime, manifest_id
+from .manifest import build_manifest, decode_manifest, encode_manifest, guess_mime, manifest_id
 from .share_head import encode_share_head, sign_share_head
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,12 @@ def publish_folder(
     now: Optional[int] = None,
     head_ttl: int = DEFAULT_TTL,
     progress: Optional[Progress] = None,
+    recommended: Optional[Iterable[bytes]] = None,
 ) -> PublishResult:
     """Publish (or re-publish) ``root`` as the share of ``key``: seq + 1, signed, kept in the store.
+
+    ``recommended`` share ids go into the manifest's ``recommended_shares`` (None: keep the
+    previous publication's).
 
     Only new or changed files (size, mtime, inode) are hashed. Fails with
     :class:`ManifestTooLarge` (nothing stored) when the manifest would not fit 1 MiB.
@@ -178,9 +182,14 @@ def publish_folder(
     def known(path: str, size: int, mtime_ns: int, inode: int) -> Optional[PublishedFile]:
         return store.unchanged_file(sid, path, size, mtime_ns, inode)
 
+    if recommended is None:
+        row = store.manifest(prev.latest_manifest_id, touch=False) if prev and prev.latest_manifest_id else None
+        recommended = decode_manifest(row.wire).recommended_shares if row is not None else ()
+    recommended = tuple(dict.fromkeys(bytes(r) for r in recommended if bytes(r) != key.share_id))
     files = scan_folder(root, known=known, tags=tags, progress=progress)
     seq = (prev.latest_seq if prev is not None else 0) + 1
-    m = build_manifest(key, seq, [f.item for f in files], title=title, description=description, created_at=now)
+    m = build_manifest(key, seq, [f.item for f in files], title=title, description=description, created_at=now,
+                       recommended_shares=recommended)  # fmt: skip
     wire = encode_manifest(m)
     mid = manifest_id(m)
     check_manifest_fits(m, wire, mid)

@@ -34,6 +34,7 @@ from ..node.views import (
     honoured_blocklist,
     peers_view,
     publish_view,
+    recommended_view,
     shares_view,
     subscribe_view,
     subscription_view,
@@ -119,8 +120,8 @@ def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Publish FOLDER as a share (a re-run updates it); prints the share id."""
     folder = Path(args.folder).expanduser().resolve()
     if _running(cfg):
-        res = _node_call(cfg, "publish", {"folder": str(folder), "title": args.title,
-                                          "description": args.description, "tags": args.tag})  # fmt: skip
+        res = _node_call(cfg, "publish", {"folder": str(folder), "title": args.title, "description": args.description,
+                                          "tags": args.tag, "recommend": args.recommend or None})  # fmt: skip
         out.data(res, res["share_id"])
         return 0
     with _open_store(cfg) as store:
@@ -128,8 +129,9 @@ def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
         key = _share_for_folder(store, folder, args.share)
         bar = out.progress("hashing", None, " files")
         try:
+            rec = [_hex_id(r) for r in args.recommend] if args.recommend else None
             res = publish_folder(store, key, folder, title=args.title, description=args.description, tags=args.tag,
-                                 progress=lambda done, total, _b: bar.update(done, total))  # fmt: skip
+                                 recommended=rec, progress=lambda done, total, _b: bar.update(done, total))  # fmt: skip
         finally:
             bar.close()
     out.data(publish_view(res), res.share_id.hex())
@@ -216,6 +218,22 @@ def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) ->
             rows = [subscription_view(s) for s in store.subscriptions()]
     out.table(rows, [("share_id", "SHARE ID"), ("trust", "TRUST"), ("weight", "WEIGHT"), ("seq", "SEQ"),
                      ("blocklist", "BLOCKLIST")], "no subscriptions")  # fmt: skip
+    return 0
+
+
+@command("recommended")
+def cmd_recommended(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
+    """Shares recommended by the catalogs you follow, not yet subscribed."""
+    if _running(cfg):
+        rows = _node_call(cfg, "recommended")
+    else:
+        with _open_store(cfg) as store:
+            rows = recommended_view(store)
+    view = [dict(r, recommended_by=", ".join(x[:16] for x in r["recommended_by"])) for r in rows]
+    if out.json:
+        out.data(rows)
+    else:
+        out.table(view, [("share_id", "SHARE ID"), ("recommended_by", "RECOMMENDED BY")], "no recommendations")
     return 0
 
 
@@ -455,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--description")
     s.add_argument("--tag", action="append", default=[], help="a tag for every item (repeatable)")
     s.add_argument("--share", help="publish under this existing share id")
+    s.add_argument("--recommend", action="append", default=[], metavar="SHARE_ID",
+                   help="recommend another share in this catalog (repeatable; kept on later publishes)")  # fmt: skip
 
     sub.add_parser("shares", help="list published shares")
 
@@ -493,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--offset", type=int, default=0)
     sub.add_parser("subscriptions", help="list subscriptions")
+    sub.add_parser("recommended", help="shares recommended by the catalogs you follow")
     s = sub.add_parser("unsubscribe", help="forget a subscription")
     s.add_argument("share_id")
     return p

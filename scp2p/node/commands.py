@@ -17,8 +17,9 @@ def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> di
         return await node.status()
 
     async def publish(args: dict, progress) -> Any:
+        rec = [bytes.fromhex(r) for r in args["recommend"]] if args.get("recommend") else None
         res = await node.publish(Path(args["folder"]), title=args.get("title"), description=args.get("description"),
-                                 tags=args.get("tags") or ())  # fmt: skip
+                                 tags=args.get("tags") or (), recommended=rec)  # fmt: skip
         return publish_view(res)
 
     async def shares(args: dict, progress) -> Any:
@@ -75,13 +76,16 @@ def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> di
         path = await handle
         return {"content_id": cid.hex(), "path": path}
 
+    async def recommended(args: dict, progress) -> Any:
+        return await node.recommended()
+
     async def stop(args: dict, progress) -> Any:
         if on_stop is not None:
             on_stop()
         return {"stopping": True}
 
     return {"status": status, "publish": publish, "shares": shares, "invite": invite, "subscribe": subscribe,
-            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers, "search": search, "download": download,
+            "subscriptions": subscriptions, "unsubscribe": unsubscribe, "sync": sync, "peers": peers, "search": search, "download": download, "recommended": recommended,
             "stop": stop}  # fmt: skip
 
 

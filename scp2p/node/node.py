@@ -313,6 +313,7 @@ class Node:
         description: Optional[str] = None,
         tags: Iterable[str] = (),
         share_key: Optional[ShareKey] = None,
+        recommended: Optional[Iterable[bytes]] = None,
     ) -> PublishResult:
         """Publish (or update) ``folder`` as a share and announce it. A folder published before
         keeps its share; otherwise a new share key is created (or ``share_key`` used)."""
@@ -328,7 +329,8 @@ class Node:
                         owned = s.share_key(pub.share_id)
                         key = owned.key if owned else None
                         break
-            return publish_folder(s, key or ShareKey.generate(), folder, title=title, description=description, tags=tags)
+            return publish_folder(s, key or ShareKey.generate(), folder, title=title, description=description,
+                                  tags=tags, recommended=recommended)  # fmt: skip
 
         res = await self.store.run(work)
         self.counters.published += 1
@@ -403,6 +405,13 @@ class Node:
     async def subscriptions(self) -> list[Subscription]:
         self._need()
         return await self.store.run(lambda s: s.subscriptions())
+
+    async def recommended(self) -> list[dict]:
+        """Shares that the catalogs we follow recommend, not yet subscribed (most recommended first)."""
+        self._need()
+        from .views import recommended_view
+
+        return await self.store.run(recommended_view)
 
     async def sync_subscriptions(self) -> list[SyncResult]:
         """Sync every subscription now; returns when done."""

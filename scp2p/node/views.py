@@ -58,3 +58,21 @@ def honoured_blocklist(store: Any) -> Any:
              for row in [store.latest_manifest(sub.share_id)] if row is not None]  # fmt: skip
     bl = merge(blocklist_from_manifest(decode_manifest(w)) for w in wires)
     return SearchBlocklist(bl.share_ids, bl.content_ids) if bl else None
+
+
+def recommended_view(store: Any) -> list[dict]:
+    """Shares recommended by the catalogs we follow (and by our own), not yet subscribed."""
+    from ..catalog.manifest import decode_manifest
+
+    own = [p.share_id for p in store.published_shares()]
+    subscribed = {s.share_id for s in store.subscriptions()} | set(own)
+    sources = [s.share_id for s in store.subscriptions()] + own
+    by: dict[bytes, list[str]] = {}
+    for sid in sources:
+        row = store.latest_manifest(sid)
+        if row is None:
+            continue
+        for rec in decode_manifest(row.wire).recommended_shares:
+            if rec not in subscribed and rec != sid:
+                by.setdefault(rec, []).append(sid.hex())
+    return [{"share_id": k.hex(), "recommended_by": v} for k, v in sorted(by.items(), key=lambda kv: -len(kv[1]))]

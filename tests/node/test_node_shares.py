@@ -120,3 +120,19 @@ async def test_forged_rolled_back_and_tampered_data_is_rejected(tmp_path):
         r = await victim.sync_subscriptions()
         assert (r[0].updated, r[0].seq) == (False, 3) and r[0].error is not None
         assert (await victim.subscriptions())[0].latest_seq == 3
+
+
+@async_test(120)
+async def test_recommended_shares_are_listed_for_the_subscriber(tmp_path):
+    a, b = _folder(tmp_path, "a"), _folder(tmp_path, "b")
+    async with Cluster(tmp_path) as c:
+        pub, sub = await c.add("pub"), await c.add("sub")
+        other = await pub.publish(b)
+        main = await pub.publish(a, recommended=[other.share_id])
+        again = await pub.publish(a)  # recommendations are kept on re-publishing
+        assert again.manifest.recommended_shares == (other.share_id,)
+        await sub.subscribe(await pub.invite(main.share_id))
+        assert await sub.recommended() == [{"share_id": other.share_id.hex(),
+                                            "recommended_by": [main.share_id.hex()]}]  # fmt: skip
+        await sub.subscribe(await pub.invite(other.share_id))
+        assert await sub.recommended() == []
