@@ -78,6 +78,7 @@ class CatalogService:
         self._wake = asyncio.Event()
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._loop_task: Optional[asyncio.Task] = None
+        self._pushed: dict[bytes, tuple[ShareHead, Optional[bytes]]] = {}  # share -> newest pushed head, sender
         self._announced: set[bytes] = set()  # content ids whose hints we put (the DHT republishes them)
         self.served = 0
 
@@ -201,13 +202,17 @@ class CatalogService:
 
         await asyncio.gather(*(one(s) for s in sessions))
 
-    def head_stored(self, key: bytes, value: bytes) -> None:
-        """Hook for the DHT STORE handler: a head of a share we follow arrived -> sync it now."""
+    def head_stored(self, key: bytes, value: bytes, sender: Optional[bytes] = None) -> None:
+        """Hook for the DHT STORE handler: a head of a share we follow arrived -> sync it now,
+        starting from that head and asking its sender (who has the manifest, usually) first."""
         try:
             head = decode_share_head(value)
         except Scp2pError:
             return
-        if share_head_key(head.share_id) == key:
+        if share_head_key(head.share_id) == key and head.share_id in self.schedule._entries:
+            prev = self._pushed.get(head.share_id)
+            if prev is None or head.latest_seq > prev[0].latest_seq:
+                self._pushed[head.share_id] = (head, sender)
             self.schedule.sync_now(self.clock(), head.share_id)
             self._wake.set()
 
@@ -270,13 +275,15 @@ class CatalogService:
         sub = await self.store.run(lambda s: s.subscription(sid))
         if sub is None:
             return SyncResult(sid, False, None, "not subscribed")
-        found = await self.dht.find_value(share_head_key(sid), share_pubkey=sub.share_pubkey, newest=_head_seq)
-        if found is None:
-            return SyncResult(sid, False, sub.latest_seq, "no share head found in the DHT")
-        head = decode_share_head(found.value)
+        head, first = await self._pushed_head(sub)
+        if head is None:
+            found = await self.dht.find_value(share_head_key(sid), share_pubkey=sub.share_pubkey, newest=_head_seq)
+            if found is None:
+                return SyncResult(sid, False, sub.latest_seq, "no share head found in the DHT")
+            head = decode_share_head(found.value)
         if not check_head(sub, head):
             return SyncResult(sid, False, sub.latest_seq)  # nothing newer
-        m, wire = await self._fetch_manifest(sub, head)
+        m, wire = await self._fetch_manifest(sub, head, first)
         mid = head.latest_manifest_id
 
         def apply(s: Any) -> bool:
@@ -294,6 +301,22 @@ class CatalogService:
                 await r
         self._spawn(self.announce_manifest(mid), f"announce-manifest-{mid.hex()[:8]}")
         return SyncResult(sid, True, m.seq)
+
+    async def _pushed_head(self, sub: Subscription) -> tuple[Optional[ShareHead], list[Any]]:
+        """A head pushed to us that is newer than ours and checks out, and its sender's session."""
+        pushed = self._pushed.pop(sub.share_id, None)
+        if pushed is None:
+            return None, []
+        head, sender = pushed
+        try:
+            if not check_head(sub, head):
+                return None, []
+        except Scp2pError:
+            return None, []  # unverifiable or forged: fall back to the DHT
+        if sub.share_pubkey is None:
+            return None, []  # cannot verify a pushed head: ask the DHT for the newest copy
+        session = self.endpoint.pool.find(sender) if sender is not None else None
+        return head, [session] if session is not None else []
 
     async def _candidates(self, sub: Subscription, mid: bytes) -> list[Any]:
         """Who may hold the manifest: hinted providers, connected peers, known peers, DHT neighbours."""
@@ -318,14 +341,22 @@ class CatalogService:
             pass
         return out
 
-    async def _fetch_manifest(self, sub: Subscription, head: ShareHead) -> tuple[ManifestV1, bytes]:
+    async def _fetch_manifest(self, sub: Subscription, head: ShareHead, first: Iterable[Any] = ()
+                              ) -> tuple[ManifestV1, bytes]:  # fmt: skip
         mid = head.latest_manifest_id
         local = await self.store.run(lambda s: s.manifest(mid, touch=False))
         if local is not None:
             return accept_manifest(sub, head, local.wire, now=int(self.clock())), local.wire
         last: Optional[Exception] = None
         tried: set = set()
-        for peer in await self._candidates(sub, mid):
+
+        async def candidates():
+            for peer in first:
+                yield peer
+            for peer in await self._candidates(sub, mid):
+                yield peer
+
+        async for peer in candidates():
             ident = getattr(peer, "remote_pubkey", None) or (peer.ip, peer.port, peer.transport)
             if ident in tried or getattr(peer, "pubkey_hint", None) == self.endpoint.key.public_key:
                 continue

@@ -143,8 +143,8 @@ class DhtService:
         # recently reached peers from the peer database, for PEX offers
         self._offer_cache: dict[tuple, tuple[PeerAddr, int]] = {}
         self._last_flush = now
-        #: called with (key, value) after a STORE from a peer was accepted
-        self.on_store: Optional[Callable[[bytes, bytes], None]] = None
+        #: called with (key, value, sender pubkey) after a STORE from a peer was accepted
+        self.on_store: Optional[Callable[[bytes, bytes, bytes], None]] = None
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "DhtService":
@@ -273,7 +273,7 @@ class DhtService:
         reply = self.core.handle_request(sender, msg, now)
         if isinstance(msg, Store) and self.on_store is not None:
             try:
-                self.on_store(msg.key, msg.value)  # accepted (a refusal raised above)
+                self.on_store(msg.key, msg.value, remote_pubkey)  # accepted (a refusal raised above)
             except Exception:  # noqa: BLE001 - an observer must not break the STORE
                 log.exception("on_store observer failed")
         return reply
