@@ -318,7 +318,11 @@ def cmd_status(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
         f"peers       {st['peers']} connected, {st['known_peers']} known, {st['dht_contacts']} in the DHT table",
         f"shares      {st['shares']} published",
         f"subscribed  {st['subscriptions']}",
-        f"served      {c['manifests_served']} manifests",
+        f"served      {c['manifests_served']} manifests, {c['chunks_served']} chunks, "
+        f"{c['requests_handled']} requests; {_size(c['bytes_out'])} out, {_size(c['bytes_in'])} in",
+        f"downloads   {c['downloads_completed']} completed, {c['downloads_active']} active",
+        *[f"  {t['content_id'][:16]}  {_size(t['done'])}/{_size(t['total'] or 0)}  {t['target']}"
+          for t in st["transfers"]],
         f"uptime      {st['uptime_s']}s",
     ]))  # fmt: skip
     return 0

@@ -37,6 +37,7 @@ from ..transport.endpoint import Endpoint
 from ..transport.session import PeerConnected as _TPeerConnected
 from ..transport.urls import parse_url
 from ..wire.messages import MsgType
+from ..limits import DEFAULT_TTL
 from ..wire.records import ManifestV1, PeerAddr
 from . import events as ev
 from . import downloads, indexing
@@ -52,6 +53,9 @@ API_VERSION = "1.0"
 class Counters:
     manifests_served: int = 0
     downloads: int = 0
+    #: bytes of sessions already closed (open ones are added when status is read)
+    bytes_in: int = 0
+    bytes_out: int = 0
     syncs: int = 0
     sync_failures: int = 0
     published: int = 0
@@ -182,6 +186,8 @@ class Node:
         if isinstance(e, _TPeerConnected):
             self.bus.emit(ev.PeerConnected(e.remote_node_id, addr))
         else:
+            self.counters.bytes_in += getattr(e.session, "bytes_in", 0)
+            self.counters.bytes_out += getattr(e.session, "bytes_out", 0)
             self.bus.emit(ev.PeerDisconnected(e.remote_node_id, addr, str(e.reason)))
 
     async def _on_manifest(self, sub: Subscription, m: ManifestV1) -> None:
@@ -339,6 +345,47 @@ class Node:
         await self.catalog.announce(res)
         return res
 
+    async def publish_manifest(self, manifest: ManifestV1, *, now: Optional[int] = None) -> PublishResult:
+        """Publish a manifest built elsewhere (e.g. a blocklist, or a catalog of files this node
+        does not hold). It must be signed by a share key this node owns and newer than the last
+        publication of that share; it is kept, served and announced like a published folder."""
+        self._need()
+        from ..catalog.manifest import encode_manifest, manifest_id, verify_manifest
+        from ..catalog.publish import check_manifest_fits
+        from ..catalog.share_head import encode_share_head, sign_share_head
+        from ..identity import share_head_key
+        from ..store import ManifestRow, OwnedDhtValue, PublishedShare
+
+        verify_manifest(manifest)
+        wire, mid = encode_manifest(manifest), manifest_id(manifest)
+        check_manifest_fits(manifest, wire, mid)
+        now = int(time.time()) if now is None else now
+
+        def work(s: Any) -> PublishResult:
+            owned = s.share_key(manifest.share_id)
+            if owned is None:
+                raise NodeError(f"share {manifest.share_id.hex()} is not owned by this node")
+            prev = s.published_share(manifest.share_id)
+            if prev is not None and manifest.seq <= prev.latest_seq:
+                raise NodeError(f"manifest seq {manifest.seq} is not newer than published seq {prev.latest_seq}")
+            head = sign_share_head(owned.key, manifest.seq, mid, now)
+            with s.transaction():
+                s.put_published_share(PublishedShare(manifest.share_id, prev.root_path if prev else None,
+                                                     manifest.title, manifest.description, manifest.seq, mid))  # fmt: skip
+                s.put_manifest(ManifestRow(mid, manifest.share_id, manifest.seq, manifest.created_at,
+                                           manifest.expires_at, wire, manifest.title, len(manifest.items)),
+                               pinned=True)  # fmt: skip
+                key = share_head_key(manifest.share_id)
+                s.put_dht_value(OwnedDhtValue(key, encode_share_head(head), DEFAULT_TTL, now + DEFAULT_TTL // 2))
+            return PublishResult(manifest, mid, wire, head, (), 0, 0)
+
+        res = await self.store.run(work)
+        self.counters.published += 1
+        self._index_share(res.share_id, manifest, weight=1.0, trust="trusted")
+        self._spawn(self._save_index_soon(), "index-save")
+        await self.catalog.announce(res)
+        return res
+
     async def invite(self, share_id: bytes) -> str:
         """The ``scp2p://`` invite link of one of our shares, naming our listeners."""
         self._need()
@@ -453,20 +500,35 @@ class Node:
                     "known_peers": s.count_peers()}  # fmt: skip
 
         st = await self.store.run(read)
-        sessions = self.endpoint.pool.sessions
+        sessions = self.endpoint.sessions
+        c = self.counters
+        active = [
+            {"content_id": h.content_id.hex(), "target": str(h.target),
+             "done": h.progress.done_bytes if h.progress else 0, "total": h.progress.total_bytes if h.progress else None,
+             "rate": h.progress.rate if h.progress else 0.0}
+            for h in self._downloads.values() if not h.done
+        ]  # fmt: skip
+        handled = self.endpoint.dispatcher.handled
         return {
             "node_id": self.key.node_id.hex(),
             "node_pubkey": self.key.public_key.hex(),
             "listen": self.listen_urls,
+            "reachability": getattr(getattr(self.relay, "state", None), "value", None),
             "peers": len(sessions),
+            "peers_by_state": {"connected": len(sessions), "dht_contacts": len(self.dht.core.table),
+                               "known": st["known_peers"]},  # fmt: skip
             "dht_contacts": len(self.dht.core.table),
-            "uptime_s": round(time.time() - self.counters.started_at, 1),
-            "counters": {"manifests_served": self.catalog.served, "syncs": self.counters.syncs,
-                         "sync_failures": self.counters.sync_failures, "published": self.counters.published,
-                         "downloads_completed": self.counters.downloads,
-                         "downloads_active": sum(not h.done for h in self._downloads.values()),
-                         "bytes_in": sum(getattr(x, "bytes_in", 0) for x in self.endpoint.pool.sessions),
-                         "bytes_out": sum(getattr(x, "bytes_out", 0) for x in self.endpoint.pool.sessions)},  # fmt: skip
+            "dht_values_held": len(self.dht.core.storage),
+            "uptime_s": round(time.time() - c.started_at, 1),
+            "transfers": active,
+            "counters": {
+                "manifests_served": self.catalog.served, "syncs": c.syncs, "sync_failures": c.sync_failures,
+                "published": c.published, "downloads_completed": c.downloads, "downloads_active": len(active),
+                "requests_handled": sum(handled.values()),
+                "chunks_served": handled.get(int(MsgType.GET_CHUNK), 0),
+                "bytes_in": c.bytes_in + sum(getattr(x, "bytes_in", 0) for x in sessions),
+                "bytes_out": c.bytes_out + sum(getattr(x, "bytes_out", 0) for x in sessions),
+            },  # fmt: skip
             **st,
         }
 

@@ -103,6 +103,8 @@ class Dispatcher:
     def __init__(self) -> None:
         self._handlers: dict[int, Handler] = {}
         self.handler_errors = 0
+        #: messages handled, by type (for status counters)
+        self.handled: dict[int, int] = {}
 
     def register(self, msg_type: int, handler: Handler, *, replace: bool = False) -> None:
         t = int(msg_type)
@@ -121,6 +123,7 @@ class Dispatcher:
         t = env.type
         answer = env.req_id != 0
         handler = self._handlers.get(t)
+        self.handled[t] = self.handled.get(t, 0) + 1
         if handler is None:
             log.debug("no handler for message type %d from %s", t, ctx.remote_addr)
             return _error(t, f"unknown message type {t}") if answer else None
