@@ -109,6 +109,8 @@ class Downloader:
     ) -> None:
         self.pool = pool
         self.spec = spec
+        #: provider -> the last reason it failed (named in NoProviders)
+        self._last_error: dict[Any, str] = {}
         self._store = _StoreAdapter(store)
         self.discovery = discovery
         self.config = config if config is not None else SchedulerConfig()
@@ -254,8 +256,10 @@ class Downloader:
             if s.stuck or not s.providers:
                 stuck_since = now if stuck_since is None else stuck_since
                 if now - stuck_since >= self.provider_wait:
+                    why = "; ".join(f"{k}: {e}" for k, e in list(self._last_error.items())[-3:])
                     raise NoProviders(f"no usable provider for {self.spec.content_id.hex()} "
-                                      f"({len(s.banned())} banned, {len(s.providers)} known)")  # fmt: skip
+                                      f"({len(s.banned())} banned, {len(s.providers)} known)"
+                                      + (f"; last errors: {why}" if why else ""))  # fmt: skip
             else:
                 stuck_since = None
             if self._unpersisted and (len(self._unpersisted) >= self.persist_chunks or now - last_persist >= self.persist_interval):
@@ -340,9 +344,11 @@ class Downloader:
             env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
         except (TimeoutError, RequestTimeout):
             s.request_failed(key, index, loop.time(), "timeout")
+            self._last_error[key] = "timeout"
             return
         except (SessionClosed, TransportError, OSError) as exc:
             log.debug("provider %r: %s", key, exc)
+            self._last_error[key] = str(exc) or type(exc).__name__
             for c in s.remove_provider(key, loop.time(), "connection"):
                 if c.index != index:
                     self._cancel_task(c.provider, c.index)
@@ -352,6 +358,7 @@ class Downloader:
         now = loop.time()
         if env.is_error or env.type != MsgType.CHUNK_DATA:
             s.request_failed(key, index, now, "error response")
+            self._last_error[key] = bytes(env.payload[:200]).decode("utf-8", "replace") if env.is_error else "bad reply"
             return
         try:
             cid, idx, data = chunk_slice(env.payload)

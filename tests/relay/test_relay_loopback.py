@@ -149,8 +149,8 @@ async def test_content_download_through_relay_verified(tmp_path):
 @async_test(40)
 async def test_content_relaying_disabled_fails_clearly(tmp_path):
     async with _Trio(tmp_path, RelayPolicy()) as t:  # control only (the default)
-        with pytest.raises(TransferError):
-            await t.download()
+        with pytest.raises(TransferError, match="content relaying is disabled"):
+            await t.download()  # the download's error names the relay's reason
         assert any("content relaying is disabled" in (tu.refusal or "") for tu in t.qs.tunnels()) or \
             t.rs.server.quotas.refused >= 1  # fmt: skip
         # the relayed session was ended with that reason, and a fresh one still carries control
