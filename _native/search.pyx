@@ -371,21 +371,23 @@ cdef inline unsigned int _hash(const unsigned int* ids, Py_ssize_t n) nogil:
 
 
 cdef class ExactNames:
-    """Open-addressing table: hash of a name's term-id sequence -> doc ids."""
+    """Open-addressing table over *distinct* names (hash of the term-id sequence -> newest doc
+    with that name); docs sharing a name are chained through ``nxt`` (so a name held by
+    250,000 items is one slot, not a 250,000-slot probe cluster)."""
 
-    cdef unsigned int* docs   # doc + 1, 0 = empty
+    cdef unsigned int* heads  # doc + 1, 0 = empty
     cdef unsigned int* hashes
-    cdef size_t cap, n
+    cdef unsigned int* nxt    # doc -> older doc + 1 with the same name, 0 = end
+    cdef size_t cap, n, ncap
 
     def __cinit__(self):
-        self.cap = 0
-        self.n = 0
-        self.docs = NULL
-        self.hashes = NULL
+        self.cap = self.n = self.ncap = 0
+        self.heads = self.hashes = self.nxt = NULL
 
     def __dealloc__(self):
-        free(self.docs)
+        free(self.heads)
         free(self.hashes)
+        free(self.nxt)
 
     cdef int _grow(self) except -1:
         cdef size_t ncap = self.cap * 2 if self.cap else 1024, i, j
@@ -396,31 +398,50 @@ cdef class ExactNames:
             free(nh)
             raise MemoryError()
         for i in range(self.cap):
-            if self.docs[i]:
+            if self.heads[i]:
                 j = self.hashes[i] & (ncap - 1)
                 while nd[j]:
                     j = (j + 1) & (ncap - 1)
-                nd[j] = self.docs[i]
+                nd[j] = self.heads[i]
                 nh[j] = self.hashes[i]
-        free(self.docs)
+        free(self.heads)
         free(self.hashes)
-        self.docs, self.hashes, self.cap = nd, nh, ncap
+        self.heads, self.hashes, self.cap = nd, nh, ncap
         return 0
 
     def add_range(self, st, unsigned int lo, unsigned int hi):
         cdef array fwd = st.fwd, off = st.fwd_off
-        cdef unsigned int d, h
-        cdef size_t j
+        cdef const unsigned int* F
+        cdef const unsigned int* O
+        cdef unsigned int d, h, e
+        cdef size_t j, want
+        cdef unsigned int* nn
+        if hi > self.ncap:
+            want = max(<size_t>hi, 2 * self.ncap)
+            nn = <unsigned int*>realloc(self.nxt, want * sizeof(unsigned int))
+            if nn == NULL:
+                raise MemoryError()
+            self.nxt, self.ncap = nn, want
+        F = fwd.data.as_uints
+        O = off.data.as_uints
         for d in range(lo, hi):
             if (self.n + 1) * 4 >= self.cap * 3:
                 self._grow()
-            h = _hash(fwd.data.as_uints + off.data.as_uints[d], off.data.as_uints[d + 1] - off.data.as_uints[d])
+            h = _hash(F + O[d], O[d + 1] - O[d])
             j = h & (self.cap - 1)
-            while self.docs[j]:
+            while self.heads[j]:
+                e = self.heads[j] - 1
+                if self.hashes[j] == h and O[e + 1] - O[e] == O[d + 1] - O[d] and \
+                        memcmp(F + O[e], F + O[d], (O[d + 1] - O[d]) * 4) == 0:
+                    self.nxt[d] = self.heads[j]
+                    self.heads[j] = d + 1
+                    break
                 j = (j + 1) & (self.cap - 1)
-            self.docs[j] = d + 1
-            self.hashes[j] = h
-            self.n += 1
+            else:
+                self.heads[j] = d + 1
+                self.hashes[j] = h
+                self.nxt[d] = 0
+                self.n += 1
 
     cdef list _matches(self, array fwd, array off, array ids):
         """Doc ids (live or dead) whose name's term-id sequence equals ids."""
@@ -431,12 +452,17 @@ cdef class ExactNames:
         if not self.cap:
             return out
         j = h & (self.cap - 1)
-        while self.docs[j]:
+        while self.heads[j]:
             if self.hashes[j] == h:
-                d = self.docs[j] - 1
+                d = self.heads[j] - 1
                 if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
                         fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
-                    out.append(d)
+                    while True:
+                        out.append(d)
+                        if not self.nxt[d]:
+                            break
+                        d = self.nxt[d] - 1
+                    return out
             j = (j + 1) & (self.cap - 1)
         return out
 
