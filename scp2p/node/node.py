@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..catalog.invite import Invite, InvitePeer, format_invite, parse_invite
+from ..catalog.manifest import decode_manifest, manifest_id
 from ..catalog.publish import PublishResult, publish_folder
 from ..catalog.service import CatalogService, SyncResult
 from ..dht.link import invite_peer_addrs, make_service
@@ -192,8 +193,6 @@ class Node:
 
     async def _on_manifest(self, sub: Subscription, m: ManifestV1) -> None:
         self.counters.syncs += 1
-        from ..catalog.manifest import manifest_id
-
         self.bus.emit(ev.ManifestUpdated(m.share_id, m.seq, manifest_id(m), len(m.items)))
         self._index_share(sub.share_id, m, weight=sub.weight, trust=sub.trust.value)
         if sub.blocklist is BlocklistRole.HONOURED:
@@ -350,7 +349,7 @@ class Node:
         does not hold). It must be signed by a share key this node owns and newer than the last
         publication of that share; it is kept, served and announced like a published folder."""
         self._need()
-        from ..catalog.manifest import encode_manifest, manifest_id, verify_manifest
+        from ..catalog.manifest import encode_manifest, verify_manifest
         from ..catalog.publish import check_manifest_fits
         from ..catalog.share_head import encode_share_head, sign_share_head
         from ..identity import share_head_key
@@ -429,6 +428,10 @@ class Node:
                 s.upsert_peers(peers)
 
         await self.store.run(save)
+        if inv.share_id in self._indexed_seq:  # re-subscribing changes trust / weight in place
+            self.index.set_share_meta(inv.share_id, weight=sub.weight, trust=sub.trust.value)
+            self._index_dirty = True
+        self._blocklist = None
         seeds = invite_peer_addrs(inv)
         if seeds:
             await self.dht.bootstrap(seeds)
@@ -468,8 +471,6 @@ class Node:
     async def manifest(self, share_id: bytes) -> Optional[ManifestV1]:
         """The latest manifest we hold for a share (ours or synced)."""
         self._need()
-        from ..catalog.manifest import decode_manifest
-
         row = await self.store.run(lambda s: s.latest_manifest(share_id))
         return None if row is None else decode_manifest(row.wire)
 

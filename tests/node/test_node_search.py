@@ -91,3 +91,16 @@ async def test_publish_manifest_blocklist_through_the_api(tmp_path):
             await sub.download(evil.content_id)
         with pytest.raises(NodeError, match="not newer"):
             await pub.publish_manifest(build_manifest(key, 1, []))
+
+
+@async_test(120)
+async def test_resubscribing_changes_trust_in_the_index(tmp_path):
+    folder = _folder(tmp_path / "share", {"song.mp3": b"s"})
+    async with Cluster(tmp_path) as c:
+        pub, sub = await c.add("pub"), await c.add("sub")
+        res = await pub.publish(folder)
+        link = await pub.invite(res.share_id)
+        await sub.subscribe(link, trust="untrusted")
+        assert (await sub.search("song")).total == 0  # untrusted shares are not searched by default
+        await sub.subscribe(link, trust="trusted", sync=False)
+        assert (await sub.search("song")).total == 1
