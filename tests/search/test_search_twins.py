@@ -52,7 +52,7 @@ def build(mod, operations, merges=()):
 
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(ops, st.lists(query, min_size=1, max_size=6), st.integers(0, 6), st.integers(0, 5), st.booleans(),
        st.lists(st.booleans(), max_size=10))
 def test_twins_identical(operations, queries, limit, offset, typing, merges):
@@ -67,7 +67,7 @@ def test_twins_identical(operations, queries, limit, offset, typing, merges):
         assert native.search(q, limit=limit) == pure.search(q, limit=limit)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(ops, st.lists(query, min_size=1, max_size=6), st.integers(1, 8), st.lists(st.booleans(), max_size=10))
 def test_early_termination_is_exact(twin_name_list, operations, queries, k, merges):
     for name in twin_name_list:
