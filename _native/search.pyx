@@ -955,6 +955,35 @@ cdef void _sort_u64(unsigned long long* a, Py_ssize_t n) noexcept nogil:
         gap //= 3
 
 
+# ---------------------------------------------------------------------- hits
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyBytes_FromStringAndSize(const char* v, Py_ssize_t len)
+    char* PyByteArray_AS_STRING(object)
+
+
+def make_hits(st, list found, q, highlight, Hit):
+    """Hit records for (score, doc) pairs (see _index_py.make_hits)."""
+    cdef array name_off = st.name_off, doc_share = st.doc_share, doc_size = st.doc_size
+    cdef array doc_mime = st.doc_mime, doc_tagset = st.doc_tagset
+    cdef const char* names = PyByteArray_AS_STRING(st.names)
+    cdef const char* cids = PyByteArray_AS_STRING(st.cids)
+    cdef list slot_ids = st.slot_ids, mimes = st.mimes, out = []
+    cdef unsigned long long a, b
+    cdef unsigned int doc
+    cdef double scale = ranking.WEIGHT_SCALE
+    tags_of = st.tags_of
+    for score, d in found:
+        doc = d
+        a = name_off.data.as_ulonglongs[doc]
+        b = name_off.data.as_ulonglongs[doc + 1]
+        out.append(Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(cids + 32 * doc, 32),
+                       PyUnicode_DecodeUTF8(names + a, b - a, NULL), doc_size.data.as_ulonglongs[doc],
+                       mimes[doc_mime.data.as_uints[doc]] or None, tags_of(doc_tagset.data.as_uints[doc]),
+                       score / scale, q, highlight))
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------- image validation
 def max_of(array a):
     """The largest value of an array, -1 if it is empty."""
@@ -1022,6 +1051,7 @@ _K.tokenize = tokenize
 _K.add_share = add_share
 _K.run = run
 _K.prepare = prepare
+_K.make_hits = make_hits
 _K.max_of = max_of
 _K.is_monotonic = is_monotonic
 _K.check_blocks = check_blocks

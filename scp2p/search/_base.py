@@ -457,7 +457,7 @@ class IndexBase:
         if plan is None:
             return SearchPage(0, False, ())
         found, total, estimate = self._k.run(self._st, plan)
-        hits = tuple(self._hit(doc, score, q, highlight) for score, doc in found[offset:offset + limit])
+        hits = self._k.make_hits(self._st, found[offset:offset + limit], q, highlight, Hit)
         return SearchPage(total, estimate, hits)
 
     # ------------------------------------------------------------------ planning
@@ -587,15 +587,6 @@ class IndexBase:
             p.exact_ids = ids
             st.exact.mark_slots(st, ids, p.exact_slots)
         return p
-
-    # ------------------------------------------------------------------ hits and snippets
-    def _hit(self, doc: int, score: int, q: Query, highlight) -> Hit:
-        st = self._st
-        name = st.names[st.name_off[doc]:st.name_off[doc + 1]].decode()
-        tags = st.tags_of(st.doc_tagset[doc])
-        mime = st.mimes[st.doc_mime[doc]] or None
-        return Hit(st.slot_ids[st.doc_share[doc]], bytes(st.cids[32 * doc:32 * doc + 32]), name,
-                   st.doc_size[doc], mime, tags, score / ranking.WEIGHT_SCALE, q, highlight)
 
 
 def _matches(tok: str, q: Query) -> bool:

@@ -14,8 +14,19 @@ from . import ranking
 from ._base import IndexBase, State, _prepare_items
 from .text import tokenize
 
-__all__ = ["Index", "tokenize", "prepare", "add_share", "merge", "run", "ExactNames", "max_of", "is_monotonic",
+__all__ = ["Index", "tokenize", "prepare", "make_hits", "add_share", "merge", "run", "ExactNames", "max_of", "is_monotonic",
            "check_blocks"]
+
+
+def make_hits(st: State, found, q, highlight, Hit) -> tuple:
+    """Hit records for (score, doc) pairs."""
+    out = []
+    for score, doc in found:
+        name = st.names[st.name_off[doc]:st.name_off[doc + 1]].decode()
+        out.append(Hit(st.slot_ids[st.doc_share[doc]], bytes(st.cids[32 * doc:32 * doc + 32]), name,
+                       st.doc_size[doc], st.mimes[st.doc_mime[doc]] or None, st.tags_of(st.doc_tagset[doc]),
+                       score / ranking.WEIGHT_SCALE, q, highlight))
+    return tuple(out)
 
 
 def max_of(a) -> int:
