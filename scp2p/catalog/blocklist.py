@@ -32,6 +32,14 @@ class Blocklist:
     share_ids: frozenset[bytes] = frozenset()
     content_ids: frozenset[bytes] = frozenset()
 
+    @classmethod
+    def of(cls, ids) -> "Blocklist":
+        """``None`` -> empty; a Blocklist as is; an iterable of ids blocks each as a share and a content id."""
+        if ids is None or isinstance(ids, Blocklist):
+            return ids or cls()
+        s = frozenset(bytes(i) for i in ids)
+        return cls(s, s)
+
     def blocks(self, share_id: bytes | None = None, content_id: bytes | None = None) -> bool:
         return (share_id is not None and share_id in self.share_ids) or (
             content_id is not None and content_id in self.content_ids

@@ -52,12 +52,10 @@ def honoured_blocklist(store: Any) -> Any:
     from ..catalog.blocklist import blocklist_from_manifest, merge
     from ..catalog.manifest import decode_manifest
 
-    from ..search import Blocklist as SearchBlocklist
-
     wires = [row.wire for sub in store.subscriptions() if sub.blocklist is BlocklistRole.HONOURED
              for row in [store.latest_manifest(sub.share_id)] if row is not None]  # fmt: skip
     bl = merge(blocklist_from_manifest(decode_manifest(w)) for w in wires)
-    return SearchBlocklist(bl.share_ids, bl.content_ids) if bl else None
+    return bl or None
 
 
 def recommended_view(store: Any) -> list[dict]:

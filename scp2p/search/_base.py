@@ -33,6 +33,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..catalog.blocklist import Blocklist
 from ..errors import IndexImageError, SearchError
 from . import ranking
 from .query import Query, parse_query
@@ -58,21 +59,6 @@ def _trust_code(t) -> int:
         return TRUST_CODES[str(v).lower()]
     except KeyError:
         raise ValueError(f"unknown trust level {t!r}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Blocklist:
-    """Share ids and content ids whose items must not appear in results."""
-
-    share_ids: frozenset = frozenset()
-    content_ids: frozenset = frozenset()
-
-    @classmethod
-    def of(cls, ids) -> "Blocklist":
-        if ids is None or isinstance(ids, Blocklist):
-            return ids or cls()
-        s = frozenset(bytes(i) for i in ids)
-        return cls(s, s)
 
 
 @dataclass(frozen=True, slots=True)
