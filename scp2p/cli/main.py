@@ -75,6 +75,18 @@ def _running(cfg: NodeConfig) -> bool:
     return (cfg.data_dir / control.SOCKET_NAME).exists() or (cfg.data_dir / control.TOKEN_FILE).exists()
 
 
+def _node_or_store(cfg: NodeConfig, cmd: str, local, args: Optional[dict] = None):
+    """``cmd`` on the running node for this data dir, else ``local(store)`` on the store itself
+    (also when a node died and left its control socket behind)."""
+    if _running(cfg):
+        try:
+            return _node_call(cfg, cmd, args)
+        except NodeNotRunning:
+            pass
+    with _open_store(cfg) as store:
+        return local(store)
+
+
 def _hex_id(text: str, n: int = 32, what: str = "share id") -> bytes:
     try:
         raw = bytes.fromhex(text.strip())
@@ -141,11 +153,7 @@ def cmd_publish(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
 @command("shares")
 def cmd_shares(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """List the shares this node publishes."""
-    if _running(cfg):
-        rows = _node_call(cfg, "shares")
-    else:
-        with _open_store(cfg) as store:
-            rows = shares_view(store)
+    rows = _node_or_store(cfg, "shares", shares_view)
     out.table(rows, [("share_id", "SHARE ID"), ("seq", "SEQ"), ("items", "ITEMS"), ("title", "TITLE"),
                      ("folder", "FOLDER")], "no shares published yet")  # fmt: skip
     return 0
@@ -211,11 +219,7 @@ def cmd_subscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int
 @command("subscriptions")
 def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """List subscriptions."""
-    if _running(cfg):
-        rows = _node_call(cfg, "subscriptions")
-    else:
-        with _open_store(cfg) as store:
-            rows = [subscription_view(s) for s in store.subscriptions()]
+    rows = _node_or_store(cfg, "subscriptions", lambda store: [subscription_view(s) for s in store.subscriptions()])
     out.table(rows, [("share_id", "SHARE ID"), ("trust", "TRUST"), ("weight", "WEIGHT"), ("seq", "SEQ"),
                      ("blocklist", "BLOCKLIST")], "no subscriptions")  # fmt: skip
     return 0
@@ -224,11 +228,7 @@ def cmd_subscriptions(args: argparse.Namespace, cfg: NodeConfig, out: Output) ->
 @command("recommended")
 def cmd_recommended(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Shares recommended by the catalogs you follow, not yet subscribed."""
-    if _running(cfg):
-        rows = _node_call(cfg, "recommended")
-    else:
-        with _open_store(cfg) as store:
-            rows = recommended_view(store)
+    rows = _node_or_store(cfg, "recommended", recommended_view)
     view = [dict(r, recommended_by=", ".join(x[:16] for x in r["recommended_by"])) for r in rows]
     if out.json:
         out.data(rows)
@@ -241,11 +241,8 @@ def cmd_recommended(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> i
 def cmd_unsubscribe(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Forget a subscription."""
     sid = _hex_id(args.share_id)
-    if _running(cfg):
-        removed = _node_call(cfg, "unsubscribe", {"share_id": sid.hex()})["removed"]
-    else:
-        with _open_store(cfg) as store:
-            removed = store.delete_subscription(sid)
+    removed = _node_or_store(cfg, "unsubscribe", lambda store: {"removed": store.delete_subscription(sid)},
+                             {"share_id": sid.hex()})["removed"]  # fmt: skip
     if not removed:
         raise UsageError(f"not subscribed to {sid.hex()}")
     out.data({"share_id": sid.hex(), "removed": True}, f"unsubscribed from {sid.hex()}")
@@ -363,11 +360,7 @@ async def _with_temporary_node(cfg: NodeConfig, work):
 @command("peers")
 def cmd_peers(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
     """Known peers (and, with a running node, which are connected)."""
-    if _running(cfg):
-        rows = _node_call(cfg, "peers")
-    else:
-        with _open_store(cfg) as store:
-            rows = peers_view(store)
+    rows = _node_or_store(cfg, "peers", peers_view)
     out.table(rows, [("address", "ADDRESS"), ("node_id", "NODE ID"), ("connected", "CONNECTED"),
                      ("failures", "FAILURES")], "no known peers")  # fmt: skip
     return 0
@@ -416,12 +409,7 @@ def cmd_download(args: argparse.Namespace, cfg: NodeConfig, out: Output) -> int:
         else:
             async def work(node):
                 handle = await node.download(cid, target)
-                while not handle.done:
-                    await asyncio.wait([handle.task], timeout=0.25)
-                    if handle.progress is not None:
-                        p = handle.progress
-                        show({"done": p.done_bytes, "total": p.total_bytes, "rate": p.rate})
-                return {"content_id": cid.hex(), "path": await handle}
+                return {"content_id": cid.hex(), "path": await handle.follow(show)}
 
             res = asyncio.run(_with_temporary_node(cfg, work))
     finally:

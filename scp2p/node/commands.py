@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,13 +67,7 @@ def make_commands(node: Any, *, on_stop: Callable[[], None] | None = None) -> di
     async def download(args: dict, progress) -> Any:
         cid = bytes.fromhex(args["content_id"])
         handle = await node.download(cid, args.get("out"))
-        while not handle.done:
-            await asyncio.wait([handle.task], timeout=0.25)
-            p = handle.progress
-            if p is not None:
-                progress({"done": p.done_bytes, "total": p.total_bytes, "rate": p.rate, "eta": p.eta})
-        path = await handle
-        return {"content_id": cid.hex(), "path": path}
+        return {"content_id": cid.hex(), "path": await handle.follow(progress)}
 
     async def recommended(args: dict, progress) -> Any:
         return await node.recommended()

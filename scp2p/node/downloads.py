@@ -13,7 +13,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..catalog.manifest import decode_manifest
 from ..errors import NodeError, Scp2pError
@@ -63,6 +63,16 @@ class DownloadHandle:
 
     def __await__(self):
         return self.task.__await__()
+
+    async def follow(self, report: Callable[[dict], None], interval: float = 0.25) -> str:
+        """Wait for the download, calling ``report({"done", "total", "rate", "eta"})`` every
+        ``interval`` seconds while it runs; returns the final path."""
+        while not self.task.done():
+            await asyncio.wait([self.task], timeout=interval)
+            p = self.progress
+            if p is not None:
+                report({"done": p.done_bytes, "total": p.total_bytes, "rate": p.rate, "eta": p.eta})
+        return await self.task
 
     @property
     def done(self) -> bool:
