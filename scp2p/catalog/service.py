@@ -130,18 +130,10 @@ class CatalogService:
     def _our_addrs(self) -> tuple[PeerAddr, ...]:
         return tuple(self._addresses())
 
-    async def announce(self, res: PublishResult, *, items: bool = True) -> None:
+    async def announce(self, res: PublishResult) -> None:
         """Put a publication's head and hints into the DHT and push the head to connected peers."""
-        now = int(self.clock())
-        head_value = codec.encode(res.head)
-        await self._push_head(share_head_key(res.share_id), head_value)
-        await self.dht.publish(share_head_key(res.share_id), head_value, DEFAULT_TTL)
-        await self.announce_manifest(res.manifest_id)
-        if items:
-            fresh = [it.content_id for it in res.manifest.items if it.content_id not in self._announced]
-            self._announced.update(fresh)
-            if fresh:  # hints matter less than the head: in the background, bounded
-                self._spawn(self.announce_contents(fresh, now), f"announce-items-{res.share_id.hex()[:8]}")
+        await self._announce_share(res.share_id, codec.encode(res.head), DEFAULT_TTL, res.manifest_id,
+                                   [it.content_id for it in res.manifest.items])  # fmt: skip
 
     async def announce_published(self) -> int:
         """Announce every share we publish (at start: a publication made while no node ran, or a
@@ -158,17 +150,24 @@ class CatalogService:
 
         rows = await self.store.run(read)
         for pub, mrow, head in rows:
-            key = share_head_key(pub.share_id)
-            if head is not None:
-                await self._push_head(key, head.value)
-                await self.dht.publish(key, head.value, head.ttl)
-            await self.announce_manifest(pub.latest_manifest_id)
-            if mrow is not None:
-                cids = [it.content_id for it in decode_manifest(mrow.wire).items if it.content_id not in self._announced]
-                self._announced.update(cids)
-                if cids:
-                    self._spawn(self.announce_contents(cids), f"announce-items-{pub.share_id.hex()[:8]}")
+            items = [it.content_id for it in decode_manifest(mrow.wire).items] if mrow is not None else []
+            await self._announce_share(pub.share_id, head.value if head else None, head.ttl if head else DEFAULT_TTL,
+                                       pub.latest_manifest_id, items)  # fmt: skip
         return len(rows)
+
+    async def _announce_share(self, share_id: bytes, head_value: Optional[bytes], ttl: int, manifest_id: bytes,
+                              content_ids: list[bytes]) -> None:  # fmt: skip
+        """Head first (pushed to connected peers, then stored in the DHT), then the manifest
+        location, then provider hints for items not announced yet, in the background."""
+        key = share_head_key(share_id)
+        if head_value is not None:
+            await self._push_head(key, head_value)
+            await self.dht.publish(key, head_value, ttl)
+        await self.announce_manifest(manifest_id)
+        fresh = [cid for cid in dict.fromkeys(content_ids) if cid not in self._announced]
+        self._announced.update(fresh)
+        if fresh:  # hints matter less than the head: in the background, bounded
+            self._spawn(self.announce_contents(fresh), f"announce-items-{share_id.hex()[:8]}")
 
     async def announce_manifest(self, mid: bytes) -> None:
         loc = ManifestLocation(mid, self._our_addrs(), int(self.clock()))
