@@ -3,7 +3,8 @@
 - **Announce** (after a publish, and again before the values expire): the signed ShareHead
   under ``share:head:``, a ``manifest:loc:`` hint naming us, and ``content:prov:`` hints for
   the items (bounded concurrency). Connected peers get the head pushed as a STORE, so a
-  subscriber connected to us syncs at once instead of at its next interval.
+  subscriber connected to us syncs at once instead of at its next interval, and HAVE_CONTENT
+  for new items.
 - **Serve** GET_MANIFEST from the store's manifest cache: our own manifests and every one we
   synced (subscribers help each other).
 - **Sync** each subscription at start and every ``interval`` (backoff on failure, see
@@ -27,7 +28,7 @@ from ..identity import content_prov_key, manifest_loc_key, share_head_key
 from ..limits import DEFAULT_TTL
 from ..store import ManifestRow, Subscription
 from ..wire import codec
-from ..wire.messages import GetManifest, ManifestData, MsgType, Store
+from ..wire.messages import GetManifest, HaveContent, ManifestData, MsgType, Store
 from ..wire.records import ManifestLocation, ManifestV1, PeerAddr, Providers, ShareHead
 from .publish import PublishResult
 from .share_head import decode_share_head
@@ -174,11 +175,19 @@ class CatalogService:
         await self._put_hint(manifest_loc_key(mid), codec.encode(loc))
 
     async def announce_contents(self, content_ids: Iterable[bytes], now: Optional[int] = None) -> None:
+        """HAVE_CONTENT to connected peers (fire-and-forget) and ``content:prov`` hints in the DHT."""
         now = int(self.clock()) if now is None else now
         addrs = self._our_addrs()
+        content_ids = list(dict.fromkeys(content_ids))
+        for sess in list(self.endpoint.pool.sessions):
+            for cid in content_ids:
+                try:
+                    await sess.send(HaveContent(cid))
+                except (Scp2pError, OSError):
+                    break  # that session is gone or saturated; the DHT hint still tells others
         await asyncio.gather(*(
             self._put_hint(content_prov_key(cid), codec.encode(Providers(cid, addrs, now)))
-            for cid in dict.fromkeys(content_ids)
+            for cid in content_ids
         ))  # fmt: skip
 
     async def _put_hint(self, key: bytes, value: bytes) -> None:

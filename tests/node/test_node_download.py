@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -54,3 +55,20 @@ async def test_unknown_and_blocked_content_is_refused(tmp_path):
         node = await c.add("x")
         with pytest.raises(NodeError, match="no catalog"):
             await node.download(b"\x01" * 32)
+
+
+@async_test(60)
+async def test_publishing_tells_connected_peers_have_content(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "x.bin").write_bytes(b"x" * 1000)
+    async with Cluster(tmp_path) as c:
+        pub, peer = await c.add("pub"), await c.add("peer")
+        await peer.connect(pub.listen_urls[0])
+        res = await pub.publish(share)
+        await pub.catalog.wait_idle()
+        cid = res.manifest.items[0].content_id
+        async with asyncio.timeout(10):
+            while not peer.chunks.book.get(cid):  # the announcement is fire-and-forget: poll, bounded
+                await asyncio.sleep(0.01)
+        assert any(pk == pub.key.public_key for pk, _addr in peer.chunks.book.get(cid))
