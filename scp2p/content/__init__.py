@@ -1,27 +1,6 @@
 """Content addressing: ContentId, chunk hashes, describing and verifying files (PROTOCOL.md section 1)."""
 
-from scp2p.content.hashing import (
-    CHUNK_SIZE,
-    HASH_LEN,
-    FileDescription,
-    chunk_count,
-    chunk_hash,
-    content_id_of,
-    describe_bytes,
-    describe_file,
-    verify_chunk,
-    verify_file,
-)
+from scp2p.content import hashing as _hashing
+from scp2p.content.hashing import *  # noqa: F401,F403 - the public API is hashing's
 
-__all__ = [
-    "CHUNK_SIZE",
-    "HASH_LEN",
-    "FileDescription",
-    "chunk_count",
-    "chunk_hash",
-    "content_id_of",
-    "describe_bytes",
-    "describe_file",
-    "verify_chunk",
-    "verify_file",
-]
+__all__ = list(_hashing.__all__)
