@@ -957,30 +957,101 @@ cdef void _sort_u64(unsigned long long* a, Py_ssize_t n) noexcept nogil:
 
 # ---------------------------------------------------------------------- hits
 cdef extern from "Python.h":
+    ctypedef struct PyObject
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
     object PyBytes_FromStringAndSize(const char* v, Py_ssize_t len)
     char* PyByteArray_AS_STRING(object)
+    object PyType_GenericAlloc(void* tp, Py_ssize_t nitems)
+    object PyFloat_FromDouble(double v)
+    void Py_INCREF(object o)
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
+    int READONLY
+
+_HIT_FIELDS = ("share_id", "content_id", "name", "size", "mime", "tags", "score", "_query", "_highlight")
+cdef object _hit_type = None
+cdef Py_ssize_t _hit_off[9]
+
+
+cdef bint _hit_layout(Hit) except -1:
+    """Read the slot offsets of Hit's fields from its member descriptors (a frozen slotted
+    dataclass: every field is a T_OBJECT_EX slot). False if the layout is not that (then
+    make_hits calls the constructor)."""
+    global _hit_type
+    cdef int i
+    cdef PyMemberDef* m
+    if _hit_type is Hit:
+        return True
+    if not isinstance(Hit, type) or Hit.__init__.__code__.co_argcount != 10:
+        return False
+    import dataclasses
+    if tuple(f.name for f in dataclasses.fields(Hit)) != _HIT_FIELDS:
+        return False
+    for i in range(9):
+        desc = Hit.__dict__.get(_HIT_FIELDS[i])
+        if type(desc).__name__ != "member_descriptor":
+            return False
+        m = (<PyMemberDescrObject*><void*>desc).d_member
+        if m.type != T_OBJECT_EX or m.flags & READONLY:
+            return False
+        _hit_off[i] = m.offset
+    _hit_type = Hit
+    return True
+
+
+cdef inline void _put(object o, int i, object v):
+    """Store v in field i of a fresh Hit (its slots are still NULL)."""
+    Py_INCREF(v)
+    (<PyObject**>((<char*><void*>o) + _hit_off[i]))[0] = <PyObject*><void*>v
 
 
 def make_hits(st, list found, q, highlight, Hit):
-    """Hit records for (score, doc) pairs (see _index_py.make_hits)."""
+    """Hit records for (score, doc) pairs (see _index_py.make_hits). The frozen dataclass's
+    fields are written straight into its slots (what its __init__ does through nine
+    object.__setattr__ calls), and tag tuples are cached per tagset."""
     cdef array name_off = st.name_off, doc_share = st.doc_share, doc_size = st.doc_size
     cdef array doc_mime = st.doc_mime, doc_tagset = st.doc_tagset
     cdef const char* names = PyByteArray_AS_STRING(st.names)
     cdef const char* cids = PyByteArray_AS_STRING(st.cids)
     cdef list slot_ids = st.slot_ids, mimes = st.mimes, out = []
+    cdef dict tcache = st.tag_tuples
     cdef unsigned long long a, b
-    cdef unsigned int doc
+    cdef unsigned int doc, ts
     cdef double scale = ranking.WEIGHT_SCALE
+    cdef bint fast = _hit_layout(Hit)
     tags_of = st.tags_of
     for score, d in found:
         doc = d
         a = name_off.data.as_ulonglongs[doc]
         b = name_off.data.as_ulonglongs[doc + 1]
-        out.append(Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(cids + 32 * doc, 32),
-                       PyUnicode_DecodeUTF8(names + a, b - a, NULL), doc_size.data.as_ulonglongs[doc],
-                       mimes[doc_mime.data.as_uints[doc]] or None, tags_of(doc_tagset.data.as_uints[doc]),
-                       score / scale, q, highlight))
+        ts = doc_tagset.data.as_uints[doc]
+        tags = tcache.get(ts)
+        if tags is None:
+            tags = tags_of(ts)
+        mime = mimes[doc_mime.data.as_uints[doc]] or None
+        if fast:
+            h = PyType_GenericAlloc(<void*>Hit, 0)
+            _put(h, 0, slot_ids[doc_share.data.as_uints[doc]])
+            _put(h, 1, PyBytes_FromStringAndSize(cids + 32 * doc, 32))
+            _put(h, 2, PyUnicode_DecodeUTF8(names + a, b - a, NULL))
+            _put(h, 3, doc_size.data.as_ulonglongs[doc])
+            _put(h, 4, mime)
+            _put(h, 5, tags)
+            _put(h, 6, PyFloat_FromDouble(<unsigned long long>score / scale))
+            _put(h, 7, q)
+            _put(h, 8, highlight)
+        else:
+            h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(cids + 32 * doc, 32),
+                    PyUnicode_DecodeUTF8(names + a, b - a, NULL), doc_size.data.as_ulonglongs[doc],
+                    mime, tags, score / scale, q, highlight)
+        out.append(h)
     return tuple(out)
 
 

@@ -46,6 +46,7 @@ MAX_RESULTS = 10_000  #: offset + limit cap
 BLOB_NAME = "search/index"
 _MAGIC = b"SCP2PIX1"
 _COMPACT_MIN_DEAD = 50_000
+_QUERY_CACHE = 512  #: parsed queries kept (the cache is emptied when full)
 #: deltas are merged into the CSR postings when larger than this or 1/MERGE_FRACTION of them
 MERGE_MIN = 1 << 18
 MERGE_FRACTION = 8
@@ -140,6 +141,8 @@ class State:
         self.ts_toff = array("Q", [0, 0])
         self.ts_pfx = array("I")
         self.ts_poff = array("Q", [0, 0])
+        #: tagset id -> tags tuple, filled as hits need them (tagsets are never renumbered in place)
+        self.tag_tuples: dict[int, tuple[str, ...]] = {}
         self.slot_ids: list[bytes] = []
         self.slot_of: dict[bytes, int] = {}
         self.slot_lo = array("I")
@@ -220,7 +223,10 @@ class State:
         return i
 
     def tags_of(self, ts: int) -> tuple[str, ...]:
-        return _tags_from_key(self.tagset_keys[ts])
+        t = self.tag_tuples.get(ts)
+        if t is None:
+            t = self.tag_tuples[ts] = _tags_from_key(self.tagset_keys[ts])
+        return t
 
     def tag_tokens(self, ts: int) -> array:
         return self.ts_toks[self.ts_toff[ts]:self.ts_toff[ts + 1]]
@@ -310,6 +316,7 @@ class IndexBase:
         self._st = State()
         self._st.exact = self._k.ExactNames()
         self._ranks_dirty = False
+        self._queries: dict = {}  # parsed query cache (independent of the index contents)
         self._cache: dict = {}  # per-query helpers derived from share-level data; cleared on any share change
 
     # ------------------------------------------------------------------ updates
@@ -435,7 +442,7 @@ class IndexBase:
                trust_levels: Iterable = DEFAULT_TRUST, blocklist=None, limit: int = 20, offset: int = 0,
                typing: bool = False, highlight: tuple[str, str] = ("[", "]")) -> SearchPage:
         """Top ``limit`` hits after ``offset`` (see scp2p.search.ranking for the order)."""
-        q = query if isinstance(query, Query) else parse_query(query, typing=typing)
+        q = query if isinstance(query, Query) else self._parse(query, typing)
         if limit < 0 or offset < 0 or offset + limit > MAX_RESULTS:
             raise ValueError(f"0 <= offset, limit and offset + limit <= {MAX_RESULTS}")
         self._ranks()
@@ -445,6 +452,17 @@ class IndexBase:
         found, total, estimate = self._k.run(self._st, plan)
         hits = self._k.make_hits(self._st, found[offset:offset + limit], q, highlight, Hit)
         return SearchPage(total, estimate, hits)
+
+    def _parse(self, text: str, typing: bool) -> Query:
+        """parse_query with a small cache (a Query is immutable; users retype and page)."""
+        key = (text, typing)
+        q = self._queries.get(key)
+        if q is None:
+            q = parse_query(text, typing=typing)
+            if len(self._queries) >= _QUERY_CACHE:
+                self._queries.clear()
+            self._queries[key] = q
+        return q
 
     # ------------------------------------------------------------------ planning
     def _share_level(self, idx: dict, tok: str, prefix: bool) -> set[int]:
