@@ -110,6 +110,73 @@ cdef extern from "descrobject.h":
         PyMemberDef* d_member
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* 8 input bytes as a little-endian word: byte i in bits 8i..8i+7 */
+    static inline uint64_t scp2p_le64(const unsigned char* p) {
+    #if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        uint64_t v = 0;
+        int i;
+        for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
+        return v;
+    #else
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    #endif
+    }
+
+    #define SCP2P_LO7 0x7F7F7F7F7F7F7F7FULL
+    #define SCP2P_HI1 0x8080808080808080ULL
+    #define SCP2P_ONES 0x0101010101010101ULL
+
+    /* the high bit of each byte (0x80 set / clear) gathered into an 8-bit mask, byte i -> bit i */
+    static inline uint64_t scp2p_gather8(uint64_t hi) {
+        return (((hi & SCP2P_HI1) >> 7) * 0x0102040810204080ULL) >> 56;
+    }
+
+    /*
+     * Fast path for a FIXED byte array of n <= 32 elements whose heads are all <= 0x18
+     * (a value below 24 in one octet, or 0x18 and the value), the forms every encoder
+     * writes. p points after the array head; avail bytes are readable from p.
+     * Returns the bytes consumed with o[0..n) filled, or -1 when the fast path does not
+     * apply (too little input, n > 32, or some element head above 0x18): the caller then
+     * runs the checked element-by-element loop, which owns every error.
+     *
+     * The masks of "byte == 0x18" (E) and "byte <= 0x18" (L) over the 2n bytes the
+     * array can span are computed word by word (independent loads), so the sequential
+     * walk from head to head only follows bits in a register.
+     */
+    static Py_ssize_t scp2p_fixed_fast(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n,
+                                       unsigned char* o) {
+        uint64_t E = 0, L = 0, H = 0, x, t;
+        Py_ssize_t words, w, i, q = 0;
+        if (n <= 0 || n > 32) return -1;
+        words = (2 * n + 7) >> 3;
+        if (avail < words * 8) return -1;
+        for (w = 0; w < words; w++) {
+            x = scp2p_le64(p + 8 * w);
+            t = x ^ (SCP2P_ONES * 0x18);
+            E |= scp2p_gather8(~(((t & SCP2P_LO7) + SCP2P_LO7) | t)) << (8 * w);
+            L |= scp2p_gather8(~(((x & SCP2P_LO7) + SCP2P_ONES * (0x80 - 0x19)) | x)) << (8 * w);
+        }
+        for (i = 0; i < n; i++) {
+            uint64_t two = (E >> q) & 1;
+            H |= (uint64_t)1 << q;
+            o[i] = p[q + two];
+            q += 1 + (Py_ssize_t)two;
+        }
+        if (H & ~L) return -1;
+        return q;
+    }
+    """
+    Py_ssize_t scp2p_fixed_fast(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n, unsigned char* o) noexcept
+    uint64_t scp2p_le64(const unsigned char* p) noexcept
+
+
 # field kinds (checked against scp2p.wire.schema at import)
 cdef enum:
     K_UINT = 1
@@ -154,6 +221,7 @@ cdef class _Fld:
     cdef Py_ssize_t hlen
     cdef Py_ssize_t offset  # slot offset in the owning record, or -1
     cdef bint atomic        # values never hold references to GC-tracked objects
+    cdef bint repeats       # TEXT values from a small set: decoded through the text cache
 
 
 cdef class _Rec:
@@ -198,6 +266,7 @@ cdef _Fld _compile_field(f):
     cf.hlen = PyBytes_GET_SIZE(cf.key_head)
     cf.offset = -1
     cf.atomic = cf.kind in (K_UINT, K_BOOL, K_TEXT, K_FIXED, K_BYTES)
+    cf.repeats = cf.kind == K_TEXT and bool(getattr(f, "repeats", False))
     return cf
 
 
@@ -781,24 +850,33 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
         while k < count:
             k += 1
             kstart = r.pos
-            _head(r, &major, &klen)
-            if major != 3:
-                raise WrongType(f"map key must be text, got major type {major}", offset=kstart)
-            if klen > _left(r):
-                raise TruncatedInput(f"length {klen} runs past the end of the input", offset=kstart)
-            kp = r.data + r.pos
-            r.pos += <Py_ssize_t>klen
-            i = _find(c, kp, <Py_ssize_t>klen, expect)
+            i = -1
+            if expect < nf:
+                # keys in schema order (what every encoder writes): match the next
+                # field's whole encoded key (head + text) at once
+                f = <_Fld>c.fields[expect]
+                if f.hlen <= r.end - kstart and memcmp(r.data + kstart, f.hptr, <size_t>f.hlen) == 0:
+                    r.pos = kstart + f.hlen
+                    i = expect
             if i < 0:
-                key = PyBytes_FromStringAndSize(<const char*>kp, <Py_ssize_t>klen)
-                if unknown is None:
-                    unknown = {key}
-                elif key in unknown:
-                    raise DuplicateKey(f"duplicate key {key!r}", offset=kstart)
-                else:
-                    unknown.add(key)
-                _skip(r, depth + 1)
-                continue
+                _head(r, &major, &klen)
+                if major != 3:
+                    raise WrongType(f"map key must be text, got major type {major}", offset=kstart)
+                if klen > _left(r):
+                    raise TruncatedInput(f"length {klen} runs past the end of the input", offset=kstart)
+                kp = r.data + r.pos
+                r.pos += <Py_ssize_t>klen
+                i = _find(c, kp, <Py_ssize_t>klen, expect)
+                if i < 0:
+                    key = PyBytes_FromStringAndSize(<const char*>kp, <Py_ssize_t>klen)
+                    if unknown is None:
+                        unknown = {key}
+                    elif key in unknown:
+                        raise DuplicateKey(f"duplicate key {key!r}", offset=kstart)
+                    else:
+                        unknown.add(key)
+                    _skip(r, depth + 1)
+                    continue
             expect = i + 1
             f = <_Fld>c.fields[i]
             if (_slot_is_set(obj, f.offset) if values is None else values[i] is not _MISSING):
@@ -874,7 +952,7 @@ cdef object _read_field(Reader* r, _Fld f, int depth):
             raise IntOutOfRange(f"{value} is above the maximum {f.size}", offset=start)
         return PyLong_FromUnsignedLongLong(value)
     if kind == K_TEXT:
-        return _read_text(r)
+        return _read_text(r, f.repeats)
     if kind == K_LIST:
         return _read_list(r, f, depth)
     if kind == K_RECORD:
@@ -893,7 +971,7 @@ cdef object _read_field(Reader* r, _Fld f, int depth):
             return b == 0xF5
         raise WrongType("expected true or false", offset=start)
     if kind == K_ENUM:
-        text = _read_text(r)
+        text = _read_text(r, False)
         member = f.enum_map.get(text.encode())
         if member is None:
             raise InvalidValue(f"{text!r} is not one of {sorted(f.enum_map)}", offset=start)
@@ -934,8 +1012,33 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
     return out
 
 
-cdef object _read_text(Reader* r):
-    cdef Py_ssize_t start = r.pos
+# A direct-mapped cache of short ASCII strs for ``repeats`` TEXT fields (mime types,
+# tags): equal input bytes give the one cached str instead of a new one. Only compact
+# ASCII strs are stored, so input bytes equal to a cached str's characters are valid
+# UTF-8 that decodes to an equal str: the result and every check are as without it.
+cdef enum:
+    TCACHE_SLOTS = 256
+    TCACHE_MAXLEN = 64
+
+cdef PyObject* _tcache[TCACHE_SLOTS]  # strong references, NULL when empty
+
+
+cdef inline Py_ssize_t _tcache_slot(const unsigned char* p, Py_ssize_t n) noexcept:
+    cdef uint64_t a, b
+    cdef Py_ssize_t i
+    if n >= 8:
+        a = scp2p_le64(p)
+        b = scp2p_le64(p + n - 8)
+    else:
+        a = 0
+        b = 0
+        for i in range(n):
+            a = (a << 8) | p[i]
+    return <Py_ssize_t>((((a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL)) + <uint64_t>n) >> 56)
+
+
+cdef object _read_text(Reader* r, bint cached):
+    cdef Py_ssize_t start = r.pos, slot = -1
     cdef int major
     cdef uint64_t n
     cdef const char* p
@@ -946,12 +1049,23 @@ cdef object _read_text(Reader* r):
     if n > _left(r):
         raise TruncatedInput(f"length {n} runs past the end of the input", offset=start)
     p = <const char*>(r.data + r.pos)
+    if cached and n <= TCACHE_MAXLEN:
+        slot = _tcache_slot(<const unsigned char*>p, <Py_ssize_t>n)
+        s = _tcache[slot]
+        if (s != NULL and PyUnicode_GET_LENGTH(<object>s) == <Py_ssize_t>n
+                and memcmp(PyUnicode_DATA(<object>s), p, <size_t>n) == 0):
+            r.pos += <Py_ssize_t>n
+            return <object>s
     r.pos += <Py_ssize_t>n
     s = _decode_utf8(p, <Py_ssize_t>n, NULL)
     if s == NULL:
         _utf8_error(p, <Py_ssize_t>n, start)
     text = <object>s
     Py_DECREF(text)  # drop the decoder's reference: ``text`` holds one
+    if slot >= 0 and PyUnicode_IS_COMPACT_ASCII(text):
+        Py_INCREF(text)
+        _xdecref(_tcache[slot])
+        _tcache[slot] = s
     return text
 
 
@@ -972,7 +1086,7 @@ cdef object _read_fixed(Reader* r, uint64_t size):
     cdef const unsigned char* data = r.data
     cdef unsigned char* o
     cdef unsigned char x
-    cdef int two, bad
+
     _head(r, &major, &count)
     if major == 2:
         if count != size:
@@ -987,20 +1101,10 @@ cdef object _read_fixed(Reader* r, uint64_t size):
     o = <unsigned char*>PyBytes_AS_STRING(out)
     end = r.end
     pos = r.pos
-    if end - pos >= 2 * n:
-        # fast path: every element read here (<= 2 bytes each) is within the input;
-        # branch-free for the shortest forms, anything else re-done by the checked loop
-        bad = 0
-        for i in range(n):
-            x = data[pos]
-            two = x == 24
-            o[i] = data[pos + 1] if two else x
-            bad |= x > 24
-            pos += 1 + two
-        if not bad:
-            r.pos = pos
-            return out
-        pos = r.pos
+    i = scp2p_fixed_fast(data + pos, end - pos, n, o)
+    if i >= 0:
+        r.pos = pos + i
+        return out
     for i in range(n):
         if pos >= end:
             raise TruncatedInput("input ended inside a byte array", offset=pos)

@@ -23,11 +23,11 @@ from .schema import (
     normalize,
     opt,
     record,
+    repeating,
     text,
     u16,
     u32,
     u64,
-
     wire_record,
 )
 
@@ -111,8 +111,8 @@ class Capabilities(_Record):
     fixed("content_id", limits.ID_LEN),
     u64("size"),
     text("name"),
-    opt(text("mime")),
-    list_of("tags", text("tag")),
+    opt(repeating(text("mime"))),
+    list_of("tags", repeating(text("tag"))),
     list_of("chunks", fixed("chunk", limits.ID_LEN)),
     max_size=limits.MAX_MANIFEST,
 )

@@ -24,6 +24,11 @@ IP        ``{"V4": [4 uints]}`` or ``{"V6": [16 uints]}`` ``ipaddress`` object
 
 ``nullable`` fields encode ``None`` as CBOR null; when decoding, a nullable key
 that is absent also reads as ``None`` (as serde's ``Option`` does).
+
+``repeats`` is a decoding hint, not part of the wire form: the field's TEXT values
+come from a small set (mime types, tags), so the native decoder may hand out one
+shared ``str`` for equal values instead of a new one each time (the values are
+equal either way; the pure twin ignores the hint).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class Field:
     elem: "Field | None" = None
     record: type | None = None
     enum: type | None = None
+    repeats: bool = False
 
     @property
     def key(self) -> bytes:
@@ -128,6 +134,13 @@ def ip(name: str) -> Field:
 
 def opt(f: Field) -> Field:
     return dataclasses.replace(f, nullable=True)
+
+
+def repeating(f: Field) -> Field:
+    """Mark a TEXT field whose values repeat often (see the module docstring)."""
+    if f.kind != TEXT:
+        raise TypeError(f"only text fields can be marked repeating, not {KIND_NAMES[f.kind]}")
+    return dataclasses.replace(f, repeats=True)
 
 
 # ----------------------------------------------------------------------------- records
