@@ -12,7 +12,7 @@ Design:
   sub-schema, enum map, slot offset), cached per class;
 * decoding reads any buffer (bytes, bytearray, memoryview) in place through a
   bounds-checked ``_Reader``; every read checks the end first;
-* map keys are matched with ``memcmp``, trying the next expected field first;
+* map keys are matched whole (head + text), trying the next expected field first;
 * records are allocated with ``tp_alloc`` (what ``object.__new__`` does) and
   their slots filled directly (what ``object.__setattr__`` does for a slot);
   classes without plain slots fall back to ``object.__setattr__``;
@@ -129,6 +129,21 @@ cdef extern from *:
     #endif
     }
 
+    /* n bytes at p and q are equal (short keys and texts: overlapping word loads, no call) */
+    static inline int scp2p_eq(const unsigned char* p, const unsigned char* q, Py_ssize_t n) {
+        uint32_t a, b, c, d;
+        if (n >= 8) {
+            if (n > 16) return memcmp(p, q, (size_t)n) == 0;
+            return scp2p_le64(p) == scp2p_le64(q) && scp2p_le64(p + n - 8) == scp2p_le64(q + n - 8);
+        }
+        if (n >= 4) {
+            memcpy(&a, p, 4); memcpy(&b, q, 4); memcpy(&c, p + n - 4, 4); memcpy(&d, q + n - 4, 4);
+            return a == b && c == d;
+        }
+        while (n-- > 0) if (p[n] != q[n]) return 0;
+        return 1;
+    }
+
     #define SCP2P_LO7 0x7F7F7F7F7F7F7F7FULL
     #define SCP2P_HI1 0x8080808080808080ULL
     #define SCP2P_ONES 0x0101010101010101ULL
@@ -136,6 +151,26 @@ cdef extern from *:
     /* the high bit of each byte (0x80 set / clear) gathered into an 8-bit mask, byte i -> bit i */
     static inline uint64_t scp2p_gather8(uint64_t hi) {
         return (((hi & SCP2P_HI1) >> 7) * 0x0102040810204080ULL) >> 56;
+    }
+
+    #define SCP2P_ODD 0xAAAAAAAAAAAAAAAAULL
+
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SCP2P_CTZ64(x) __builtin_ctzll(x)
+    #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
+    #include <intrin.h>
+    static __inline int scp2p_ctz64(uint64_t x) { unsigned long i; _BitScanForward64(&i, x); return (int)i; }
+    #define SCP2P_CTZ64(x) scp2p_ctz64(x)
+    #else
+    static inline int scp2p_ctz64(uint64_t x) { int i = 0; while (!(x & 1)) { x >>= 1; i++; } return i; }
+    #define SCP2P_CTZ64(x) scp2p_ctz64(x)
+    #endif
+
+    static inline Py_ssize_t scp2p_popcount64(uint64_t x) {
+        x = x - ((x >> 1) & 0x5555555555555555ULL);
+        x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+        return (Py_ssize_t)((x * SCP2P_ONES) >> 56);
     }
 
     /*
@@ -146,14 +181,22 @@ cdef extern from *:
      * apply (too little input, n > 32, or some element head above 0x18): the caller then
      * runs the checked element-by-element loop, which owns every error.
      *
-     * The masks of "byte == 0x18" (E) and "byte <= 0x18" (L) over the 2n bytes the
-     * array can span are computed word by word (independent loads), so the sequential
-     * walk from head to head only follows bits in a register.
+     * No byte-by-byte walk: over the 2n bytes the array can span (one bit per byte),
+     * E = "byte is 0x18" and L = "byte <= 0x18" are computed a word at a time. A 0x18
+     * head makes the next byte its value whatever that byte is, as a backslash escapes
+     * the next character in JSON, so the value bytes of two-byte elements (V) are the
+     * "escaped" bits of E, found with simdjson's carry trick: the first byte of a run
+     * of 0x18s is a head (the byte before it is a one-byte element or a value), then
+     * heads and values alternate. Each element's value is then at a bit of
+     * P = V | ~E (a value, or a one-byte element), taken in order with count-trailing-
+     * zeros, in two independent chains (low and high 32 bytes). Heads are the bytes not
+     * in V; the array is valid for this path iff every head byte is <= 0x18.
      */
-    static Py_ssize_t scp2p_fixed_fast(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n,
-                                       unsigned char* o) {
-        uint64_t E = 0, L = 0, H = 0, x, t;
-        Py_ssize_t words, w, i, q = 0;
+    static Py_ssize_t scp2p_fixed_fast_scalar(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n,
+                                              unsigned char* o) {
+        uint64_t E = 0, L = 0, V, P, a, b, x, t, used;
+        Py_ssize_t words, w, i, na, nb, m, la = 0, lb = 0, last;
+        unsigned char* ob;
         if (n <= 0 || n > 32) return -1;
         words = (2 * n + 7) >> 3;
         if (avail < words * 8) return -1;
@@ -163,18 +206,132 @@ cdef extern from *:
             E |= scp2p_gather8(~(((t & SCP2P_LO7) + SCP2P_LO7) | t)) << (8 * w);
             L |= scp2p_gather8(~(((x & SCP2P_LO7) + SCP2P_ONES * (0x80 - 0x19)) | x)) << (8 * w);
         }
-        for (i = 0; i < n; i++) {
-            uint64_t two = (E >> q) & 1;
-            H |= (uint64_t)1 << q;
-            o[i] = p[q + two];
-            q += 1 + (Py_ssize_t)two;
+        V = ((((E << 1) | SCP2P_ODD) - E) ^ SCP2P_ODD) ^ E;
+        P = V | ~E;
+        a = P & 0xFFFFFFFFULL;
+        b = P >> 32;
+        na = scp2p_popcount64(a);
+        if (na >= n) {
+            na = n;
+            nb = 0;
+        } else {
+            nb = n - na;  /* P has >= n bits below 2n: each element takes at most 2 bytes */
         }
-        if (H & ~L) return -1;
-        return q;
+        m = na < nb ? na : nb;
+        ob = o + na;
+        for (i = 0; i < m; i++) {
+            la = SCP2P_CTZ64(a);
+            o[i] = p[la];
+            a &= a - 1;
+            lb = 32 + SCP2P_CTZ64(b);
+            ob[i] = p[lb];
+            b &= b - 1;
+        }
+        for (; i < na; i++) {
+            la = SCP2P_CTZ64(a);
+            o[i] = p[la];
+            a &= a - 1;
+        }
+        for (i = m; i < nb; i++) {
+            lb = 32 + SCP2P_CTZ64(b);
+            ob[i] = p[lb];
+            b &= b - 1;
+        }
+        last = nb > 0 ? lb : la;  /* the byte holding the last element's value */
+        used = last >= 63 ? ~0ULL : ((1ULL << (last + 1)) - 1);
+        if (~V & ~L & used) return -1;
+        return last + 1;
+    }
+
+    /*
+     * x86-64 (GCC / Clang), CPUs with SSSE3 (checked once at import): the same masks from
+     * SSE2 byte compares, and the values gathered 8 input bytes at a time with PSHUFB and
+     * a table of shuffles per 8-bit slice of P, instead of one count-trailing-zeros step
+     * per element. Same result as the scalar path for every input.
+     */
+    static unsigned char scp2p_lut[256][8];  /* slice m: the positions of its set bits, then 0x80 */
+    static unsigned char scp2p_lutcnt[256];  /* slice m: its number of set bits */
+    static int scp2p_simd = 0;
+
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    #include <immintrin.h>
+    #define SCP2P_HAVE_SSSE3_PATH 1
+    __attribute__((target("ssse3")))
+    static Py_ssize_t scp2p_fixed_fast_ssse3(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n,
+                                             unsigned char* o) {
+        uint64_t E = 0, L = 0, V, P, used;
+        Py_ssize_t blocks, w, cnt = 0, before = 0, c = 0, last;
+        unsigned m = 0;
+        unsigned char tmp[64 + 8];
+        const __m128i k18 = _mm_set1_epi8(0x18);
+        blocks = (2 * n + 15) >> 4;
+        if (avail < blocks * 16) return scp2p_fixed_fast_scalar(p, avail, n, o);
+        for (w = 0; w < blocks; w++) {
+            __m128i x = _mm_loadu_si128((const __m128i*)(p + 16 * w));
+            E |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, k18)) << (16 * w);
+            L |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, k18), x)) << (16 * w);
+        }
+        V = ((((E << 1) | SCP2P_ODD) - E) ^ SCP2P_ODD) ^ E;
+        P = V | ~E;
+        while (cnt < n) {  /* each 8-byte slice holds at least 4 values: at most 8 rounds */
+            m = (unsigned)(P >> (8 * c)) & 0xFF;
+            __m128i v = _mm_loadl_epi64((const __m128i*)(p + 8 * c));
+            __m128i sh = _mm_loadl_epi64((const __m128i*)scp2p_lut[m]);
+            _mm_storel_epi64((__m128i*)(tmp + cnt), _mm_shuffle_epi8(v, sh));
+            before = cnt;
+            cnt += scp2p_lutcnt[m];
+            c++;
+        }
+        last = 8 * (c - 1) + scp2p_lut[m][n - 1 - before];  /* the byte holding the last value */
+        used = last >= 63 ? ~0ULL : ((1ULL << (last + 1)) - 1);
+        if (~V & ~L & used) return -1;
+        memcpy(o, tmp, (size_t)n);
+        return last + 1;
+    }
+    #endif
+
+    static void scp2p_fixed_init(int simd) {
+        int m, j, k;
+        for (m = 0; m < 256; m++) {
+            k = 0;
+            for (j = 0; j < 8; j++) scp2p_lut[m][j] = 0x80;
+            for (j = 0; j < 8; j++) if (m & (1 << j)) scp2p_lut[m][k++] = (unsigned char)j;
+            scp2p_lutcnt[m] = (unsigned char)k;
+        }
+        scp2p_simd = 0;
+    #ifdef SCP2P_HAVE_SSSE3_PATH
+        if (simd) {
+            __builtin_cpu_init();
+            scp2p_simd = __builtin_cpu_supports("ssse3") ? 1 : 0;
+        }
+    #endif
+    }
+
+    static int scp2p_fixed_simd(void) { return scp2p_simd; }
+
+    static Py_ssize_t scp2p_fixed_fast(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n, unsigned char* o) {
+        if (n <= 0 || n > 32) return -1;
+    #ifdef SCP2P_HAVE_SSSE3_PATH
+        if (scp2p_simd) return scp2p_fixed_fast_ssse3(p, avail, n, o);
+    #endif
+        return scp2p_fixed_fast_scalar(p, avail, n, o);
     }
     """
     Py_ssize_t scp2p_fixed_fast(const unsigned char* p, Py_ssize_t avail, Py_ssize_t n, unsigned char* o) noexcept
+    void scp2p_fixed_init(int simd) noexcept
+    int scp2p_fixed_simd() noexcept
     uint64_t scp2p_le64(const unsigned char* p) noexcept
+    bint scp2p_eq(const unsigned char* p, const unsigned char* q, Py_ssize_t n) noexcept
+
+
+scp2p_fixed_init(1)
+
+
+def _fixed_simd(enable=None):
+    """Testing hook: whether byte arrays use the SSSE3 path; ``enable`` switches it (if the CPU can)."""
+    if enable is not None:
+        scp2p_fixed_init(1 if enable else 0)
+    return bool(scp2p_fixed_simd())
 
 
 # field kinds (checked against scp2p.wire.schema at import)
@@ -331,11 +488,11 @@ cdef inline object _slot_get(object obj, _Fld f):
     return getattr(obj, f.name)
 
 
-cdef inline bint _slot_is_set(object obj, Py_ssize_t offset):
+cdef inline bint _slot_is_set(object obj, Py_ssize_t offset) noexcept:
     return (<PyObject**>((<char*><PyObject*>obj) + offset))[0] != NULL
 
 
-cdef inline void _slot_put(object obj, Py_ssize_t offset, object value):
+cdef inline void _slot_put(object obj, Py_ssize_t offset, object value) noexcept:
     # only called on an empty slot of a freshly allocated object
     Py_INCREF(value)
     (<PyObject**>((<char*><PyObject*>obj) + offset))[0] = <PyObject*>value
@@ -817,11 +974,11 @@ cdef inline Py_ssize_t _find(_Rec c, const unsigned char* kp, Py_ssize_t klen, P
     cdef _Fld f
     if expect < c.nfields:
         f = <_Fld>c.fields[expect]
-        if f.klen == klen and memcmp(f.kptr, kp, <size_t>klen) == 0:
+        if f.klen == klen and scp2p_eq(<const unsigned char*>f.kptr, kp, klen):
             return expect
     for j in range(c.nfields):
         f = <_Fld>c.fields[j]
-        if f.klen == klen and memcmp(f.kptr, kp, <size_t>klen) == 0:
+        if f.klen == klen and scp2p_eq(<const unsigned char*>f.kptr, kp, klen):
             return j
     return -1
 
@@ -855,7 +1012,7 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
                 # keys in schema order (what every encoder writes): match the next
                 # field's whole encoded key (head + text) at once
                 f = <_Fld>c.fields[expect]
-                if f.hlen <= r.end - kstart and memcmp(r.data + kstart, f.hptr, <size_t>f.hlen) == 0:
+                if f.hlen <= r.end - kstart and scp2p_eq(r.data + kstart, <const unsigned char*>f.hptr, f.hlen):
                     r.pos = kstart + f.hlen
                     i = expect
             if i < 0:
@@ -1053,7 +1210,7 @@ cdef object _read_text(Reader* r, bint cached):
         slot = _tcache_slot(<const unsigned char*>p, <Py_ssize_t>n)
         s = _tcache[slot]
         if (s != NULL and PyUnicode_GET_LENGTH(<object>s) == <Py_ssize_t>n
-                and memcmp(PyUnicode_DATA(<object>s), p, <size_t>n) == 0):
+                and scp2p_eq(<const unsigned char*>PyUnicode_DATA(<object>s), <const unsigned char*>p, <Py_ssize_t>n)):
             r.pos += <Py_ssize_t>n
             return <object>s
     r.pos += <Py_ssize_t>n

@@ -1,7 +1,8 @@
 """The native decoder's fast paths against the pure twin (same results, same errors).
 
-* FIXED byte arrays: the word-at-a-time path for element heads <= 0x18 and the
-  checked loop it falls back to, over every element form and truncation;
+* FIXED byte arrays: the mask-based path for element heads <= 0x18 (the SSSE3 and
+  the portable version) and the checked loop it falls back to, over every element
+  form and truncation;
 * map keys in schema order, matched as whole encoded keys, and every departure from
   that order (out of order, duplicated, non-shortest key heads, unknown keys);
 * the text cache of ``repeats`` fields (mime, tags): equal values, non-ASCII text,
@@ -18,12 +19,23 @@ from scp2p import _accel
 from scp2p.errors import DecodeError
 from scp2p.wire import _codec_py
 from scp2p.wire.messages import Store
-from scp2p.wire.records import ItemV1, ManifestV1
+from scp2p.wire.records import ItemV1, ManifestV1, PeerAddr
 
 pytestmark = pytest.mark.skipif(_accel.NO_EXTENSIONS, reason="SCP2P_NO_EXTENSIONS=1: native twin not in use")
 
 if not _accel.NO_EXTENSIONS:
     from scp2p.wire import _codec_c
+
+
+@pytest.fixture(params=["simd", "scalar"])
+def fixed_path(request):
+    """Run a test with the SSSE3 byte-array path (where the CPU has it) and with the portable one."""
+    before = _codec_c._fixed_simd()
+    now = _codec_c._fixed_simd(request.param == "simd")
+    if request.param == "simd" and not now:
+        pytest.skip("no SSSE3 byte-array path on this build or CPU")
+    yield request.param
+    _codec_c._fixed_simd(before)
 
 
 def _outcome(impl, cls, data):
@@ -85,7 +97,7 @@ def _array(rng: random.Random, n: int, bad: float) -> bytes:
 
 
 @pytest.mark.parametrize("bad", [0.0, 0.02, 0.3])
-def test_fixed_arrays_every_form(bad):
+def test_fixed_arrays_every_form(bad, fixed_path):
     rng = random.Random(int(bad * 1000) + 1)
     for _ in range(1500):
         key = _array(rng, 32, bad)
@@ -96,7 +108,7 @@ def test_fixed_arrays_every_form(bad):
             _same(Store, data[: rng.randrange(5, 5 + len(key))])
 
 
-def test_fixed_arrays_at_the_end_of_the_input():
+def test_fixed_arrays_at_the_end_of_the_input(fixed_path):
     """Arrays that end right at (or just before) the end of the input, short of a full word."""
     rng = random.Random(7)
     for _ in range(300):
@@ -124,7 +136,7 @@ _MIMES = [b"text/plain", b"image/jpeg", b"audio/mpeg", b"application/zip", b"a",
 _TAGS = [b"music", b"docs", b"work", b"", "f\u00eate".encode(), b"\xff", b"musi", b"musicc", b"2024"]
 
 
-def test_item_keys_in_any_order_and_repeated_texts():
+def test_item_keys_in_any_order_and_repeated_texts(fixed_path):
     rng = random.Random(11)
     for _ in range(3000):
         tags = [rng.choice(_TAGS) for _ in range(rng.randint(0, 3))]
@@ -164,7 +176,7 @@ def test_repeated_texts_share_one_object_and_equal_the_pure_twin():
     assert got.items[3].mime == got.items[7].mime == "t\u00e9xt"  # non-ASCII: decoded each time, still equal
 
 
-def test_manifest_roundtrip_with_many_items():
+def test_manifest_roundtrip_with_many_items(fixed_path):
     rng = random.Random(3)
     items = tuple(
         ItemV1(content_id=rng.randbytes(32), size=rng.randrange(1 << 40), name=f"item {i}",
@@ -192,3 +204,28 @@ def test_text_cache_collisions_between_prefixes():
         data = _map(item[:4] + [("tags", tag_arr)] + item[5:])
         out = _same(ItemV1, data)
         assert out[0] == "ok" and out[1].tags == tuple(t.decode() for t in tags)
+
+
+@pytest.mark.parametrize("n", [4, 16, 32, 64])
+def test_fixed_array_sizes(n, fixed_path):
+    """Every FIXED size the schema uses (IPv4, IPv6, ids, signatures), whole and cut short."""
+    rng = random.Random(n)
+    unsigned = _codec_py.encode(ManifestV1(version=1, share_pubkey=bytes(32), share_id=bytes(32), seq=1, created_at=0))
+    assert unsigned.endswith(_text(b"signature") + b"\xf6")
+    oks = 0
+    for _ in range(800):
+        arr = _array(rng, n, rng.choice([0.0, 0.05, 0.5]))
+        if n == 32:
+            cls = Store
+            data = b"\xa3" + _text(b"key") + arr + _text(b"value") + b"\x40" + _text(b"ttl_secs") + b"\x00"
+        elif n in (4, 16):
+            cls = PeerAddr
+            ip = b"\xa1" + _text(b"V4" if n == 4 else b"V6") + arr
+            data = _map([("ip", ip), ("port", b"\x01"), ("transport", _text(b"tcp"))])
+        else:
+            cls = ManifestV1
+            data = unsigned[:-1] + arr  # the signature (the last field) as an array
+        oks += _same(cls, data)[0] == "ok"
+        for cut in range(max(0, len(data) - 70), len(data)):
+            _same(cls, data[:cut])
+    assert oks > 300
