@@ -80,7 +80,7 @@ async def role_scp2p_client(info_path: str, target: str, size: int) -> None:
         await dl.run()
     t1 = os.times()
     print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "user": t1.user - u0.user, "sys": t1.system - u0.system,
-                      "read_back": dl.part.read_back}), flush=True)  # fmt: skip
+                      "read_back": dl.part.read_back, "direct_writes": dl.part.direct_writes}), flush=True)  # fmt: skip
 
 
 async def role_base_server(path: str) -> None:
@@ -180,7 +180,11 @@ def _pair(server_args: list[str], client_args_of) -> dict:
     srv.stdin.flush()
     sout = json.loads(srv.stdout.readline())
     srv.wait()
-    return {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
+    r = {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
+    r.update({f"recv_{k}": out[k] for k in ("user", "sys") if k in out})
+    if "direct_writes" in out:
+        r["direct_writes"] = out["direct_writes"]
+    return r
 
 
 def case_scp2p(path: str, size: int, n: int, tmp: str) -> dict:
@@ -340,7 +344,7 @@ def main() -> None:
             row = {"case": name, "size": size, "runs": len(runs), "best_gbps": size / best["wall"] / 1e9,
                    "median_gbps": size / med / 1e9, "recv_cpu_s_per_gib": best["recv_cpu"] / gib,
                    "send_cpu_s_per_gib": best["send_cpu"] / gib,
-                   **{k: v for k, v in best.items() if k in ("tool", "note")}}  # fmt: skip
+                   **{k: v for k, v in best.items() if k in ("tool", "note", "recv_user", "recv_sys", "direct_writes")}}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
         print()

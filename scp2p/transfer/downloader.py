@@ -129,6 +129,8 @@ class Downloader:
         self._tasks: dict[tuple, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._cancelled = False
+        #: a local error that ends the download (writing the part file failed)
+        self._fatal: Optional[BaseException] = None
         self._unpersisted: list[int] = []
         self._persist_task: Optional[asyncio.Task] = None
         self.sched: Optional[Scheduler] = None
@@ -248,6 +250,8 @@ class Downloader:
         while not s.complete:
             if self._cancelled:
                 raise DownloadCancelled(f"download of {self.spec.content_id.hex()} cancelled")
+            if self._fatal is not None:
+                raise self._fatal
             now = loop.time()
             for c in s.handle_timer(now):
                 self._cancel_task(c.provider, c.index)
@@ -371,14 +375,20 @@ class Downloader:
         if not s.received(key, index, now):
             return
         part = self.part
-        if self._worker is not None:
-            ok = await self._worker.submit(index, data)
-            del data, env
-            now = loop.time()
-        else:
-            ok = part.verify_chunk(index, data)
-            if ok:
-                part.write_chunk(index, data)
+        try:
+            if self._worker is not None:
+                ok = await self._worker.submit(index, data)
+                del data, env
+                now = loop.time()
+            else:
+                ok = part.verify_chunk(index, data)
+                if ok:
+                    part.write_chunk(index, data)
+        except OSError as exc:  # the part file cannot be written (disk full, I/O error): give up
+            if self._fatal is None:
+                self._fatal = exc
+            self._wake.set()
+            return
         if not ok:
             self._bad(key, index, now)
             return

@@ -20,6 +20,14 @@ for :meth:`PartFile.finish` (fsync, the rest of the whole-file hash, rename).
 * :meth:`PartFile.finish` checks the content id, fsyncs, renames and fsyncs the
   directory. On a mismatch :meth:`PartFile.recheck` re-hashes every chunk on disk
   and returns the bad ones, so the driver can fetch them again.
+* **Direct I/O**: where the filesystem supports ``O_DIRECT`` (ext4, xfs, btrfs; not
+  tmpfs) the file is also opened with it, and every chunk whose buffer, length and
+  offset are aligned to :data:`DIRECT_ALIGN` (the transport lays CHUNK_DATA bodies so
+  that the chunk bytes start on a page boundary) is written with one ``pwrite`` straight
+  from the receive buffer to the device: no page-cache copy, no fresh page-cache pages
+  (which cost 0.1-2.5 CPU-s/GiB on a VM), and the data is on disk when the call
+  returns. Anything else (the short last chunk, an unaligned buffer, a filesystem that
+  refuses) goes through the page cache; ``fdatasync`` covers both.
 * Durability: :meth:`PartFile.sync` (``fdatasync``) is called before verified chunks
   are recorded in the store's bitmap, so a recorded chunk is on disk.
 """
@@ -27,6 +35,8 @@ for :meth:`PartFile.finish` (fsync, the rest of the whole-file hash, rename).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import logging
 import os
 import threading
@@ -41,6 +51,18 @@ from ..limits import CHUNK_SIZE
 log = logging.getLogger(__name__)
 
 __all__ = ["ChunkWorker", "PartFile", "part_path"]
+
+
+#: alignment of buffer address, length and file offset for an ``O_DIRECT`` write
+DIRECT_ALIGN = 4096
+
+
+def buffer_address(buf) -> Optional[int]:
+    """Address of a writable buffer's first byte (None for read-only buffers)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    except (TypeError, ValueError):
+        return None
 
 
 def part_path(target: str, content_id: bytes) -> str:
@@ -62,8 +84,13 @@ class PartFile:
         window: int = 64,
         catchup: int = 16,
         chunk_size: int = CHUNK_SIZE,
+        direct: bool = True,
     ) -> None:
         self.target = os.path.abspath(target)
+        #: chunks written with O_DIRECT / through the page cache
+        self.direct_writes = 0
+        self.cached_writes = 0
+        self._direct = direct
         self.size = size
         self.content_id = content_id
         self.hashes = list(chunk_hashes)
@@ -83,6 +110,7 @@ class PartFile:
         self._scratch: Optional[bytearray] = None
         self.read_back = 0  # bytes re-read from disk for the whole-file hash
         self.fd: Optional[int] = None
+        self.dfd: Optional[int] = None  # the O_DIRECT descriptor, when the filesystem allows it
         self._open()
 
     # ------------------------------------------------------------------ file
@@ -104,6 +132,11 @@ class PartFile:
             os.close(fd)
             raise
         self.fd = fd
+        if self._direct and hasattr(os, "O_DIRECT") and self.chunk_size % DIRECT_ALIGN == 0:
+            try:
+                self.dfd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:  # e.g. tmpfs: EINVAL
+                log.debug("no O_DIRECT for %s: %s", self.path, exc)
 
     def chunk_len(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
@@ -118,12 +151,69 @@ class PartFile:
     def write_chunk(self, index: int, data) -> None:
         """Write a verified chunk at its offset. ``data`` must not change afterwards (it may be
         held for the in-order hash until the chunks before it arrive)."""
-        mv = memoryview(data)
-        off = index * self.chunk_size
-        pos = 0
-        n = len(mv)
+        self.write_chunks(((index, data),))
+
+    def write_chunks(self, chunks: Iterable[tuple]) -> None:
+        """Write verified ``(index, data)`` chunks: runs of consecutive direct-I/O-able chunks
+        leave in one ``pwritev`` (up to :attr:`max_run` chunks), the rest through the page
+        cache; then each is marked written and fed to the whole-file hash."""
+        chunks = [(i, memoryview(d)) for i, d in chunks]
+        run: list = []
+        for index, mv in chunks:
+            if self.dfd is not None and self._alignable(mv):
+                if run and (run[-1][0] + 1 != index or len(run) >= self.max_run):
+                    self._write_run(run)
+                    run = []
+                run.append((index, mv))
+            else:
+                self._write_cached(index * self.chunk_size, mv)
+        if run:
+            self._write_run(run)
+        for index, mv in chunks:
+            self._mark(index, mv)
+
+    #: chunks per vectored O_DIRECT write (4 MiB)
+    max_run = 16
+
+    @staticmethod
+    def _alignable(mv: memoryview) -> bool:
+        if len(mv) % DIRECT_ALIGN:
+            return False
+        addr = buffer_address(mv)
+        return addr is not None and not addr % DIRECT_ALIGN
+
+    def _write_cached(self, off: int, mv: memoryview) -> None:
+        self.cached_writes += 1
+        pos, n = 0, len(mv)
         while pos < n:
             pos += os.pwrite(self.fd, mv[pos:], off + pos)
+
+    def _write_run(self, run: list) -> None:
+        """One O_DIRECT ``pwritev`` of consecutive aligned chunks (chunk offsets are aligned);
+        what it does not take (a short write, a filesystem that refuses) goes through the page cache."""
+        off = run[0][0] * self.chunk_size
+        bufs = [mv for _, mv in run]
+        done = 0
+        if self.dfd is not None:
+            try:
+                done = os.pwritev(self.dfd, bufs, off)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                log.debug("O_DIRECT write refused (%s); using the page cache", exc)
+                os.close(self.dfd)
+                self.dfd = None
+            done -= done % DIRECT_ALIGN
+        for mv in bufs:
+            n = len(mv)
+            if done >= n:
+                self.direct_writes += 1
+            else:
+                self._write_cached(off + done, mv[done:])
+            done = max(0, done - n)
+            off += n
+
+    def _mark(self, index: int, mv: memoryview) -> None:
         self.written[index] = 1
         if index == self._next:
             self._hasher.update(mv)
@@ -206,8 +296,7 @@ class PartFile:
         if got != self.content_id:
             raise ContentMismatch(f"file hashes to {got.hex()}, expected content id {self.content_id.hex()}")
         os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = None
+        self._close_fds()
         os.replace(self.path, self.target)
         _fsync_dir(os.path.dirname(self.target))
         return self.target
@@ -215,9 +304,14 @@ class PartFile:
     def close(self) -> None:
         """Close the file and keep it (a later run resumes)."""
         self._held.clear()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for name in ("dfd", "fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                os.close(fd)
 
     def discard(self) -> None:
         """Close and delete the temporary file."""
@@ -304,19 +398,25 @@ class ChunkWorker:
                 items = list(self._q)
                 self._q.clear()
             results = []
+            good = []
             for index, data, fut in items:
                 if data is None:  # a drain marker
                     results.append((fut, True, None))
                     continue
                 try:
-                    ok = part.verify_chunk(index, data)
-                    if ok:
-                        part.write_chunk(index, data)
-                    results.append((fut, ok, None))
+                    if part.verify_chunk(index, data):
+                        good.append((index, data, fut))
+                    else:
+                        results.append((fut, False, None))
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
                     results.append((fut, None, exc))
-                del data
-            del items
+            if good:
+                try:
+                    part.write_chunks([(index, data) for index, data, _ in good])
+                    results.extend((fut, True, None) for _, _, fut in good)
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
+                    results.extend((fut, None, exc) for _, _, fut in good)
+            del items, good, data
             try:
                 self.loop.call_soon_threadsafe(_deliver, results)
             except RuntimeError:  # the loop is closed: nobody waits any more

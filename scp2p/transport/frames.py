@@ -19,6 +19,7 @@ canonical layout goes through the generic codec, which owns the error reporting.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from ..wire.messages import decode_envelope
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
 DIRECT_THRESHOLD = 16 * 1024
-#: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`)
-POOL_KEEP = 8
+#: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`); a download holds up to
+#: its pipeline depth (32) of them at once (queued for the writer thread), all reused
+POOL_KEEP = 40
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -72,8 +74,23 @@ class RecvPool:
                 bufs.pop(0)  # still referenced ones are freed by their last user
         return b
 
+    def view(self, n: int) -> memoryview:
+        """``n`` bytes of a free buffer, placed so that they *end* on a :data:`FRAME_ALIGN`
+        boundary: the tail of a frame - the chunk bytes of CHUNK_DATA - then starts on a page
+        boundary when its length is a multiple of the page size, so it can be written to
+        disk with ``O_DIRECT`` straight from this buffer."""
+        b = self.get(n + FRAME_ALIGN)
+        try:
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(b))
+        except (TypeError, ValueError):  # pragma: no cover - bytearrays are writable
+            addr = 0
+        o = -(addr + n) % FRAME_ALIGN
+        return memoryview(b)[o : o + n]
 
-_POOL_MIN = 256 * 1024 + 256
+
+#: see :meth:`RecvPool.view`
+FRAME_ALIGN = 4096
+_POOL_MIN = 256 * 1024 + 256 + FRAME_ALIGN
 
 
 class FrameReader:
@@ -170,7 +187,7 @@ class FrameReader:
                 s += HEADER_LEN + n
                 continue
             if n >= DIRECT_THRESHOLD:
-                big = memoryview(self.pool.get(n))[:n]  # length already checked against the limit
+                big = self.pool.view(n)  # length already checked against the limit
                 big[:have] = mv[s + HEADER_LEN : e]
                 self._big, self._big_mv, self._big_fill = big, big, have
                 s = e

@@ -315,3 +315,19 @@ def test_sigkilled_downloader_resumes(source, tmp_path):
             srv.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("write_thread", [True, False])
+def test_write_error_ends_the_download(source, tmp_path, monkeypatch, write_thread):
+    """A part file that cannot be written (disk full) fails the download with that error at once."""
+    import errno
+
+    from scp2p.transfer import writer
+
+    def full(self, chunks):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer.PartFile, "write_chunks", full)
+    with pytest.raises(OSError) as ei:
+        run(_download(source, tmp_path / "o.bin", 1, write_thread=write_thread), timeout=20)
+    assert ei.value.errno == errno.ENOSPC
