@@ -285,7 +285,8 @@ cdef extern from *:
         last = 8 * (c - 1) + scp2p_lut[m][n - 1 - before];  /* the byte holding the last value */
         used = last >= 63 ? ~0ULL : ((1ULL << (last + 1)) - 1);
         if (~V & ~L & used) return -1;
-        memcpy(o, tmp, (size_t)n);
+        if (n == 32) memcpy(o, tmp, 32);  /* ids and hashes: an inlined copy, not a call */
+        else memcpy(o, tmp, (size_t)n);
         return last + 1;
     }
     #endif
@@ -1138,11 +1139,35 @@ cdef object _read_field(Reader* r, _Fld f, int depth):
     raise TypeError(f"unknown field kind {kind}")  # pragma: no cover - schema bug
 
 
+# Lists of ``repeats`` texts (tags) repeat as a whole too: a direct-mapped cache of
+# (field, encoded bytes, tuple). CBOR items are self-delimiting, so input that starts
+# with the encoded bytes of a list this field decoded before holds exactly that list:
+# the cached tuple (immutable, of strs) is the result, and every check passed on it.
+cdef enum:
+    LCACHE_SLOTS = 256
+    LCACHE_MAXLEN = 64
+cdef void* _lcache_fld[LCACHE_SLOTS]     # the _Fld (borrowed: compiled fields live forever)
+cdef PyObject* _lcache_raw[LCACHE_SLOTS]  # bytes, strong
+cdef PyObject* _lcache_val[LCACHE_SLOTS]  # tuple, strong
+
+
 cdef object _read_list(Reader* r, _Fld f, int depth):
-    cdef Py_ssize_t start = r.pos, i = 0, n
+    cdef Py_ssize_t start = r.pos, i = 0, n, slot = -1, rawlen
     cdef int major
     cdef uint64_t count
     cdef _Fld elem = f.elem
+    cdef PyObject* raw
+    if elem.repeats and r.end - start >= 16:
+        slot = <Py_ssize_t>(((scp2p_le64(r.data + start) * 0x9E3779B97F4A7C15ULL)
+                             ^ (scp2p_le64(r.data + start + 8) * 0xC2B2AE3D27D4EB4FULL)) >> 56)
+        raw = _lcache_raw[slot]
+        if raw != NULL and _lcache_fld[slot] == <void*>f:
+            rawlen = PyBytes_GET_SIZE(<object>raw)
+            if rawlen <= r.end - start and scp2p_eq(
+                r.data + start, <const unsigned char*>PyBytes_AS_STRING(<object>raw), rawlen
+            ):
+                r.pos = start + rawlen
+                return <object>_lcache_val[slot]
     _head(r, &major, &count)
     if major != 4:
         raise WrongType(f"expected an array, got major type {major}", offset=start)
@@ -1166,6 +1191,15 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
             if PyObject_GC_IsTracked(PyTuple_GET_ITEM(out, i)):
                 PyObject_GC_Track(<PyObject*>out)
                 break
+    if slot >= 0 and r.pos - start <= LCACHE_MAXLEN:
+        key = PyBytes_FromStringAndSize(<const char*>(r.data + start), r.pos - start)
+        Py_INCREF(key)
+        Py_INCREF(out)
+        _xdecref(_lcache_raw[slot])
+        _xdecref(_lcache_val[slot])
+        _lcache_raw[slot] = <PyObject*>key
+        _lcache_val[slot] = <PyObject*>out
+        _lcache_fld[slot] = <void*>f
     return out
 
 

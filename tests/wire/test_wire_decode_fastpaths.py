@@ -229,3 +229,22 @@ def test_fixed_array_sizes(n, fixed_path):
         for cut in range(max(0, len(data) - 70), len(data)):
             _same(cls, data[:cut])
     assert oks > 300
+
+
+def test_tag_list_cache():
+    """Tag lists repeat as a whole: many distinct lists sharing long prefixes, in random order,
+    whole and cut short, decode as the pure twin decodes them."""
+    rng = random.Random(9)
+    words = [b"music", b"musical", b"docs", b"d", b"", b"2024", "f\u00eate".encode(), b"\xff\xfe", b"x" * 30]
+    lists = [[rng.choice(words) for _ in range(rng.randint(0, 4))] for _ in range(600)]
+    lists += [[b"music"] * k for k in range(6)] + [[b"music", b"docs", w] for w in words]
+    item = _item_fields(rng, b"text/plain", [])
+    for _ in range(6000):
+        tags = rng.choice(lists)
+        tag_arr = bytes([0x80 + len(tags)]) + b"".join(
+            (bytes([0x60 + len(t)]) if len(t) < 24 else bytes([0x78, len(t)])) + t for t in tags
+        )
+        data = _map(item[:4] + [("tags", tag_arr)] + item[5:])
+        if rng.random() < 0.05:
+            data = data[: rng.randrange(len(data))]
+        _same(ItemV1, data)
