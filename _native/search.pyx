@@ -29,7 +29,7 @@ cdef int FN = ranking.FLAG_NAME
 cdef int FT = ranking.FLAG_TAG
 cdef tuple PLENS = tuple(ranking.PREFIX_LIST_LENGTHS)
 
-__all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames"]
+__all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames", "untrack"]
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -66,6 +66,21 @@ cpdef list tokenize(str text):
 
 
 # ---------------------------------------------------------------------- helpers
+cdef extern from "Python.h":
+    bint PyObject_GC_IsTracked(object o)
+    void PyObject_GC_UnTrack(void* o)
+
+
+def untrack(list lst):
+    """Take ``lst`` out of the cyclic GC and return it. Only for lists that hold atomic
+    objects (str, int, None, arrays): they cannot be part of a reference cycle, and a
+    collection would otherwise visit every entry (millions of terms: ~50 ms per full
+    collection at 300k items, most of a build's time)."""
+    if PyObject_GC_IsTracked(lst):
+        PyObject_GC_UnTrack(<void*>lst)
+    return lst
+
+
 cdef inline int push(array a, unsigned int v) except -1:
     cdef Py_ssize_t n = len(a)
     resize_smart(a, n + 1)
@@ -92,6 +107,9 @@ cdef inline int append_posting(object L, list dpost, list dblk, unsigned int t, 
     if o is None:
         post = array("I")
         blk = array("I")
+        # arrays hold no references: keep the (up to one per term) delta arrays out of the GC
+        PyObject_GC_UnTrack(<void*>post)
+        PyObject_GC_UnTrack(<void*>blk)
         dpost[t] = post
         dblk[t] = blk
     else:
@@ -357,7 +375,7 @@ def merge(st, L):
     resize_smart(post, np_)
     resize_smart(blk, nbk)
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
-    L.dpost, L.dblk, L.ndelta = [], [], 0
+    L.dpost, L.dblk, L.ndelta = untrack([]), untrack([]), 0
 
 
 # ---------------------------------------------------------------------- exact names
@@ -1128,6 +1146,7 @@ _K.is_monotonic = is_monotonic
 _K.check_blocks = check_blocks
 _K.merge = merge
 _K.ExactNames = ExactNames
+_K.untrack = untrack
 
 
 class Index(IndexBase):

@@ -157,6 +157,15 @@ class State:
         self.desc_index: dict[str, set[int]] = {}
         self.ndead = 0
         self.exact = None  # the twin's ExactNames
+        #: the twin's untrack(list): takes a list that can only hold atomic objects (str, int,
+        #: array, None) out of the cyclic GC, so collections do not walk millions of entries
+        self.untrack = _keep
+
+    def untrack_lists(self) -> None:
+        """Untrack the big lists of strings / arrays (they can never be part of a cycle)."""
+        for lst in (self.terms, self.pending_terms, self.sorted_terms, self.pfx_list, self.tagset_keys,
+                    self.mimes, *(x for L in self.lists for x in (L.dpost, L.dblk))):
+            self.untrack(lst)
 
     @property
     def ndocs(self) -> int:
@@ -233,8 +242,8 @@ class State:
 
     def sorted_dictionary(self) -> list[str]:
         if self.pending_terms:
-            self.sorted_terms = sorted(self.sorted_terms + self.pending_terms)
-            self.pending_terms = []
+            self.sorted_terms = self.untrack(sorted(self.sorted_terms + self.pending_terms))
+            self.pending_terms = self.untrack([])
         return self.sorted_terms
 
     def segments(self, which: int, t: int):
@@ -269,6 +278,10 @@ class Postings:
         self.dpost: list = []  #: list id -> array or None
         self.dblk: list = []
         self.ndelta = 0
+
+
+def _keep(lst: list) -> list:
+    return lst
 
 
 def _tags_key(tags: tuple) -> str:
@@ -315,6 +328,8 @@ class IndexBase:
     def __init__(self) -> None:
         self._st = State()
         self._st.exact = self._k.ExactNames()
+        self._st.untrack = getattr(self._k, "untrack", _keep)
+        self._st.untrack_lists()
         self._ranks_dirty = False
         self._queries: dict = {}  # parsed query cache (independent of the index contents)
         self._cache: dict = {}  # per-query helpers derived from share-level data; cleared on any share change
@@ -770,6 +785,7 @@ def _read_image(cls, data: bytes):
             st.slot_desc.append("")
             ix._set_share_meta(x, meta["titles"][x], meta["descs"][x])
         st.ndead = meta["ndead"]
+        st.untrack_lists()
         ix._ranks_dirty = True
         _validate(st, ix._k)
         for x in range(len(st.slot_ids)):
