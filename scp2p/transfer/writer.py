@@ -154,9 +154,17 @@ class PartFile:
         self.write_chunks(((index, data),))
 
     def write_chunks(self, chunks: Iterable[tuple]) -> None:
-        """Write verified ``(index, data)`` chunks: runs of consecutive direct-I/O-able chunks
-        leave in one ``pwritev`` (up to :attr:`max_run` chunks), the rest through the page
-        cache; then each is marked written and fed to the whole-file hash."""
+        """Feed verified ``(index, data)`` chunks to the whole-file hash (:meth:`hash_chunk`),
+        then write them (:meth:`store_chunks`)."""
+        chunks = [(i, memoryview(d)) for i, d in chunks]
+        for index, mv in chunks:
+            self.hash_chunk(index, mv)
+        self.store_chunks(chunks)
+
+    def store_chunks(self, chunks: Iterable[tuple]) -> list:
+        """Put verified ``(index, data)`` chunks on disk and mark them written: runs of
+        consecutive direct-I/O-able chunks leave in one ``pwritev`` (up to :attr:`max_run`
+        chunks), the rest through the page cache. Returns the chunks as ``(index, memoryview)``."""
         chunks = [(i, memoryview(d)) for i, d in chunks]
         run: list = []
         for index, mv in chunks:
@@ -169,8 +177,10 @@ class PartFile:
                 self._write_cached(index * self.chunk_size, mv)
         if run:
             self._write_run(run)
-        for index, mv in chunks:
-            self._mark(index, mv)
+        written = self.written
+        for index, _ in chunks:
+            written[index] = 1
+        return chunks
 
     #: chunks per vectored O_DIRECT write (4 MiB)
     max_run = 16
@@ -213,8 +223,11 @@ class PartFile:
             done = max(0, done - n)
             off += n
 
-    def _mark(self, index: int, mv: memoryview) -> None:
-        self.written[index] = 1
+    def hash_chunk(self, index: int, mv: memoryview) -> None:
+        """Feed a verified chunk to the in-order whole-file hash: at once when it is next,
+        held (a reference) when it is at most ``window`` ahead. It need not be on disk yet
+        (the :class:`ChunkWorker` hashes while another thread writes); chunks neither fed nor
+        held are read back from disk once written."""
         if index == self._next:
             self._hasher.update(mv)
             self._next += 1
@@ -236,9 +249,10 @@ class PartFile:
             self._held.clear()
 
     def _advance(self, budget: int) -> None:
-        """Feed the whole-file hasher with consecutive written chunks (held ones, or read back)."""
+        """Feed the whole-file hasher with consecutive chunks (held ones, or written ones read back)."""
         h = self._hasher
-        while self._next < self.n and self.written[self._next]:
+        held, written = self._held, self.written
+        while self._next < self.n and (self._next in held or written[self._next]):
             i = self._next
             buf = self._held.pop(i, None)
             if buf is None:
@@ -342,14 +356,19 @@ def _fsync_dir(path: str) -> None:
 
 
 class ChunkWorker:
-    """Verifies and writes chunks of one :class:`PartFile` in a dedicated thread, in submission order.
+    """Verifies and writes chunks of one :class:`PartFile` in two dedicated threads.
 
-    BLAKE3 and ``os.pwrite`` release the GIL, so hashing and writing chunk *n* overlap
-    with the event loop reading chunk *n+1* from the socket (on another core). Results come
-    back to the loop in batches (one ``call_soon_threadsafe`` per batch the thread took
-    off its queue). Only this thread touches the part file's chunk state while it runs;
-    :meth:`drain` waits until everything submitted so far is done (before ``finish`` or
-    ``close``).
+    The *verify* thread checks each chunk's BLAKE3 against the manifest and feeds the
+    in-order whole-file hash (submission order); the *write* thread puts verified chunks on
+    disk (vectored ``O_DIRECT`` runs, see :meth:`PartFile.store_chunks`) and marks them
+    written. BLAKE3 and ``pwritev`` release the GIL, so chunk *n+1* is hashed while chunk *n*
+    is on its way to the device and the event loop reads chunk *n+2* from the socket. Each
+    stage takes everything queued at once (batches grow when a stage lags: larger disk
+    writes), and results come back to the loop in batches (one ``call_soon_threadsafe``
+    each). A future resolves True only once its chunk is on disk (or in the page cache,
+    made durable by :meth:`PartFile.sync`). Only these threads touch the part file's chunk
+    state while they run; :meth:`drain` waits until everything submitted so far is written
+    (before ``finish``, ``recheck`` or ``close``).
     """
 
     def __init__(self, part: PartFile, loop: asyncio.AbstractEventLoop) -> None:
@@ -357,9 +376,13 @@ class ChunkWorker:
         self.loop = loop
         self._q: deque = deque()
         self._cv = threading.Condition()
+        self._wq: deque = deque()
+        self._wcv = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="scp2p-chunk-writer", daemon=True)
+        self._thread = threading.Thread(target=self._verify, name="scp2p-chunk-verify", daemon=True)
+        self._writer = threading.Thread(target=self._write, name="scp2p-chunk-writer", daemon=True)
         self._thread.start()
+        self._writer.start()
 
     def submit(self, index: int, data) -> asyncio.Future:
         """A future: True (verified and written), False (bad chunk), or the I/O error."""
@@ -379,47 +402,81 @@ class ChunkWorker:
         await asyncio.shield(self.submit(-1, None))
 
     async def stop(self) -> None:
-        """Drain, then end the thread."""
+        """Drain, then end both threads."""
         if self._thread.is_alive():
             await self.drain()
         with self._cv:
             self._stop = True
             self._cv.notify()
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._thread.join)  # the verify thread stops the writer on its way out
+        await asyncio.to_thread(self._writer.join)
 
-    def _run(self) -> None:
+    def _post(self, results: list) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(_deliver, results)
+            return True
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            return False
+
+    def _verify(self) -> None:
+        part = self.part
+        try:
+            while True:
+                with self._cv:
+                    while not self._q and not self._stop:
+                        self._cv.wait()
+                    if not self._q:
+                        return
+                    items = list(self._q)
+                    self._q.clear()
+                bad = []
+                good = []
+                for index, data, fut in items:
+                    if data is None:  # a drain marker: resolved by the writer after what precedes it
+                        good.append((index, None, fut))
+                        continue
+                    try:
+                        if part.verify_chunk(index, data):
+                            mv = memoryview(data)
+                            part.hash_chunk(index, mv)
+                            good.append((index, mv, fut))
+                        else:
+                            bad.append((fut, False, None))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
+                        bad.append((fut, None, exc))
+                del items, data
+                if good:
+                    with self._wcv:
+                        self._wq.extend(good)
+                        self._wcv.notify()
+                del good
+                if bad and not self._post(bad):
+                    return
+        finally:
+            with self._wcv:
+                self._wq.append(None)  # end of input for the writer
+                self._wcv.notify()
+
+    def _write(self) -> None:
         part = self.part
         while True:
-            with self._cv:
-                while not self._q and not self._stop:
-                    self._cv.wait()
-                if not self._q:
-                    return
-                items = list(self._q)
-                self._q.clear()
-            results = []
-            good = []
-            for index, data, fut in items:
-                if data is None:  # a drain marker
-                    results.append((fut, True, None))
-                    continue
-                try:
-                    if part.verify_chunk(index, data):
-                        good.append((index, data, fut))
-                    else:
-                        results.append((fut, False, None))
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
-                    results.append((fut, None, exc))
-            if good:
-                try:
-                    part.write_chunks([(index, data) for index, data, _ in good])
-                    results.extend((fut, True, None) for _, _, fut in good)
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
-                    results.extend((fut, None, exc) for _, _, fut in good)
-            del items, good, data
+            with self._wcv:
+                while not self._wq:
+                    self._wcv.wait()
+                items = list(self._wq)
+                self._wq.clear()
+            last = items[-1] is None
+            if last:
+                items.pop()
+            chunks = [(index, mv) for index, mv, _ in items if mv is not None]
             try:
-                self.loop.call_soon_threadsafe(_deliver, results)
-            except RuntimeError:  # the loop is closed: nobody waits any more
+                if chunks:
+                    part.store_chunks(chunks)
+                results = [(fut, True, None) for _, _, fut in items]
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
+                results = [(fut, True, None) if mv is None else (fut, None, exc) for _, mv, fut in items]
+            del items, chunks
+            if (results and not self._post(results)) or last:
                 return
 
 

@@ -327,7 +327,7 @@ def test_write_error_ends_the_download(source, tmp_path, monkeypatch, write_thre
     def full(self, chunks):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer.PartFile, "write_chunks", full)
+    monkeypatch.setattr(writer.PartFile, "store_chunks", full)
     with pytest.raises(OSError) as ei:
         run(_download(source, tmp_path / "o.bin", 1, write_thread=write_thread), timeout=20)
     assert ei.value.errno == errno.ENOSPC
