@@ -95,34 +95,110 @@ cdef inline int push_q(array a, unsigned long long v) except -1:
     return 0
 
 
-cdef inline int append_posting(object L, list dpost, list dblk, unsigned int t, unsigned int d,
-                               unsigned int flags, unsigned int slot, unsigned int lo) except -1:
+cdef struct PBuf:      # one share's postings before they are grouped by list: (id << 34 | doc << 2 | flags)
+    unsigned long long* v
+    size_t n, cap
+
+
+cdef int pbuf_push(PBuf* p, unsigned int t, unsigned int d, unsigned int flags) except -1:
+    cdef unsigned long long* nv
+    cdef unsigned long long key = (<unsigned long long>t << 34) | (<unsigned long long>d << 2) | flags
+    if t >= (1U << 30):
+        raise OverflowError("more than 2**30 distinct terms")
+    if p.n == p.cap:
+        nv = <unsigned long long*>realloc(p.v, (p.cap * 2 + 1024) * sizeof(unsigned long long))
+        if nv == NULL:
+            raise MemoryError()
+        p.v, p.cap = nv, p.cap * 2 + 1024
+    p.v[p.n] = key
+    p.n += 1
+    return 0
+
+
+cdef int sort_by_list(PBuf* p) except -1:
+    """Stable LSD radix sort of the keys by list id (the bits above 34); doc order inside a
+    list is kept (postings were pushed in doc order)."""
+    cdef unsigned long long* tmp
+    cdef unsigned long long* src = p.v
+    cdef unsigned long long* dst
+    cdef unsigned long long mx = 0
+    cdef size_t i, cnt[2048], tot, c
+    cdef int shift = 34
+    if p.n < 2:
+        return 0
+    for i in range(p.n):
+        if p.v[i] > mx:
+            mx = p.v[i]
+    tmp = <unsigned long long*>malloc(p.n * sizeof(unsigned long long))
+    if tmp == NULL:
+        raise MemoryError()
+    dst = tmp
+    while shift < 64 and (mx >> shift):
+        memset(cnt, 0, sizeof(cnt))
+        for i in range(p.n):
+            cnt[(src[i] >> shift) & 2047] += 1
+        tot = 0
+        for i in range(2048):
+            c = cnt[i]
+            cnt[i] = tot
+            tot += c
+        for i in range(p.n):
+            c = (src[i] >> shift) & 2047
+            dst[cnt[c]] = src[i]
+            cnt[c] += 1
+        src, dst = dst, src
+        shift += 11
+    if src != p.v:
+        memcpy(p.v, src, p.n * sizeof(unsigned long long))
+    free(tmp)
+    return 0
+
+
+cdef int append_runs(list dpost, list dblk, PBuf* p, unsigned int slot, unsigned int lo) except -1:
+    """Append a share's postings (sorted by list) to the per-list delta arrays: one run per
+    list, with the same block-table entries as appending them one by one."""
     cdef array post, blk
-    cdef Py_ssize_t n = len(dpost), grow
-    if t >= n:
-        grow = max(t + 1 - n, n // 2)
-        dpost.extend([None] * grow)
-        dblk.extend([None] * grow)
-    o = <object>PyList_GET_ITEM(dpost, t)
-    if o is None:
-        post = array("I")
-        blk = array("I")
-        # arrays hold no references: keep the (up to one per term) delta arrays out of the GC
-        PyObject_GC_UnTrack(<void*>post)
-        PyObject_GC_UnTrack(<void*>blk)
-        dpost[t] = post
-        dblk[t] = blk
-    else:
-        post = <array>o
-        blk = <array>PyList_GET_ITEM(dblk, t)
-    cdef Py_ssize_t nb = len(blk)
-    cdef unsigned int* b = blk.data.as_uints
-    if nb and (b[nb - 2] >> 2) == slot and post.data.as_uints[b[nb - 1]] >= lo:
-        b[nb - 2] |= flags
-    else:
-        push(blk, slot << 2 | flags)
-        push(blk, <unsigned int>len(post))
-    push(post, d)
+    cdef size_t i = 0, j, r, n0
+    cdef Py_ssize_t n = len(dpost), grow, nb
+    cdef unsigned int t, flags
+    cdef unsigned int* bb
+    cdef unsigned long long* v = p.v
+    while i < p.n:
+        t = <unsigned int>(v[i] >> 34)
+        flags = 0
+        j = i
+        while j < p.n and <unsigned int>(v[j] >> 34) == t:
+            flags |= v[j] & 3
+            j += 1
+        if t >= n:
+            grow = max(t + 1 - n, n // 2)
+            dpost.extend([None] * grow)
+            dblk.extend([None] * grow)
+            n = len(dpost)
+        o = <object>PyList_GET_ITEM(dpost, t)
+        if o is None:
+            post = array("I")
+            blk = array("I")
+            # arrays hold no references: keep the (up to one per term) delta arrays out of the GC
+            PyObject_GC_UnTrack(<void*>post)
+            PyObject_GC_UnTrack(<void*>blk)
+            dpost[t] = post
+            dblk[t] = blk
+        else:
+            post = <array>o
+            blk = <array>PyList_GET_ITEM(dblk, t)
+        nb = len(blk)
+        bb = blk.data.as_uints
+        if nb and (bb[nb - 2] >> 2) == slot and post.data.as_uints[bb[nb - 1]] >= lo:
+            bb[nb - 2] |= flags
+        else:
+            push(blk, slot << 2 | flags)
+            push(blk, <unsigned int>len(post))
+        n0 = len(post)
+        resize_smart(post, n0 + (j - i))
+        for r in range(i, j):
+            post.data.as_uints[n0 + r - i] = <unsigned int>((v[r] >> 2) & 0xFFFFFFFFULL)
+        i = j
     return 0
 
 
@@ -256,59 +332,70 @@ def add_share(st, unsigned int slot, list rows):
     cdef str name, tok
     cdef list toks
     cdef dict tcache = {}
-    for row in rows:
-        name = row[1]
-        toks = row[3]
-        d = len(doc_share)
-        ts = _tagset(st, row[6], tcache)
-        push(doc_share, slot)
-        push_q(doc_size, row[4])
-        push(doc_mime, st.mime_id(row[5]))
-        push(doc_tagset, ts)
-        nids = 0
-        first = len(fwd)
-        for tok in toks:
-            t = _tid(st, term_ids, tok)
-            push(fwd, t)
-            nids = _flag(ids, fl, nids, t, FN)
-        push(fwd_off, <unsigned int>len(fwd))
-        t = 0
-        dot = name.rfind(".")
-        if 0 < dot < len(name) - 1:
-            et = tokenize(name[dot + 1:])
-            if len(et) == 1:
-                t = _tid(st, term_ids, et[0])
-        push(doc_ext, t)
-        names += name.encode()
-        push_q(name_off, len(names))
-        cids += row[2]
-        ts_toks = st.ts_toks
-        ts_toff = st.ts_toff
-        for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
-            t = ts_toks.data.as_uints[k]
-            if t:
-                nids = _flag(ids, fl, nids, t, FT)
-        for j in range(nids):
-            append_posting(TL, tdpost, tdblk, ids[j], d, fl[j], slot, lo)
-        nposts += nids
-        # strict prefixes (term_pfx re-read: new terms may have grown it)
-        term_pfx = st.term_pfx
-        ts_pfx = st.ts_pfx
-        ts_poff = st.ts_poff
-        nids = 0
-        for k in range(ts_poff.data.as_ulonglongs[ts], ts_poff.data.as_ulonglongs[ts + 1]):
-            nids = _flag(ids, fl, nids, ts_pfx.data.as_uints[k], FT)
-        for k in range(first, len(fwd)):
-            t = fwd.data.as_uints[k]
-            for j in range(npl):
-                p = term_pfx.data.as_uints[npl * t + j]
-                if p:
-                    nids = _flag(ids, fl, nids, p - 1, FN)
-        for j in range(nids):
-            append_posting(PL, pdpost, pdblk, ids[j], d, fl[j], slot, lo)
-        npfx += nids
-    TL.ndelta += nposts
-    PL.ndelta += npfx
+    cdef PBuf tb, pb
+    tb.v = pb.v = NULL
+    tb.n = tb.cap = pb.n = pb.cap = 0
+    try:
+        for row in rows:
+            name = row[1]
+            toks = row[3]
+            d = len(doc_share)
+            ts = _tagset(st, row[6], tcache)
+            push(doc_share, slot)
+            push_q(doc_size, row[4])
+            push(doc_mime, st.mime_id(row[5]))
+            push(doc_tagset, ts)
+            nids = 0
+            first = len(fwd)
+            for tok in toks:
+                t = _tid(st, term_ids, tok)
+                push(fwd, t)
+                nids = _flag(ids, fl, nids, t, FN)
+            push(fwd_off, <unsigned int>len(fwd))
+            t = 0
+            dot = name.rfind(".")
+            if 0 < dot < len(name) - 1:
+                et = tokenize(name[dot + 1:])
+                if len(et) == 1:
+                    t = _tid(st, term_ids, et[0])
+            push(doc_ext, t)
+            names += name.encode()
+            push_q(name_off, len(names))
+            cids += row[2]
+            ts_toks = st.ts_toks
+            ts_toff = st.ts_toff
+            for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
+                t = ts_toks.data.as_uints[k]
+                if t:
+                    nids = _flag(ids, fl, nids, t, FT)
+            for j in range(nids):
+                pbuf_push(&tb, ids[j], d, fl[j])
+            nposts += nids
+            # strict prefixes (term_pfx re-read: new terms may have grown it)
+            term_pfx = st.term_pfx
+            ts_pfx = st.ts_pfx
+            ts_poff = st.ts_poff
+            nids = 0
+            for k in range(ts_poff.data.as_ulonglongs[ts], ts_poff.data.as_ulonglongs[ts + 1]):
+                nids = _flag(ids, fl, nids, ts_pfx.data.as_uints[k], FT)
+            for k in range(first, len(fwd)):
+                t = fwd.data.as_uints[k]
+                for j in range(npl):
+                    p = term_pfx.data.as_uints[npl * t + j]
+                    if p:
+                        nids = _flag(ids, fl, nids, p - 1, FN)
+            for j in range(nids):
+                pbuf_push(&pb, ids[j], d, fl[j])
+            npfx += nids
+        sort_by_list(&tb)
+        append_runs(tdpost, tdblk, &tb, slot, lo)
+        sort_by_list(&pb)
+        append_runs(pdpost, pdblk, &pb, slot, lo)
+        TL.ndelta += nposts
+        PL.ndelta += npfx
+    finally:
+        free(tb.v)
+        free(pb.v)
 
 
 def merge(st, L):
