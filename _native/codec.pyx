@@ -90,6 +90,7 @@ cdef extern from "Python.h":
     PyObject* _bytes_new "PyBytes_FromStringAndSize"(const char*, Py_ssize_t)
     int _bytes_resize "_PyBytes_Resize"(PyObject**, Py_ssize_t)
     void _xdecref "Py_XDECREF"(PyObject*)
+    void Py_SET_SIZE(object, Py_ssize_t)
     void PyObject_GC_Track(PyObject*)
     void PyObject_GC_UnTrack(PyObject*)
     int PyObject_GC_IsTracked(PyObject*)
@@ -176,8 +177,8 @@ cdef extern from *:
     /*
      * Fast path for a FIXED byte array of n <= 32 elements whose heads are all <= 0x18
      * (a value below 24 in one octet, or 0x18 and the value), the forms every encoder
-     * writes. p points after the array head; avail bytes are readable from p.
-     * Returns the bytes consumed with o[0..n) filled, or -1 when the fast path does not
+     * writes. p points after the array head; avail bytes are readable from p; o has
+     * n + 8 writable bytes. Returns the bytes consumed with o[0..n) filled, or -1 when the fast path does not
      * apply (too little input, n > 32, or some element head above 0x18): the caller then
      * runs the checked element-by-element loop, which owns every error.
      *
@@ -262,7 +263,6 @@ cdef extern from *:
         uint64_t E = 0, L = 0, V, P, used;
         Py_ssize_t blocks, w, cnt = 0, before = 0, c = 0, last;
         unsigned m = 0;
-        unsigned char tmp[64 + 8];
         const __m128i k18 = _mm_set1_epi8(0x18);
         blocks = (2 * n + 15) >> 4;
         if (avail < blocks * 16) return scp2p_fixed_fast_scalar(p, avail, n, o);
@@ -277,7 +277,7 @@ cdef extern from *:
             m = (unsigned)(P >> (8 * c)) & 0xFF;
             __m128i v = _mm_loadl_epi64((const __m128i*)(p + 8 * c));
             __m128i sh = _mm_loadl_epi64((const __m128i*)scp2p_lut[m]);
-            _mm_storel_epi64((__m128i*)(tmp + cnt), _mm_shuffle_epi8(v, sh));
+            _mm_storel_epi64((__m128i*)(o + cnt), _mm_shuffle_epi8(v, sh));  /* o has n + 8 bytes */
             before = cnt;
             cnt += scp2p_lutcnt[m];
             c++;
@@ -285,8 +285,6 @@ cdef extern from *:
         last = 8 * (c - 1) + scp2p_lut[m][n - 1 - before];  /* the byte holding the last value */
         used = last >= 63 ? ~0ULL : ((1ULL << (last + 1)) - 1);
         if (~V & ~L & used) return -1;
-        if (n == 32) memcpy(o, tmp, 32);  /* ids and hashes: an inlined copy, not a call */
-        else memcpy(o, tmp, (size_t)n);
         return last + 1;
     }
     #endif
@@ -1288,13 +1286,16 @@ cdef object _read_fixed(Reader* r, uint64_t size):
     if count != size:
         raise WrongLength(f"expected an array of {size} byte values, got {count}", offset=start)
     n = <Py_ssize_t>size
-    out = PyBytes_FromStringAndSize(NULL, n)
+    # 8 spare bytes for the fast path's 8-byte stores (same pymalloc size class for the
+    # sizes used: 4, 16, 32, 64); the length is set to n once the bytes are in place
+    out = PyBytes_FromStringAndSize(NULL, n + 8)
     o = <unsigned char*>PyBytes_AS_STRING(out)
     end = r.end
     pos = r.pos
     i = scp2p_fixed_fast(data + pos, end - pos, n, o)
     if i >= 0:
         r.pos = pos + i
+        _bytes_set_len(out, n)
         return out
     for i in range(n):
         if pos >= end:
@@ -1320,7 +1321,14 @@ cdef object _read_fixed(Reader* r, uint64_t size):
             o[i] = <unsigned char>value
             pos = r.pos
     r.pos = pos
+    _bytes_set_len(out, n)
     return out
+
+
+cdef inline void _bytes_set_len(object b, Py_ssize_t n) noexcept:
+    """Shrink a fresh, unshared bytes object in place (as _PyBytes_Resize does, minus the realloc)."""
+    Py_SET_SIZE(b, n)
+    PyBytes_AS_STRING(b)[n] = 0
 
 
 cdef object _read_ip(Reader* r):
