@@ -374,6 +374,7 @@ class Downloader:
             return
         if not s.received(key, index, now):
             return
+        self._wake.set()  # its pipeline slot is free: the loop refills while this chunk is verified
         part = self.part
         try:
             if self._worker is not None:

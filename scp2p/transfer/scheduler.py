@@ -73,6 +73,9 @@ class SchedulerConfig:
     #: refill a busy provider's pipeline only when this many slots are free (at most a
     #: quarter of its depth): requests then leave in batches, one write for several
     refill_batch: int = 8
+    #: chunks received and not yet verified and written, across providers; no request leaves
+    #: while this many wait (memory bound, and backpressure from a slow disk)
+    max_verifying: int = 32
     #: download cap in bytes/s (None: unlimited) and its burst in bytes
     rate_limit: Optional[float] = None
     rate_burst: Optional[float] = None
@@ -109,7 +112,7 @@ class Verdict:
 
 class ProviderState:
     __slots__ = (
-        "key", "have", "inflight", "depth", "meter", "srtt", "failures", "bad", "banned", "backoff_until",
+        "key", "have", "inflight", "verifying", "depth", "meter", "srtt", "failures", "bad", "banned", "backoff_until",
         "dropped", "bytes", "added",
     )  # fmt: skip
 
@@ -117,6 +120,8 @@ class ProviderState:
         self.key = key
         self.have = have
         self.inflight: dict[int, float] = {}  # index -> issue time
+        #: received, being verified and written (no longer in the provider's pipeline)
+        self.verifying: dict[int, float] = {}  # index -> issue time
         self.depth = depth
         self.meter = RateMeter(window)
         self.srtt: Optional[float] = None
@@ -172,6 +177,8 @@ class Scheduler:
         self.meter.start(now)
         self.fetched_bytes = 0  # verified bytes received (excludes resumed chunks)
         self.wasted_bytes = 0  # duplicates and bad chunks
+        #: chunks received and waiting for verification and the disk (all providers)
+        self.verifying = 0
 
     # ------------------------------------------------------------------ providers
     def add_provider(self, key: Hashable, now: float, have: Optional[Iterable[int]] = None) -> bool:
@@ -225,7 +232,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ assignment
     def _forget(self, p: ProviderState, idx: int) -> None:
-        p.inflight.pop(idx, None)
+        self._unlist(p, idx)
         lst = self._inflight.get(idx)
         if lst is not None:
             if p.key in lst:
@@ -234,6 +241,15 @@ class Scheduler:
                 del self._inflight[idx]
                 if not self.done[idx]:
                     self._retry.append(idx)
+
+    def _unlist(self, p: ProviderState, idx: int) -> Optional[float]:
+        """Take ``idx`` out of ``p``'s pipeline or verification set; its issue time."""
+        t = p.inflight.pop(idx, None)
+        if t is None:
+            t = p.verifying.pop(idx, None)
+            if t is not None:
+                self.verifying -= 1
+        return t
 
     def _timeout(self, p: ProviderState) -> float:
         c = self.config
@@ -297,7 +313,7 @@ class Scheduler:
     def poll(self, now: float) -> list[Request]:
         """Requests to send now (each provider filled up to its depth)."""
         out: list[Request] = []
-        if self.complete:
+        if self.complete or self.verifying >= self.config.max_verifying:
             return out
         provs = sorted(
             (p for p in self.providers.values() if p.usable(now)), key=lambda p: -p.meter.rate(now)
@@ -343,20 +359,29 @@ class Scheduler:
                 self._forget(p, index)
             self.wasted_bytes += self.sizes[index] if 0 <= index < self.n else 0
             return False
-        return p is not None and index in p.inflight
+        if p is None or index not in p.inflight:
+            return False
+        # the chunk leaves the provider's pipeline (its slot is free for the next request) and
+        # waits for verification and the disk; its round trip ends here
+        issued = p.inflight.pop(index)
+        p.verifying[index] = issued
+        self.verifying += 1
+        rtt = max(0.0, now - issued)
+        p.srtt = rtt if p.srtt is None else 0.875 * p.srtt + 0.125 * rtt
+        return True
 
     def chunk_verified(self, key: Hashable, index: int, now: float) -> list[Cancel]:
         """Chunk ``index`` from ``key`` matched its hash and was written. Returns duplicate requests to cancel."""
         p = self.providers[key]
-        issued = p.inflight.get(index, now)
+        fresh = index in p.inflight  # verified without received(): the round trip ends now
+        issued = self._unlist(p, index)
         nbytes = self.sizes[index]
         cancels = []
         for other in list(self._inflight.get(index, ())):
             if other != key:
                 cancels.append(Cancel(other, index, "done"))
-                self.providers[other].inflight.pop(index, None)
+                self._unlist(self.providers[other], index)
         self._inflight.pop(index, None)
-        p.inflight.pop(index, None)
         if not self.done[index]:
             self.done[index] = 1
             self.done_count += 1
@@ -365,8 +390,9 @@ class Scheduler:
             self.meter.add(nbytes, now)
         p.bytes += nbytes
         p.meter.add(nbytes, now)
-        rtt = max(0.0, now - issued)
-        p.srtt = rtt if p.srtt is None else 0.875 * p.srtt + 0.125 * rtt
+        if fresh:
+            rtt = max(0.0, now - issued)
+            p.srtt = rtt if p.srtt is None else 0.875 * p.srtt + 0.125 * rtt
         p.failures = 0
         c = self.config
         cap = max(2, math.ceil(p.meter.rate(now) * c.queue_time / CHUNK_SIZE) + 1)

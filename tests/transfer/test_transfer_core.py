@@ -138,6 +138,28 @@ def test_scheduler_refills_a_busy_pipeline_in_batches():
     assert len(one.poll(0.1)) >= 1  # depth 5 // 4 = 1: refills one at a time
 
 
+def test_scheduler_received_chunk_frees_its_slot_and_verification_is_bounded():
+    s = Scheduler(chunk_sizes(100 * CHUNK_SIZE), SchedulerConfig(initial_depth=4, refill_batch=1, max_verifying=6))
+    s.add_provider("a", 0.0)
+    reqs = s.poll(0.0)
+    assert len(reqs) == 4
+    for r in reqs:
+        assert s.received("a", r.index, 0.01)
+    p = s.providers["a"]
+    assert not p.inflight and len(p.verifying) == 4 and s.verifying == 4
+    assert p.srtt is not None  # the round trip ended at receive time
+    more = s.poll(0.01)  # the pipeline refills while the 4 are being verified
+    assert len(more) == 4 and s.poll(0.01) == []
+    for r in more[:2]:
+        s.received("a", r.index, 0.02)
+    assert s.verifying == 6 and s.poll(0.02) == []  # bounded: nothing leaves
+    assert s.handle_timer(100.0) != []  # only the 2 still on the wire can time out
+    assert s.verifying == 6  # chunks being verified never time out
+    s.chunk_verified("a", reqs[0].index, 100.0)
+    s.chunk_bad("a", reqs[1].index, 100.0)
+    assert s.verifying == 4 and not s.is_done(reqs[1].index)
+
+
 def test_scheduler_resume_skips_done_chunks():
     s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), done=range(0, 10, 2))
     s.add_provider("a", 0.0)
