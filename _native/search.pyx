@@ -548,39 +548,48 @@ cdef class ExactNames:
                 self.nxt[d] = 0
                 self.n += 1
 
-    cdef list _matches(self, array fwd, array off, array ids):
-        """Doc ids (live or dead) whose name's term-id sequence equals ids."""
+    cdef unsigned int _head(self, array fwd, array off, array ids):
+        """The newest doc + 1 (live or dead) whose name's term-id sequence equals ids, 0 if none;
+        the others follow through ``nxt``."""
         cdef Py_ssize_t n = len(ids)
         cdef unsigned int h = _hash(ids.data.as_uints, n), d
         cdef size_t j
-        cdef list out = []
         if not self.cap:
-            return out
+            return 0
         j = h & (self.cap - 1)
         while self.heads[j]:
             if self.hashes[j] == h:
                 d = self.heads[j] - 1
                 if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
                         fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
-                    while True:
-                        out.append(d)
-                        if not self.nxt[d]:
-                            break
-                        d = self.nxt[d] - 1
-                    return out
+                    return d + 1
             j = (j + 1) & (self.cap - 1)
+        return 0
+
+    cdef list _matches(self, array fwd, array off, array ids):
+        """Doc ids (live or dead) whose name's term-id sequence equals ids."""
+        cdef unsigned int e = self._head(fwd, off, ids)
+        cdef list out = []
+        while e:
+            out.append(e - 1)
+            e = self.nxt[e - 1]
         return out
 
     def mark_slots(self, st, array ids, bytearray mask):
-        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
+        """mask[slot] = 1 for every share with a live item named exactly ``ids`` (a walk of the
+        name's chain in C)."""
         cdef array ds = st.doc_share, lo_ = st.slot_lo, hi_ = st.slot_hi
-        cdef unsigned int d, s
+        cdef unsigned int e = self._head(st.fwd, st.fwd_off, ids), d, s
         cdef unsigned char* m = mask
-        for o in self._matches(st.fwd, st.fwd_off, ids):
-            d = o
-            s = ds.data.as_uints[d]
-            if lo_.data.as_uints[s] <= d < hi_.data.as_uints[s]:
+        cdef const unsigned int* D = ds.data.as_uints
+        cdef const unsigned int* L = lo_.data.as_uints
+        cdef const unsigned int* H = hi_.data.as_uints
+        while e:
+            d = e - 1
+            s = D[d]
+            if L[s] <= d < H[s]:
                 m[s] = 1
+            e = self.nxt[d]
 
     def lookup(self, st, array ids):
         cdef list out = self._matches(st.fwd, st.fwd_off, ids)
