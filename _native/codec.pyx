@@ -421,7 +421,10 @@ cdef _Fld _compile_field(f):
     cf.hptr = PyBytes_AS_STRING(cf.key_head)
     cf.hlen = PyBytes_GET_SIZE(cf.key_head)
     cf.offset = -1
-    cf.atomic = cf.kind in (K_UINT, K_BOOL, K_TEXT, K_FIXED, K_BYTES)
+    # a LIST of atomic values is a tuple the decoder leaves untracked (see _read_list)
+    cf.atomic = cf.kind in (K_UINT, K_BOOL, K_TEXT, K_FIXED, K_BYTES) or (
+        cf.kind == K_LIST and cf.elem.atomic
+    )
     cf.repeats = cf.kind == K_TEXT and bool(getattr(f, "repeats", False))
     return cf
 
@@ -850,8 +853,28 @@ cdef struct Reader:
     Py_ssize_t end
 
 
-cdef int _head(Reader* r, int* major, uint64_t* arg) except -1:
-    """Read one head: (major, argument)."""
+cdef inline int _head(Reader* r, int* major, uint64_t* arg) except -1:
+    """Read one head: (major, argument). One-byte and 0x?8 xx heads inline, the rest in _head_long."""
+    cdef Py_ssize_t pos = r.pos
+    cdef unsigned char b
+    cdef int info
+    if pos < r.end:
+        b = r.data[pos]
+        info = b & 31
+        if info < 24:
+            major[0] = b >> 5
+            r.pos = pos + 1
+            arg[0] = <uint64_t>info
+            return 0
+        if info == 24 and pos + 1 < r.end:
+            major[0] = b >> 5
+            r.pos = pos + 2
+            arg[0] = r.data[pos + 1]
+            return 0
+    return _head_long(r, major, arg)
+
+
+cdef int _head_long(Reader* r, int* major, uint64_t* arg) except -1:
     cdef Py_ssize_t pos = r.pos
     cdef unsigned char b
     cdef int info, n, i
