@@ -66,6 +66,23 @@ cpdef list tokenize(str text):
 
 
 # ---------------------------------------------------------------------- helpers
+cdef inline int _alnum_runs(const char* s, Py_ssize_t n) noexcept nogil:
+    """Number of ASCII alphanumeric runs in s[:n] (= tokens of ASCII text, before the caps)."""
+    cdef int runs = 0
+    cdef bint inrun = False
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = s[i]
+        if (c >= 97 and c <= 122) or (c >= 48 and c <= 57) or (c >= 65 and c <= 90):
+            if not inrun:
+                runs += 1
+                inrun = True
+        else:
+            inrun = False
+    return runs
+
+
 cdef extern from "Python.h":
     bint PyObject_GC_IsTracked(object o)
     void PyObject_GC_UnTrack(void* o)
@@ -322,7 +339,7 @@ def add_share(st, unsigned int slot, list rows):
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
     cdef array name_off = st.name_off, term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
     cdef bytearray names = st.names, cids = st.cids
-    cdef dict term_ids = st.term_ids
+    cdef dict term_ids = st.term_ids, mime_ids = st.mime_ids
     TL, PL = st.lists
     cdef list tdpost = TL.dpost, tdblk = TL.dblk, pdpost = PL.dpost, pdblk = PL.dblk
     cdef unsigned int ids[512]
@@ -343,7 +360,8 @@ def add_share(st, unsigned int slot, list rows):
             ts = _tagset(st, row[6], tcache)
             push(doc_share, slot)
             push_q(doc_size, row[4])
-            push(doc_mime, st.mime_id(row[5]))
+            mo = mime_ids.get(row[5] or "")
+            push(doc_mime, st.mime_id(row[5]) if mo is None else mo)
             push(doc_tagset, ts)
             nids = 0
             first = len(fwd)
@@ -355,9 +373,14 @@ def add_share(st, unsigned int slot, list rows):
             t = 0
             dot = name.rfind(".")
             if 0 < dot < len(name) - 1:
-                et = tokenize(name[dot + 1:])
-                if len(et) == 1:
-                    t = _tid(st, term_ids, et[0])
+                if PyUnicode_IS_ASCII(name) and 0 < len(toks) < MAX_TOKENS_PER_FIELD and \
+                        _alnum_runs(PyUnicode_1BYTE_DATA(name) + dot + 1, len(name) - dot - 1) == 1:
+                    # the one token after the last dot is the name's last token (already looked up)
+                    t = fwd.data.as_uints[len(fwd) - 1]
+                else:
+                    et = tokenize(name[dot + 1:])
+                    if len(et) == 1:
+                        t = _tid(st, term_ids, et[0])
             push(doc_ext, t)
             names += name.encode()
             push_q(name_off, len(names))
