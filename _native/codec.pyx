@@ -1026,6 +1026,21 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
         values = [_MISSING] * nf
     try:
         k = 0
+        if values is None:
+            # every key in schema order (what every encoder writes) into the empty slots
+            # of the fresh record: no duplicate is possible yet; the first other key
+            # leaves this loop for the generic one below
+            while k < count and expect < nf:
+                f = <_Fld>c.fields[expect]
+                if not (f.hlen <= r.end - r.pos and scp2p_eq(r.data + r.pos, <const unsigned char*>f.hptr, f.hlen)):
+                    break
+                r.pos += f.hlen
+                cur = expect
+                value = _read_field(r, f, depth)
+                _slot_put(obj, f.offset, value)
+                expect += 1
+                k += 1
+            cur = -1
         while k < count:
             k += 1
             kstart = r.pos
@@ -1200,10 +1215,25 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
     out = PyTuple_New(n)
     PyObject_GC_UnTrack(<PyObject*>out)  # tracked when complete, if it needs to be
     try:
-        for i in range(n):
-            item = _read_field(r, elem, depth + 1)
-            Py_INCREF(item)
-            PyTuple_SET_ITEM(out, i, <PyObject*>item)
+        if elem.kind == K_FIXED and not elem.nullable:  # chunk hashes, ids: no per-item dispatch
+            for i in range(n):
+                if r.pos >= r.end:
+                    raise TruncatedInput("input ended where a value was expected", offset=r.pos)
+                item = _read_fixed(r, elem.size)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(out, i, <PyObject*>item)
+        elif elem.kind == K_RECORD and not elem.nullable:  # manifest items
+            for i in range(n):
+                if r.pos >= r.end:
+                    raise TruncatedInput("input ended where a value was expected", offset=r.pos)
+                item = _read_record(r, elem.sub, depth + 2)  # as _read_field(r, elem, depth + 1)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(out, i, <PyObject*>item)
+        else:
+            for i in range(n):
+                item = _read_field(r, elem, depth + 1)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(out, i, <PyObject*>item)
     except DecodeError as exc:
         exc.add_context(f"[{i}]")
         raise
