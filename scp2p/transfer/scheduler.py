@@ -73,6 +73,10 @@ class SchedulerConfig:
     #: refill a busy provider's pipeline only when this many slots are free (at most a
     #: quarter of its depth): requests then leave in batches, one write for several
     refill_batch: int = 8
+    #: requests on the wire across all providers: bounds how far apart in the file the chunks
+    #: in flight are (the writer hashes the whole file in order from memory when the spread
+    #: stays within its window) and the bytes the providers may be sending at once
+    max_inflight: int = 64
     #: chunks received and not yet verified and written, across providers; no request leaves
     #: while this many wait (memory bound, and backpressure from a slow disk)
     max_verifying: int = 32
@@ -318,13 +322,17 @@ class Scheduler:
         provs = sorted(
             (p for p in self.providers.values() if p.usable(now)), key=lambda p: -p.meter.rate(now)
         )
+        wire = sum(len(p.inflight) for p in self.providers.values())
+        cap = self.config.max_inflight
+        if wire and cap - wire < min(self.config.refill_batch, cap // 4):
+            return out  # the global cap binds: refill in batches too
         for endgame in (False, True):
             if endgame and (not self.config.endgame or self._has_unstarted()):
                 break
             for p in provs:
                 if not endgame and p.inflight and p.depth - len(p.inflight) < self._batch(p):
                     continue
-                while len(p.inflight) < (p.depth if not endgame else max(1, p.depth // 2)):
+                while len(p.inflight) < (p.depth if not endgame else max(1, p.depth // 2)) and wire < cap:
                     idx = self._pick_endgame(p) if endgame else self._pick(p)
                     if idx is None:
                         break
@@ -333,6 +341,7 @@ class Scheduler:
                             self._retry.append(idx)
                         return out
                     self._issue(p, idx, now)
+                    wire += 1
                     out.append(Request(p.key, idx, now + self._timeout(p)))
         return out
 

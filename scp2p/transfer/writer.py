@@ -57,6 +57,10 @@ __all__ = ["ChunkWorker", "PartFile", "part_path"]
 DIRECT_ALIGN = 4096
 
 
+def _first(item: tuple):
+    return item[0]
+
+
 def buffer_address(buf) -> Optional[int]:
     """Address of a writable buffer's first byte (None for read-only buffers)."""
     try:
@@ -167,7 +171,7 @@ class PartFile:
         chunks), the rest through the page cache. Returns the chunks as ``(index, memoryview)``."""
         chunks = [(i, memoryview(d)) for i, d in chunks]
         run: list = []
-        for index, mv in chunks:
+        for index, mv in sorted(chunks, key=_first):  # in file order: longer runs
             if self.dfd is not None and self._alignable(mv):
                 if run and (run[-1][0] + 1 != index or len(run) >= self.max_run):
                     self._write_run(run)

@@ -32,9 +32,10 @@ from ..wire.messages import decode_envelope
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
 DIRECT_THRESHOLD = 16 * 1024
-#: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`); a download holds up to
-#: its pipeline depth (32) of them at once (queued for the writer thread), all reused
-POOL_KEEP = 40
+#: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`): a download holds up to
+#: its pipeline depth (32) of responses plus the chunks waiting for verification and the disk
+#: (32) at once; only a reader that received that many large frames keeps that many
+POOL_KEEP = 80
 
 Buffer = Union[bytes, bytearray, memoryview]
 

@@ -160,6 +160,22 @@ def test_scheduler_received_chunk_frees_its_slot_and_verification_is_bounded():
     assert s.verifying == 4 and not s.is_done(reqs[1].index)
 
 
+def test_scheduler_caps_requests_on_the_wire_across_providers():
+    cfg = SchedulerConfig(initial_depth=32, max_inflight=40, refill_batch=8)
+    s = Scheduler(chunk_sizes(500 * CHUNK_SIZE), cfg)
+    for k in "abcd":
+        s.add_provider(k, 0.0)
+    reqs = s.poll(0.0)
+    assert len(reqs) == 40  # not 4 x 32
+    assert max(r.index for r in reqs) - min(r.index for r in reqs) < 40  # the spread stays small
+    for r in reqs[:5]:
+        s.received(r.provider, r.index, 0.01)
+    assert s.poll(0.01) == []  # 5 free slots: less than a batch
+    for r in reqs[5:8]:
+        s.received(r.provider, r.index, 0.01)
+    assert len(s.poll(0.01)) == 8
+
+
 def test_scheduler_resume_skips_done_chunks():
     s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), done=range(0, 10, 2))
     s.add_provider("a", 0.0)
