@@ -813,6 +813,20 @@ cdef inline int driver(Ctx* cx, unsigned int* cnt, int nt, int nslots, unsigned 
     return bt
 
 
+cdef long long _unvisited(Ctx* c, unsigned int* cnt, int nt, int nslots, const unsigned long long* order,
+                          int first, int no, const unsigned int* rank_to_slot, const unsigned int* lo_,
+                          const unsigned int* hi_) noexcept nogil:
+    """The driving-term postings of the shares order[first:no] (the estimate for shares not visited)."""
+    cdef long long rest = 0
+    cdef unsigned int s, best
+    cdef int j
+    for j in range(first, no):
+        s = rank_to_slot[<unsigned int>(order[j] & 0xFFFFFFFFULL)]
+        driver(c, cnt, nt, nslots, s, hi_[s] - lo_[s], &best)
+        rest += best
+    return rest
+
+
 def run(st, plan, bint exhaustive=False):
     """[(score, doc)] best first (at most plan.k), total, total_is_estimate (see _index_py.run)."""
     cdef int nslots = len(st.slot_ids), nt = len(plan.terms), ti, li, nl = 0, k = plan.k
@@ -838,7 +852,7 @@ def run(st, plan, bint exhaustive=False):
     cdef unsigned int* top_r = NULL
     cdef unsigned int* top_d = NULL
     cdef int ntop = 0, pos, no = 0, oi, bt
-    cdef long long matched = 0, rest
+    cdef long long matched = 0, left
     cdef object blocked = plan.blocked
     cdef bytearray cids = st.cids
     cdef bint stopped = False, skipped = False
@@ -952,12 +966,7 @@ def run(st, plan, bint exhaustive=False):
             bound = 0xFFFFFFFFULL - (order[oi] >> 32)
             if not exhaustive and k and ntop >= k:
                 if top_s[k - 1] > bound or (top_s[k - 1] == bound and top_r[k - 1] < rk[s]):
-                    rest = 0
-                    for j in range(oi, no):
-                        s = rank_to_slot[<unsigned int>(order[j] & 0xFFFFFFFFULL)]
-                        driver(&c, cnt, nt, nslots, s, hi_[s] - lo_[s], &best)
-                        rest += best
-                    matched += rest
+                    matched += _unvisited(&c, cnt, nt, nslots, order, oi, no, rank_to_slot, lo_, hi_)
                     stopped = True
                     break
             lo = lo_[s]
@@ -989,20 +998,31 @@ def run(st, plan, bint exhaustive=False):
                 continue
             if bt >= 0 and c.terms[bt].l1 - c.terms[bt].l0 > 1:
                 marks = _mark_union(&c, bt, lo, hi)
+            left = -1  # candidates of this share left unscored when the k-th best beats them all
             if bt < 0 or marks != NULL:
                 ntop = _scan(&c, phrases, excludes, ptags, blocked, cids, lo, hi, marks, 1, s, rk[s],
-                             top_s, top_r, top_d, ntop, k, &matched)
+                             top_s, top_r, top_d, ntop, k, &matched, not exhaustive, bound, &left)
             if bt >= 0 and marks == NULL:
                 L = &c.lists[c.terms[bt].l0]
                 i = lower_bound(L.post, 0, L.npost, lo)
                 j = lower_bound(L.post, i, L.npost, hi)
                 for i in range(i, j):
                     d = L.post[i]
+                    if not exhaustive and k and ntop >= k and \
+                            not _better(bound, rk[s], d, top_s[k - 1], top_r[k - 1], top_d[k - 1]):
+                        left = j - i
+                        break
                     sc = score_doc(&c, phrases, excludes, ptags, d, s)
                     if sc >= 0:
                         ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k, &matched)
             free(marks)
             marks = NULL
+            if left >= 0:
+                # no later candidate of this share (nor of a later share: bounds only fall, ranks
+                # only grow) can enter the top k; count them as an estimate, like the stop above
+                matched += left + _unvisited(&c, cnt, nt, nslots, order, oi + 1, no, rank_to_slot, lo_, hi_)
+                stopped = True
+                break
         return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped or skipped
     finally:
         free(c.terms); free(c.lists); free(maxc); free(cnt); free(order)
@@ -1029,13 +1049,21 @@ cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int lo, unsigned int hi
 cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blocked, bytearray cids,
                unsigned int lo, unsigned int hi, unsigned char* marks, int want, unsigned int s, unsigned int rank,
                unsigned long long* top_s, unsigned int* top_r, unsigned int* top_d, int ntop, int k,
-               long long* matched) except -1:
-    """Score the docs of [lo, hi) whose mark equals ``want`` (all of them without marks)."""
-    cdef unsigned int i
+               long long* matched, bint stop=False, unsigned long long bound=0, long long* left=NULL) except -1:
+    """Score the docs of [lo, hi) whose mark equals ``want`` (all of them without marks). With
+    ``stop`` and the share's ``bound``, stop at the first doc that could not enter the top k even with
+    that score; ``left`` = the candidates not scored (from that doc on)."""
+    cdef unsigned int i, x
     cdef long long sc
     for i in range(lo, hi):
         if marks != NULL and marks[i - lo] != want:
             continue
+        if stop and k and ntop >= k and not _better(bound, rank, i, top_s[k - 1], top_r[k - 1], top_d[k - 1]):
+            left[0] = 0
+            for x in range(i, hi):
+                if marks == NULL or marks[x - lo] == want:
+                    left[0] += 1
+            return ntop
         sc = score_doc(c, phrases, excludes, ptags, i, s)
         if sc >= 0:
             ntop = _consider(c, blocked, cids, i, sc, rank, top_s, top_r, top_d, ntop, k, matched)

@@ -333,7 +333,13 @@ def run(st: State, plan, exhaustive: bool = False):
         _, bt = _driver(plan, cnt, nt, s, lo_, hi_)
         pt = -1 if bt >= 0 or exhaustive or not k else _priority(plan, cnt, nt, s)
         if pt < 0:
-            for d in _candidates(st, plan, cnt, nt, s, bt):
+            cands = _candidates(st, plan, cnt, nt, s, bt)
+            for i, d in enumerate(cands):
+                if not exhaustive and k and len(top) >= k and not (-bound, rank, d) < top[k - 1]:
+                    # no later candidate here (nor in a later share: bounds only fall, ranks only
+                    # grow) can enter the top k: count the rest as an estimate
+                    rest = len(cands) - i + sum(_driver(plan, cnt, nt, s2, lo_, hi_)[0] for _, _, s2 in order[oi + 1:])
+                    return [(-t[0], t[2]) for t in top], matched + rest, True
                 consider(d, s, rank)
             continue
         # every term matches this share's title/description: items in the postings of the priority
