@@ -76,6 +76,7 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object)
 
     bint PyUnicode_Check(object)
+    object PyUnicode_New(Py_ssize_t, Py_UCS4)
     bint PyUnicode_IS_COMPACT_ASCII(object)
     void* PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
@@ -143,6 +144,15 @@ cdef extern from *:
         }
         while (n-- > 0) if (p[n] != q[n]) return 0;
         return 1;
+    }
+
+    /* all n bytes below 0x80 (a word at a time) */
+    static inline int scp2p_is_ascii(const unsigned char* p, Py_ssize_t n) {
+        uint64_t acc = 0;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) acc |= scp2p_le64(p + i);
+        for (; i < n; i++) acc |= p[i];
+        return (acc & 0x8080808080808080ULL) == 0;
     }
 
     #define SCP2P_LO7 0x7F7F7F7F7F7F7F7FULL
@@ -321,6 +331,7 @@ cdef extern from *:
     int scp2p_fixed_simd() noexcept
     uint64_t scp2p_le64(const unsigned char* p) noexcept
     bint scp2p_eq(const unsigned char* p, const unsigned char* q, Py_ssize_t n) noexcept
+    bint scp2p_is_ascii(const unsigned char* p, Py_ssize_t n) noexcept
 
 
 scp2p_fixed_init(1)
@@ -388,6 +399,7 @@ cdef class _Rec:
     cdef tuple fields
     cdef Py_ssize_t nfields
     cdef bint fast          # every field is a plain writable object slot
+    cdef bint atomic        # fast, and every field atomic: decoded instances stay untracked
     cdef PyTypeObject* tp
 
 
@@ -421,10 +433,12 @@ cdef _Fld _compile_field(f):
     cf.hptr = PyBytes_AS_STRING(cf.key_head)
     cf.hlen = PyBytes_GET_SIZE(cf.key_head)
     cf.offset = -1
-    # a LIST of atomic values is a tuple the decoder leaves untracked (see _read_list)
+    # a LIST of atomic values is a tuple the decoder leaves untracked (see _read_list), a
+    # RECORD of an atomic class a record it leaves untracked (see _read_record); a class
+    # still being compiled (a record containing itself) does not count as atomic
     cf.atomic = cf.kind in (K_UINT, K_BOOL, K_TEXT, K_FIXED, K_BYTES) or (
         cf.kind == K_LIST and cf.elem.atomic
-    )
+    ) or (cf.kind == K_RECORD and cf.sub.atomic)
     cf.repeats = cf.kind == K_TEXT and bool(getattr(f, "repeats", False))
     return cf
 
@@ -464,6 +478,7 @@ cdef _Rec _schema(cls):
             f.offset = _slot_offset(cls, f.name)
             if f.offset < 0:
                 c.fast = False
+        c.atomic = c.fast and all([f.atomic for f in c.fields])
     except BaseException:
         del _cache[cls]
         raise
@@ -1299,15 +1314,20 @@ cdef object _read_text(Reader* r, bint cached):
             r.pos += <Py_ssize_t>n
             return <object>s
     r.pos += <Py_ssize_t>n
-    s = _decode_utf8(p, <Py_ssize_t>n, NULL)
-    if s == NULL:
-        _utf8_error(p, <Py_ssize_t>n, start)
-    text = <object>s
-    Py_DECREF(text)  # drop the decoder's reference: ``text`` holds one
+    if scp2p_is_ascii(<const unsigned char*>p, <Py_ssize_t>n):
+        # ASCII (names, mime types, tags): the characters are the bytes
+        text = PyUnicode_New(<Py_ssize_t>n, 127)
+        memcpy(PyUnicode_DATA(text), p, <size_t>n)
+    else:
+        s = _decode_utf8(p, <Py_ssize_t>n, NULL)
+        if s == NULL:
+            _utf8_error(p, <Py_ssize_t>n, start)
+        text = <object>s
+        Py_DECREF(text)  # drop the decoder's reference: ``text`` holds one
     if slot >= 0 and PyUnicode_IS_COMPACT_ASCII(text):
         Py_INCREF(text)
         _xdecref(_tcache[slot])
-        _tcache[slot] = s
+        _tcache[slot] = <PyObject*>text
     return text
 
 
