@@ -305,7 +305,12 @@ class Downloader:
             del self._tasks[k]
         if not task.cancelled() and task.exception() is not None:
             log.error("chunk task failed", exc_info=task.exception())
-        self._wake.set()
+        s = self.sched
+        # the loop runs when there is something to do: a failure (or a cancelled duplicate),
+        # room to refill, the endgame or the last chunk, or a batch to persist (progress and
+        # time-based persistence run on the loop's timeout)
+        if not s.is_done(k[1]) or s.refill_ready() or len(self._unpersisted) >= self.persist_chunks:
+            self._wake.set()
 
     def _cancel_task(self, key: Any, index: int) -> None:
         t = self._tasks.pop((key, index), None)
@@ -374,7 +379,8 @@ class Downloader:
             return
         if not s.received(key, index, now):
             return
-        self._wake.set()  # its pipeline slot is free: the loop refills while this chunk is verified
+        if s.refill_ready():  # its slot is free: the loop refills while this chunk is verified
+            self._wake.set()
         part = self.part
         try:
             if self._worker is not None:

@@ -345,6 +345,22 @@ class Scheduler:
                     out.append(Request(p.key, idx, now + self._timeout(p)))
         return out
 
+    def refill_ready(self) -> bool:
+        """Whether :meth:`poll` may have requests to issue (a driver can skip waking its loop
+        otherwise). Errs on the side of True: backoff is not checked; in the endgame always True."""
+        if self.complete or not self._has_unstarted():
+            return True
+        c = self.config
+        if self.verifying >= c.max_verifying:
+            return False
+        wire = sum(len(p.inflight) for p in self.providers.values())
+        if wire and c.max_inflight - wire < min(c.refill_batch, c.max_inflight // 4):
+            return False
+        return any(
+            not p.banned and not p.dropped and (not p.inflight or p.depth - len(p.inflight) >= self._batch(p))
+            for p in self.providers.values()
+        )
+
     def _batch(self, p: ProviderState) -> int:
         return max(1, min(self.config.refill_batch, p.depth // 4))
 

@@ -176,6 +176,28 @@ def test_scheduler_caps_requests_on_the_wire_across_providers():
     assert len(s.poll(0.01)) == 8
 
 
+def test_scheduler_refill_ready_matches_poll():
+    s = Scheduler(chunk_sizes(200 * CHUNK_SIZE), SchedulerConfig(initial_depth=16, refill_batch=4, max_verifying=8))
+    assert not s.refill_ready()  # no provider yet
+    s.add_provider("a", 0.0)
+    assert s.refill_ready()
+    reqs = s.poll(0.0)
+    assert len(reqs) == 16 and not s.refill_ready() and s.poll(0.0) == []
+    for r in reqs[:3]:
+        s.received("a", r.index, 0.01)
+    assert not s.refill_ready() and s.poll(0.01) == []  # 3 free slots < a batch of 4
+    s.received("a", reqs[3].index, 0.01)
+    assert s.refill_ready() and len(s.poll(0.01)) == 4
+    for r in reqs[4:8]:
+        s.received("a", r.index, 0.02)
+    assert s.verifying == 8 and not s.refill_ready() and s.poll(0.02) == []  # verification bound
+    s.chunk_verified("a", reqs[0].index, 0.03)
+    s.chunk_verified("a", reqs[1].index, 0.03)
+    s.chunk_verified("a", reqs[2].index, 0.03)
+    s.chunk_verified("a", reqs[3].index, 0.03)
+    assert s.refill_ready() == bool(s.poll(0.03))
+
+
 def test_scheduler_resume_skips_done_chunks():
     s = Scheduler(chunk_sizes(10 * CHUNK_SIZE), done=range(0, 10, 2))
     s.add_provider("a", 0.0)
