@@ -598,22 +598,6 @@ cdef class ExactNames:
             e = self.nxt[e - 1]
         return out
 
-    def mark_slots(self, st, array ids, bytearray mask):
-        """mask[slot] = 1 for every share with a live item named exactly ``ids`` (a walk of the
-        name's chain in C)."""
-        cdef array ds = st.doc_share, lo_ = st.slot_lo, hi_ = st.slot_hi
-        cdef unsigned int e = self._head(st.fwd, st.fwd_off, ids), d, s
-        cdef unsigned char* m = mask
-        cdef const unsigned int* D = ds.data.as_uints
-        cdef const unsigned int* L = lo_.data.as_uints
-        cdef const unsigned int* H = hi_.data.as_uints
-        while e:
-            d = e - 1
-            s = D[d]
-            if L[s] <= d < H[s]:
-                m[s] = 1
-            e = self.nxt[d]
-
     def lookup(self, st, array ids):
         cdef list out = self._matches(st.fwd, st.fwd_off, ids)
         out.sort()
@@ -662,6 +646,7 @@ cdef struct Ctx:
     unsigned long long size_min, size_max
     const unsigned int* exact_ids
     int nexact
+    int skip_exact     # 1 once the exact-name items were scored first: skip them in the shares
 
 
 cdef inline int tmatch(Ctx* c, TermC* t, unsigned int tok) nogil:
@@ -723,6 +708,8 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
     cdef unsigned long long size
     cdef array ids
     cdef const unsigned char* sm
+    if c.skip_exact and c.exact_ids != NULL and nn == c.nexact and memcmp(name, c.exact_ids, nn * 4) == 0:
+        return -1  # scored (and counted) in the exact-name pass
     for ti in range(c.nt):
         t = &c.terms[ti]
         cc = t.sd[slot]
@@ -834,8 +821,11 @@ def run(st, plan, bint exhaustive=False):
     cdef const unsigned int* lo_ = slot_lo.data.as_uints
     cdef const unsigned int* hi_ = slot_hi.data.as_uints
     cdef const unsigned int* rk = slot_rank.data.as_uints
+    cdef array doc_share_a = st.doc_share
+    cdef const unsigned int* st_doc_share = doc_share_a.data.as_uints
     cdef const unsigned char* mask = plan.mask
-    cdef const unsigned char* exs = plan.exact_slots
+    cdef ExactNames ex = st.exact
+    cdef unsigned int e
     cdef list keep = []
     cdef Ctx c
     cdef array a
@@ -949,13 +939,32 @@ def run(st, plan, bint exhaustive=False):
                     break
                 b += maxc[ti * nslots + s]
             else:
-                if exs[s]:
-                    b += EXACT
                 b *= c.slot_wq[s]
                 # sort key: bound desc, rank asc  ->  ascending sort of (~bound, rank)
                 order[no] = ((0xFFFFFFFFULL - b) << 32) | rk[s]
                 no += 1
         _sort_u64(order, no)
+        # the items named exactly as the query first (their EXACT_NAME bonus is not in the share
+        # bounds): they usually fill the top k, so the share loop below stops at once
+        c.skip_exact = 0
+        if c.exact_ids != NULL:
+            e = ex._head(st.fwd, st.fwd_off, plan.exact_ids)
+            while e:
+                d = e - 1
+                s = st_doc_share[d]
+                if mask[s] and lo_[s] <= d < hi_[s]:
+                    if not exhaustive and k and ntop >= k and not _better(
+                            (<unsigned long long>(nt * NAME + EXACT)) * c.slot_wq[s], rk[s], d,
+                            top_s[k - 1], top_r[k - 1], top_d[k - 1]):
+                        matched += 1  # cannot enter the top k even unfiltered: counted, as an estimate
+                        skipped = True
+                    else:
+                        sc = score_doc(&c, phrases, excludes, ptags, d, s)
+                        if sc >= 0:
+                            ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k,
+                                             &matched)
+                e = ex.nxt[d]
+            c.skip_exact = 1
         rank_to_slot = <unsigned int*>malloc((nslots + 1) * sizeof(unsigned int))
         if rank_to_slot == NULL:
             raise MemoryError()

@@ -99,7 +99,6 @@ class Plan:
     size_min: int = 0
     size_max: int = (1 << 64) - 1
     mask: bytearray = field(default_factory=bytearray)
-    exact_slots: bytearray = field(default_factory=bytearray)
     exact_ids: object = None  #: array('I') or None
     k: int = 20
     blocked: object = None  #: frozenset of content ids, or None
@@ -599,12 +598,9 @@ class IndexBase:
             if q.size_max < 0:
                 return None
             p.size_max = min(q.size_max, (1 << 64) - 1)
-        # exact names
-        p.exact_slots = bytearray(n)
+        # exact names (run scores those items first)
         if q.terms and all(t[0] > 0 for t in p.terms):
-            ids = array("I", [t[0] for t in p.terms])
-            p.exact_ids = ids
-            st.exact.mark_slots(st, ids, p.exact_slots)
+            p.exact_ids = array("I", [t[0] for t in p.terms])
         return p
 
 

@@ -76,13 +76,6 @@ class ExactNames:
     def lookup(self, st: State, ids) -> list[int]:
         return self._map.get(tuple(ids), [])
 
-    def mark_slots(self, st: State, ids, mask: bytearray) -> None:
-        """mask[slot] = 1 for every share with a live item named exactly ``ids``."""
-        for d in self.lookup(st, ids):
-            s = st.doc_share[d]
-            if st.slot_lo[s] <= d < st.slot_hi[s]:
-                mask[s] = 1
-
 
 def _append(L, t: int, d: int, flags: int, slot: int, lo: int) -> None:
     """Append doc d to list t's delta (a new block run unless it continues this share's run)."""
@@ -204,9 +197,12 @@ def _has_seq(seq, ids) -> bool:
     return False
 
 
-def _score(st: State, plan, d: int, slot: int) -> int:
-    """raw(d) * wq, or -1 if d does not match (see scp2p.search.ranking)."""
+def _score(st: State, plan, d: int, slot: int, skip_exact: bool = False) -> int:
+    """raw(d) * wq, or -1 if d does not match (see scp2p.search.ranking) or is an exact-name
+    item and ``skip_exact`` (run scores those first)."""
     name = st.fwd[st.fwd_off[d]:st.fwd_off[d + 1]]
+    if skip_exact and plan.exact_ids is not None and name == plan.exact_ids:
+        return -1
     tags = st.tag_tokens(st.doc_tagset[d])
     raw = 0
     for term in plan.terms:
@@ -299,8 +295,6 @@ def run(st: State, plan, exhaustive: bool = False):
                 break
             b += maxc[ti][s]
         else:
-            if plan.exact_slots[s]:
-                b += ranking.EXACT_NAME
             order.append((-(b * st.slot_wq[s]), st.slot_rank[s], s))
     order.sort()
     top: list[tuple] = []  # (-score, rank, doc)
@@ -308,9 +302,9 @@ def run(st: State, plan, exhaustive: bool = False):
     matched = 0
     skipped = False
 
-    def consider(d, s, rank):
+    def consider(d, s, rank, skip_exact=True):
         nonlocal matched
-        sc = _score(st, plan, d, s)
+        sc = _score(st, plan, d, s, skip_exact)
         if sc < 0:
             return
         if plan.blocked is not None and bytes(st.cids[32 * d:32 * d + 32]) in plan.blocked:
@@ -321,6 +315,19 @@ def run(st: State, plan, exhaustive: bool = False):
             bisect.insort(top, key)
             if len(top) > k:
                 top.pop()
+
+    # the items named exactly as the query first (their EXACT_NAME bonus is not in the share
+    # bounds); the share loop then skips them (_score with skip_exact)
+    if plan.exact_ids is not None:
+        for d in st.exact.lookup(st, plan.exact_ids):
+            s = st.doc_share[d]
+            if plan.mask[s] and lo_[s] <= d < hi_[s]:
+                eb = (nt * _NAME + ranking.EXACT_NAME) * st.slot_wq[s]  # an exact-name item's best score
+                if not exhaustive and k and len(top) >= k and not (-eb, st.slot_rank[s], d) < top[k - 1]:
+                    matched += 1  # cannot enter the top k even unfiltered: counted, as an estimate
+                    skipped = True
+                else:
+                    consider(d, s, st.slot_rank[s], False)
 
     for oi, (nb_, rank, s) in enumerate(order):
         bound = -nb_
