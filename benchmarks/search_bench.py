@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
 CLASSES = ("rare", "medium", "common", "and2", "prefix3", "prefix4", "exact")
 SHARE_ITEMS = 2000
 NPKGS = 200_000
