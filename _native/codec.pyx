@@ -21,7 +21,7 @@ Design:
 
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 import ipaddress as _ipaddress
 import types as _types
@@ -50,6 +50,10 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
         PyObject* (*tp_alloc)(PyTypeObject*, Py_ssize_t)
         unsigned long tp_flags
+        Py_ssize_t tp_basicsize
+        Py_ssize_t tp_itemsize
+    PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t)
+    PyObject* _PyObject_GC_New(PyTypeObject*)
     ctypedef struct Py_buffer:
         void* buf
         Py_ssize_t len
@@ -154,6 +158,11 @@ cdef extern from *:
         for (; i < n; i++) acc |= p[i];
         return (acc & 0x8080808080808080ULL) == 0;
     }
+
+    #define SCP2P_OBJHEAD ((Py_ssize_t)sizeof(PyObject))
+    /* instances with a managed dict / weakref pre-header (3.11: 1 << 4, 3.12+: also 1 << 3)
+       keep using tp_alloc */
+    #define SCP2P_MANAGED_FLAGS ((1UL << 3) | (1UL << 4))
 
     #define SCP2P_LO7 0x7F7F7F7F7F7F7F7FULL
     #define SCP2P_HI1 0x8080808080808080ULL
@@ -332,6 +341,8 @@ cdef extern from *:
     uint64_t scp2p_le64(const unsigned char* p) noexcept
     bint scp2p_eq(const unsigned char* p, const unsigned char* q, Py_ssize_t n) noexcept
     bint scp2p_is_ascii(const unsigned char* p, Py_ssize_t n) noexcept
+    Py_ssize_t SCP2P_OBJHEAD
+    unsigned long SCP2P_MANAGED_FLAGS
 
 
 scp2p_fixed_init(1)
@@ -516,14 +527,25 @@ cdef inline void _slot_put(object obj, Py_ssize_t offset, object value) noexcept
 
 
 cdef object _alloc(_Rec c):
+    """A new, zero-filled instance, not tracked by the cyclic GC (the caller tracks it if needed)."""
     cdef PyObject* p
     if c.tp.tp_flags & Py_TPFLAGS_IS_ABSTRACT:
         return object.__new__(c.cls)  # raises the same TypeError as the pure twin
-    p = c.tp.tp_alloc(c.tp, 0)
-    if p == NULL:
-        raise MemoryError()
+    if (c.tp.tp_alloc == PyType_GenericAlloc and c.tp.tp_itemsize == 0
+            and not (c.tp.tp_flags & SCP2P_MANAGED_FLAGS) and c.tp.tp_basicsize >= SCP2P_OBJHEAD):
+        # what PyType_GenericAlloc does (allocate, zero, init), minus tracking the
+        # object only for the caller to untrack it again
+        p = _PyObject_GC_New(c.tp)
+        if p == NULL:
+            raise MemoryError()
+        memset((<char*>p) + SCP2P_OBJHEAD, 0, <size_t>(c.tp.tp_basicsize - SCP2P_OBJHEAD))
+    else:
+        p = c.tp.tp_alloc(c.tp, 0)
+        if p == NULL:
+            raise MemoryError()
+        PyObject_GC_UnTrack(p)
     obj = <object>p
-    Py_DECREF(obj)  # drop tp_alloc's reference: ``obj`` holds one
+    Py_DECREF(obj)  # drop the allocator's reference: ``obj`` holds one
     return obj
 
 
@@ -1034,8 +1056,7 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
     if count > _left(r) // 2:
         raise TruncatedInput(f"map of {count} entries cannot fit", offset=start)
     if c.fast:
-        obj = _alloc(c)
-        PyObject_GC_UnTrack(<PyObject*>obj)  # tracked when complete, if it needs to be
+        obj = _alloc(c)  # untracked: tracked when complete, if it needs to be
     else:
         obj = None
         values = [_MISSING] * nf
