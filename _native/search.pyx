@@ -271,18 +271,28 @@ cdef int _tagset(object st, tuple tags, dict cache) except -1:
     cdef Py_ssize_t start = len(toks), pstart = len(ts_pfx), k
     cdef unsigned int tid, p
     cdef dict term_ids = st.term_ids
-    cdef list tt
+    cdef tuple tt
     tagset_ids[key] = i
     keys.append(key)
     for tag in tags:
-        tt = tokenize(tag)[:MAX_TAG_TOKENS - ntok]
+        # a tag's term ids, cached per call under the tag string (a str never equals the tuple
+        # keys); only cached whole, so ids are assigned in the same order as without the cache
+        tt = cache.get(tag)
+        if tt is None:
+            words = tokenize(tag)
+            if len(words) <= MAX_TAG_TOKENS - ntok:
+                tt = tuple([_tid(st, term_ids, t) for t in words])
+                cache[tag] = tt
+            else:
+                tt = tuple([_tid(st, term_ids, t) for t in words[:MAX_TAG_TOKENS - ntok]])
+        tt = tt[:MAX_TAG_TOKENS - ntok]
         if not tt:
             continue
         ntok += len(tt)
         if len(toks) > start:
             push(toks, 0)
         for t in tt:
-            tid = _tid(st, term_ids, t)
+            tid = t
             push(toks, tid)
             term_pfx = st.term_pfx
             for j in range(npl):
