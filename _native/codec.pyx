@@ -884,10 +884,43 @@ cdef int _write_list(Buf* b, _Fld f, object value, bint nested) except -1:
 
 
 # --------------------------------------------------------------------------- decoding
+cdef enum:
+    CTX_MAX = 64  # deeper than any record nesting the schema has
+
+
 cdef struct Reader:
     const unsigned char* data
     Py_ssize_t pos
     Py_ssize_t end
+    # Where the value being read sits: one entry per field (its _Fld) or list index
+    # (NULL, i) entered and not yet left. An error leaves the entries of the values it
+    # interrupted in place, so decode() builds the error path from them (innermost
+    # first, as each level adding its segment on the way out would) without a
+    # try/except (and its exception-state save) around every record and list.
+    int sp
+    void* ctx_fld[CTX_MAX]
+    Py_ssize_t ctx_idx[CTX_MAX + 1]
+
+
+cdef inline void _ctx_push(Reader* r, void* fld, Py_ssize_t idx) noexcept:
+    if r.sp < CTX_MAX:
+        r.ctx_fld[r.sp] = fld
+        r.ctx_idx[r.sp] = idx
+    r.sp += 1
+
+
+cdef int _ctx_apply(Reader* r, exc) except -1:
+    """Add the path segments of the values an error interrupted, innermost first."""
+    cdef int j = r.sp - 1
+    if j >= CTX_MAX:  # pragma: no cover - no schema nests this deep
+        j = CTX_MAX - 1
+    while j >= 0:
+        if r.ctx_fld[j] != NULL:
+            exc.add_context((<_Fld>r.ctx_fld[j]).name)
+        else:
+            exc.add_context(f"[{r.ctx_idx[j]}]")
+        j -= 1
+    return 0
 
 
 cdef inline int _head(Reader* r, int* major, uint64_t* arg) except -1:
@@ -1015,11 +1048,13 @@ def decode(cls, data, max_size=None):
             )
         r.pos = 0
         r.end = n
+        r.sp = 0
         try:
             obj = _read_record(&r, c, 0)
             if r.pos != n:
                 raise TrailingBytes(f"{n - r.pos} bytes after the end of the record", offset=r.pos)
         except DecodeError as exc:
+            _ctx_apply(&r, exc)
             exc.add_context(c.names)
             raise
         return obj
@@ -1043,7 +1078,7 @@ cdef inline Py_ssize_t _find(_Rec c, const unsigned char* kp, Py_ssize_t klen, P
 
 
 cdef object _read_record(Reader* r, _Rec c, int depth):
-    cdef Py_ssize_t start = r.pos, kstart, i, cur = -1, expect = 0, nf = c.nfields
+    cdef Py_ssize_t start = r.pos, kstart, i, expect = 0, nf = c.nfields
     cdef int major
     cdef uint64_t count, klen, k
     cdef const unsigned char* kp
@@ -1060,68 +1095,63 @@ cdef object _read_record(Reader* r, _Rec c, int depth):
     else:
         obj = None
         values = [_MISSING] * nf
-    try:
-        k = 0
-        if values is None:
-            # every key in schema order (what every encoder writes) into the empty slots
-            # of the fresh record: no duplicate is possible yet; the first other key
-            # leaves this loop for the generic one below
-            while k < count and expect < nf:
-                f = <_Fld>c.fields[expect]
-                if not (f.hlen <= r.end - r.pos and scp2p_eq(r.data + r.pos, <const unsigned char*>f.hptr, f.hlen)):
-                    break
-                r.pos += f.hlen
-                cur = expect
-                value = _read_field(r, f, depth)
-                _slot_put(obj, f.offset, value)
-                expect += 1
-                k += 1
-            cur = -1
-        while k < count:
-            k += 1
-            kstart = r.pos
-            i = -1
-            if expect < nf:
-                # keys in schema order (what every encoder writes): match the next
-                # field's whole encoded key (head + text) at once
-                f = <_Fld>c.fields[expect]
-                if f.hlen <= r.end - kstart and scp2p_eq(r.data + kstart, <const unsigned char*>f.hptr, f.hlen):
-                    r.pos = kstart + f.hlen
-                    i = expect
-            if i < 0:
-                _head(r, &major, &klen)
-                if major != 3:
-                    raise WrongType(f"map key must be text, got major type {major}", offset=kstart)
-                if klen > _left(r):
-                    raise TruncatedInput(f"length {klen} runs past the end of the input", offset=kstart)
-                kp = r.data + r.pos
-                r.pos += <Py_ssize_t>klen
-                i = _find(c, kp, <Py_ssize_t>klen, expect)
-                if i < 0:
-                    key = PyBytes_FromStringAndSize(<const char*>kp, <Py_ssize_t>klen)
-                    if unknown is None:
-                        unknown = {key}
-                    elif key in unknown:
-                        raise DuplicateKey(f"duplicate key {key!r}", offset=kstart)
-                    else:
-                        unknown.add(key)
-                    _skip(r, depth + 1)
-                    continue
-            expect = i + 1
-            f = <_Fld>c.fields[i]
-            if (_slot_is_set(obj, f.offset) if values is None else values[i] is not _MISSING):
-                raise DuplicateKey(f"duplicate key {f.name!r}", offset=kstart)
-            cur = i
+    k = 0
+    if values is None:
+        # every key in schema order (what every encoder writes) into the empty slots
+        # of the fresh record: no duplicate is possible yet; the first other key
+        # leaves this loop for the generic one below
+        while k < count and expect < nf:
+            f = <_Fld>c.fields[expect]
+            if not (f.hlen <= r.end - r.pos and scp2p_eq(r.data + r.pos, <const unsigned char*>f.hptr, f.hlen)):
+                break
+            r.pos += f.hlen
+            _ctx_push(r, <void*>f, -1)
             value = _read_field(r, f, depth)
-            cur = -1
-            if values is None:
-                _slot_put(obj, f.offset, value)
-            else:
-                values[i] = value
-    except DecodeError as exc:
-        if cur >= 0:
-            exc.add_context((<_Fld>c.fields[cur]).name)
-        raise
+            r.sp -= 1
+            _slot_put(obj, f.offset, value)
+            expect += 1
+            k += 1
+    while k < count:
+        k += 1
+        kstart = r.pos
+        i = -1
+        if expect < nf:
+            # keys in schema order (what every encoder writes): match the next
+            # field's whole encoded key (head + text) at once
+            f = <_Fld>c.fields[expect]
+            if f.hlen <= r.end - kstart and scp2p_eq(r.data + kstart, <const unsigned char*>f.hptr, f.hlen):
+                r.pos = kstart + f.hlen
+                i = expect
+        if i < 0:
+            _head(r, &major, &klen)
+            if major != 3:
+                raise WrongType(f"map key must be text, got major type {major}", offset=kstart)
+            if klen > _left(r):
+                raise TruncatedInput(f"length {klen} runs past the end of the input", offset=kstart)
+            kp = r.data + r.pos
+            r.pos += <Py_ssize_t>klen
+            i = _find(c, kp, <Py_ssize_t>klen, expect)
+            if i < 0:
+                key = PyBytes_FromStringAndSize(<const char*>kp, <Py_ssize_t>klen)
+                if unknown is None:
+                    unknown = {key}
+                elif key in unknown:
+                    raise DuplicateKey(f"duplicate key {key!r}", offset=kstart)
+                else:
+                    unknown.add(key)
+                _skip(r, depth + 1)
+                continue
+        expect = i + 1
+        f = <_Fld>c.fields[i]
+        if (_slot_is_set(obj, f.offset) if values is None else values[i] is not _MISSING):
+            raise DuplicateKey(f"duplicate key {f.name!r}", offset=kstart)
+        _ctx_push(r, <void*>f, -1)
+        value = _read_field(r, f, depth)
+        r.sp -= 1
+        if values is None:
+            _slot_put(obj, f.offset, value)
+        else:
+            values[i] = value
     if values is None:
         for i in range(nf):
             f = <_Fld>c.fields[i]
@@ -1224,7 +1254,7 @@ cdef PyObject* _lcache_val[LCACHE_SLOTS]  # tuple, strong
 
 
 cdef object _read_list(Reader* r, _Fld f, int depth):
-    cdef Py_ssize_t start = r.pos, i = 0, n, slot = -1, rawlen
+    cdef Py_ssize_t start = r.pos, i = 0, n, slot = -1, rawlen, top
     cdef int major
     cdef uint64_t count
     cdef _Fld elem = f.elem
@@ -1250,29 +1280,31 @@ cdef object _read_list(Reader* r, _Fld f, int depth):
     n = <Py_ssize_t>count
     out = PyTuple_New(n)
     PyObject_GC_UnTrack(<PyObject*>out)  # tracked when complete, if it needs to be
-    try:
-        if elem.kind == K_FIXED and not elem.nullable:  # chunk hashes, ids: no per-item dispatch
-            for i in range(n):
-                if r.pos >= r.end:
-                    raise TruncatedInput("input ended where a value was expected", offset=r.pos)
-                item = _read_fixed(r, elem.size)
-                Py_INCREF(item)
-                PyTuple_SET_ITEM(out, i, <PyObject*>item)
-        elif elem.kind == K_RECORD and not elem.nullable:  # manifest items
-            for i in range(n):
-                if r.pos >= r.end:
-                    raise TruncatedInput("input ended where a value was expected", offset=r.pos)
-                item = _read_record(r, elem.sub, depth + 2)  # as _read_field(r, elem, depth + 1)
-                Py_INCREF(item)
-                PyTuple_SET_ITEM(out, i, <PyObject*>item)
-        else:
-            for i in range(n):
-                item = _read_field(r, elem, depth + 1)
-                Py_INCREF(item)
-                PyTuple_SET_ITEM(out, i, <PyObject*>item)
-    except DecodeError as exc:
-        exc.add_context(f"[{i}]")
-        raise
+    _ctx_push(r, NULL, 0)
+    top = r.sp - 1 if r.sp <= CTX_MAX else CTX_MAX  # CTX_MAX: the spare entry, never reported
+    if elem.kind == K_FIXED and not elem.nullable:  # chunk hashes, ids: no per-item dispatch
+        for i in range(n):
+            r.ctx_idx[top] = i
+            if r.pos >= r.end:
+                raise TruncatedInput("input ended where a value was expected", offset=r.pos)
+            item = _read_fixed(r, elem.size)
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(out, i, <PyObject*>item)
+    elif elem.kind == K_RECORD and not elem.nullable:  # manifest items
+        for i in range(n):
+            r.ctx_idx[top] = i
+            if r.pos >= r.end:
+                raise TruncatedInput("input ended where a value was expected", offset=r.pos)
+            item = _read_record(r, elem.sub, depth + 2)  # as _read_field(r, elem, depth + 1)
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(out, i, <PyObject*>item)
+    else:
+        for i in range(n):
+            r.ctx_idx[top] = i
+            item = _read_field(r, elem, depth + 1)
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(out, i, <PyObject*>item)
+    r.sp -= 1
     if not elem.atomic:  # see _read_record: track it iff an item is tracked
         for i in range(n):
             if PyObject_GC_IsTracked(PyTuple_GET_ITEM(out, i)):
