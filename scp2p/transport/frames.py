@@ -31,6 +31,8 @@ from ..wire.messages import decode_envelope
 
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
+#: scratch bytes offered right after a large frame (see ``FrameReader._peek``)
+PEEK = 4096
 DIRECT_THRESHOLD = 16 * 1024
 #: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`): a download holds up to
 #: its pipeline depth (32) of responses plus the chunks waiting for verification and the disk
@@ -102,7 +104,9 @@ class FrameReader:
     clear it and call :meth:`resume` to parse what is already buffered.
     """
 
-    __slots__ = ("limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill", "pool")
+    __slots__ = (
+        "limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill", "pool", "_peek",
+    )  # fmt: skip
 
     def __init__(
         self, limit: int = MAX_FRAME, *, single: bool = False, scratch: int = SCRATCH_SIZE, pool_keep: int = POOL_KEEP
@@ -118,6 +122,9 @@ class FrameReader:
         self._big_mv: memoryview | None = None
         self._big_fill = 0
         self.pool = RecvPool(pool_keep)
+        #: the last frame was large: offer only PEEK bytes of scratch for the next header, so
+        #: the body of a large frame that follows is read into its own buffer, not copied there
+        self._peek = False
 
     @property
     def buffered(self) -> int:
@@ -129,6 +136,8 @@ class FrameReader:
             return self._big_mv[self._big_fill :]
         if self._end == len(self._buf):
             self._compact()
+        if self._peek:
+            return self._mv[self._end : self._end + PEEK]
         return self._mv[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -138,6 +147,7 @@ class FrameReader:
                 self.frames.append(self._big)
                 self._big = self._big_mv = None
                 self._big_fill = 0
+                self._peek = True
             return
         self._end += nbytes
         self._parse()
@@ -186,6 +196,7 @@ class FrameReader:
             if have >= n:
                 frames.append(bytes(mv[s + HEADER_LEN : s + HEADER_LEN + n]))
                 s += HEADER_LEN + n
+                self._peek = False
                 continue
             if n >= DIRECT_THRESHOLD:
                 big = self.pool.view(n)  # length already checked against the limit

@@ -82,3 +82,31 @@ def test_frame_reader_chunk_tail_is_page_aligned():
     env = parse_envelope(r.frames.popleft())
     tail = env.payload[-262_144:]
     assert bytes(env.payload) == payload and buffer_address(tail) % FRAME_ALIGN == 0
+
+
+def test_frame_reader_offers_a_short_scratch_after_a_large_frame():
+    """After a large frame only PEEK bytes are read into scratch, so the next large body goes
+    straight into its own buffer (not 64 KiB through scratch and copied); a small frame ends it."""
+    from scp2p.transport.frames import PEEK, SCRATCH_SIZE
+
+    big = [encode_envelope_frame(MsgType.CHUNK_DATA, i + 1, 1, bytes([i]) * 262_144) for i in range(3)]
+    small = encode_envelope_frame(MsgType.HAVE_CONTENT, 9, 1, b"x" * 10)
+    wire = memoryview(big[0] + big[1] + small + big[2])
+    r = FrameReader()
+    sizes = []
+    pos = 0
+    while pos < len(wire):  # a socket that always has everything ready
+        dst = r.get_buffer()
+        sizes.append(len(dst))
+        k = min(len(dst), len(wire) - pos)
+        dst[:k] = wire[pos : pos + k]
+        r.buffer_updated(k)
+        pos += k
+    got = [parse_envelope(f) for f in r.frames]
+    assert [e.req_id for e in got] == [1, 2, 9, 3]
+    assert bytes(got[1].payload) == bytes(big[1][-262_144:]) and bytes(got[3].payload)[-1] == 2
+    assert sizes[0] == SCRATCH_SIZE  # a full first read
+    assert sizes.count(PEEK) >= 2  # short reads after each large frame
+    # after a short read, all but < PEEK bytes of the next large body go straight into its buffer
+    body = len(big[1]) - 4
+    assert sum(1 for s in sizes if body - PEEK <= s < body) >= 2
