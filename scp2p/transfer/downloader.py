@@ -11,8 +11,10 @@
 One task runs the loop (timers, polling the scheduler, persistence, progress); each
 outstanding GET_CHUNK is a task in a held set. The data path per chunk: the transport
 reads the CHUNK_DATA frame straight into one buffer, :func:`chunk_slice` finds the chunk
-inside it (no copy), BLAKE3 hashes it, ``os.pwrite`` writes it, and the whole-file hash
-takes it from the same buffer (see writer.py). Verified chunks are recorded in the
+inside it (no copy), and the :class:`ChunkWorker` threads hash it (chunk and whole-file
+BLAKE3) and write it (``O_DIRECT`` where aligned) from that same buffer (see writer.py). A
+chunk leaves its provider's pipeline when it arrives (the scheduler's ``received``), so the
+next requests go out while it is verified and written. Verified chunks are recorded in the
 store's bitmap after an ``fdatasync`` every ``persist_chunks`` chunks or
 ``persist_interval`` seconds, so a restart (even after SIGKILL) re-fetches at most
 that batch. Cancellation keeps the part file and the bitmap for a later resume.

@@ -1,15 +1,16 @@
 """Writing a download: a preallocated temporary file beside the target, positioned writes,
 per-chunk and whole-file verification, atomic rename.
 
-:class:`PartFile` is synchronous and does no networking; the driver calls it on the
-event loop for chunks (a hash and a ``pwrite`` of 256 KiB each) and in a worker thread
-for :meth:`PartFile.finish` (fsync, the rest of the whole-file hash, rename).
+:class:`PartFile` is synchronous and does no networking; the driver hands chunks to a
+:class:`ChunkWorker` (a verify thread and a write thread; or calls :meth:`PartFile.verify_chunk`
+and :meth:`PartFile.write_chunk` on the event loop with ``write_thread=False``) and runs
+:meth:`PartFile.finish` (fsync, the rest of the whole-file hash, rename) in a worker thread.
 
 * The temporary file is ``.<target name>.<content id prefix>.scp2p-part`` in the
   target's directory (same filesystem, so the final ``os.replace`` is atomic). It is
   created with mode 0600, sized with ``posix_fallocate`` where available (else
   ``ftruncate``), and reopened as-is on resume.
-* Chunks are written with ``os.pwrite`` straight from the caller's buffer (the
+* Chunks are written with ``pwrite``/``pwritev`` straight from the caller's buffer (the
   received frame), after :meth:`PartFile.verify_chunk` hashed that same buffer.
 * The whole-file BLAKE3 (the content id) is computed **incrementally in file order**
   from the same buffers: a chunk that arrives in order is fed at once, a chunk that
