@@ -139,7 +139,6 @@ class Downloader:
         self.part: Optional[PartFile] = None
         self.resumed_chunks = 0
         self.persisted_chunks = 0
-        self._payload_cache: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ control
     def cancel(self) -> None:
@@ -305,8 +304,11 @@ class Downloader:
     def _task_done(self, k: tuple, task: asyncio.Task) -> None:
         if self._tasks.get(k) is task:
             del self._tasks[k]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("chunk task failed", exc_info=task.exception())
+        if not task.cancelled():
+            if task.exception() is not None:
+                log.error("chunk task failed", exc_info=task.exception())
+            elif task.result():
+                return  # handed to the chunk worker: its callback (_verified) takes it from here
         s = self.sched
         # the loop runs when there is something to do: a failure (or a cancelled duplicate),
         # room to refill, the endgame or the last chunk, or a batch to persist (progress and
@@ -316,12 +318,12 @@ class Downloader:
 
     def _cancel_task(self, key: Any, index: int) -> None:
         t = self._tasks.pop((key, index), None)
-        if t is not None:
+        if t is not None and not isinstance(t, _Verify):  # a chunk being verified: its result is ignored
             t.cancel()
 
     async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
+        tasks = [t for t in self._tasks.values() if not isinstance(t, _Verify)]
+        self._tasks.clear()  # results of chunks still being verified are ignored
         for t in tasks:
             t.cancel()
         if self._persist_task is not None:
@@ -347,16 +349,19 @@ class Downloader:
     def _payload(self, index: int) -> bytes:
         return encode_payload(GetChunk(self.spec.content_id, index))
 
-    async def _fetch(self, key: Any, index: int, deadline: float) -> None:
+    async def _fetch(self, key: Any, index: int, deadline: float) -> bool:
+        """Request one chunk; True when it was handed to the chunk worker (``_verified`` ends it)."""
         loop = asyncio.get_running_loop()
         s = self.sched
         try:
-            session = await self._session(key, deadline)
+            session = self._sessions.get(key)
+            if session is None or not session.is_open:
+                session = await self._session(key, deadline)
             env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
         except (TimeoutError, RequestTimeout):
             s.request_failed(key, index, loop.time(), "timeout")
             self._last_error[key] = "timeout"
-            return
+            return False
         except (SessionClosed, TransportError, OSError) as exc:
             log.debug("provider %r: %s", key, exc)
             self._last_error[key] = str(exc) or type(exc).__name__
@@ -365,45 +370,76 @@ class Downloader:
                     self._cancel_task(c.provider, c.index)
             if self.discovery is not None:
                 self.discovery.forget(self._specs[key])
-            return
+            return False
         now = loop.time()
         if env.is_error or env.type != MsgType.CHUNK_DATA:
             s.request_failed(key, index, now, "error response")
             self._last_error[key] = bytes(env.payload[:200]).decode("utf-8", "replace") if env.is_error else "bad reply"
-            return
+            return False
         try:
             cid, idx, data = chunk_slice(env.payload)
         except DecodeError:
             self._bad(key, index, now)
-            return
+            return False
         if cid != self.spec.content_id or idx != index:
             self._bad(key, index, now)
-            return
+            return False
         if not s.received(key, index, now):
-            return
+            return False
         if s.refill_ready():  # its slot is free: the loop refills while this chunk is verified
             self._wake.set()
+        if self._worker is not None:
+            # the task ends here; the worker calls back on the loop when the chunk is verified
+            # and written (no future, no task resumption per chunk)
+            k = (key, index)
+            v = _Verify(self, k)
+            self._worker.submit_cb(index, data, v)
+            if self._tasks.get(k) is not None:
+                self._tasks[k] = v  # cancelling it now only drops the result
+            return True
         part = self.part
         try:
-            if self._worker is not None:
-                ok = await self._worker.submit(index, data)
-                del data, env
-                now = loop.time()
-            else:
-                ok = part.verify_chunk(index, data)
-                if ok:
-                    part.write_chunk(index, data)
+            ok = part.verify_chunk(index, data)
+            if ok:
+                part.write_chunk(index, data)
         except OSError as exc:  # the part file cannot be written (disk full, I/O error): give up
-            if self._fatal is None:
-                self._fatal = exc
-            self._wake.set()
-            return
+            self._fail(exc)
+            return False
         if not ok:
             self._bad(key, index, now)
-            return
-        for c in s.chunk_verified(key, index, now):
+            return False
+        self._done(key, index, now)
+        return False
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._wake.set()
+
+    def _done(self, key: Any, index: int, now: float) -> None:
+        for c in self.sched.chunk_verified(key, index, now):
             self._cancel_task(c.provider, c.index)
         self._unpersisted.append(index)
+
+    def _verified(self, v: "_Verify", ok: Optional[bool], exc: Optional[BaseException]) -> None:
+        """The chunk worker's answer for a chunk handed over by ``_fetch`` (on the loop)."""
+        k = v.k
+        if self._tasks.get(k) is not v:
+            return  # cancelled (a duplicate that another provider delivered first, or the run ended)
+        del self._tasks[k]
+        key, index = k
+        if exc is not None:  # the part file cannot be written (disk full, I/O error): give up
+            self._fail(exc)
+            return
+        s = self.sched
+        now = asyncio.get_running_loop().time()
+        if not ok:
+            self._bad(key, index, now)
+            self._wake.set()
+            return
+        self._done(key, index, now)
+        if s.refill_ready() or len(self._unpersisted) >= self.persist_chunks:
+            self._wake.set()
 
     def _bad(self, key: Any, index: int, now: float) -> None:
         v = self.sched.chunk_bad(key, index, now)
@@ -436,3 +472,17 @@ class Downloader:
         self.persisted_chunks += len(batch)
         if self.on_persist is not None:
             self.on_persist(self.resumed_chunks + self.persisted_chunks)
+
+
+class _Verify:
+    """A chunk handed to the chunk worker: the worker's callback, and the entry that stands in
+    for the finished request task in ``Downloader._tasks`` (cancelling drops the result)."""
+
+    __slots__ = ("dl", "k")
+
+    def __init__(self, dl: Downloader, k: tuple) -> None:
+        self.dl = dl
+        self.k = k
+
+    def __call__(self, ok: Optional[bool], exc: Optional[BaseException]) -> None:
+        self.dl._verified(self, ok, exc)

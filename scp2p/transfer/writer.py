@@ -38,11 +38,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import functools
 import logging
 import os
 import threading
 from collections import deque
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from blake3 import blake3
 
@@ -370,7 +371,7 @@ class ChunkWorker:
     is on its way to the device and the event loop reads chunk *n+2* from the socket. Each
     stage takes everything queued at once (batches grow when a stage lags: larger disk
     writes), and results come back to the loop in batches (one ``call_soon_threadsafe``
-    each). A future resolves True only once its chunk is on disk (or in the page cache,
+    each). A chunk is reported verified (future or callback) only once it is on disk (or in the page cache,
     made durable by :meth:`PartFile.sync`). Only these threads touch the part file's chunk
     state while they run; :meth:`drain` waits until everything submitted so far is written
     (before ``finish``, ``recheck`` or ``close``).
@@ -392,12 +393,17 @@ class ChunkWorker:
     def submit(self, index: int, data) -> asyncio.Future:
         """A future: True (verified and written), False (bad chunk), or the I/O error."""
         fut = self.loop.create_future()
+        self.submit_cb(index, data, functools.partial(_resolve, fut))
+        return fut
+
+    def submit_cb(self, index: int, data, callback: Callable[[Optional[bool], Optional[BaseException]], None]) -> None:
+        """Like :meth:`submit`, but ``callback(ok, exc)`` runs on the loop instead (no future):
+        ``ok`` True (verified and written) or False (bad chunk), or ``exc`` the I/O error."""
         with self._cv:
             if self._stop:
                 raise RuntimeError("chunk worker stopped")
-            self._q.append((index, data, fut))
+            self._q.append((index, data, callback))
             self._cv.notify()
-        return fut
 
     async def drain(self) -> None:
         """Wait until every chunk submitted so far is verified and written."""
@@ -436,19 +442,19 @@ class ChunkWorker:
                     self._q.clear()
                 bad = []
                 good = []
-                for index, data, fut in items:
+                for index, data, cb in items:
                     if data is None:  # a drain marker: resolved by the writer after what precedes it
-                        good.append((index, None, fut))
+                        good.append((index, None, cb))
                         continue
                     try:
                         if part.verify_chunk(index, data):
                             mv = memoryview(data)
                             part.hash_chunk(index, mv)
-                            good.append((index, mv, fut))
+                            good.append((index, mv, cb))
                         else:
-                            bad.append((fut, False, None))
+                            bad.append((cb, False, None))
                     except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
-                        bad.append((fut, None, exc))
+                        bad.append((cb, None, exc))
                 del items, data
                 if good:
                     with self._wcv:
@@ -477,19 +483,26 @@ class ChunkWorker:
             try:
                 if chunks:
                     part.store_chunks(chunks)
-                results = [(fut, True, None) for _, _, fut in items]
+                results = [(cb, True, None) for _, _, cb in items]
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
-                results = [(fut, True, None) if mv is None else (fut, None, exc) for _, mv, fut in items]
+                results = [(cb, True, None) if mv is None else (cb, None, exc) for _, mv, cb in items]
             del items, chunks
             if (results and not self._post(results)) or last:
                 return
 
 
 def _deliver(results: list) -> None:
-    for fut, ok, exc in results:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(ok)
+    for callback, ok, exc in results:
+        try:
+            callback(ok, exc)
+        except Exception:  # noqa: BLE001 - one failing callback must not strand the others
+            log.exception("chunk callback failed")
+
+
+def _resolve(fut: asyncio.Future, ok: Optional[bool], exc: Optional[BaseException]) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(ok)
