@@ -48,7 +48,7 @@ class RecvPool:
     no frame, payload view or held chunk (CPython reference counts tell; elsewhere every
     frame gets a new buffer). Frames are ``memoryview`` slices of pooled buffers."""
 
-    __slots__ = ("keep", "_bufs", "_refcounts", "allocated", "reused")
+    __slots__ = ("keep", "_bufs", "_refcounts", "allocated", "reused", "_next")
 
     def __init__(self, keep: int = POOL_KEEP) -> None:
         self.keep = keep
@@ -56,17 +56,28 @@ class RecvPool:
         self._refcounts = keep > 0 and sys.implementation.name == "cpython"
         self.allocated = 0
         self.reused = 0
+        #: where the next search starts: buffers come back roughly in the order they were
+        #: handed out (chunks are verified and written in order), so the one after the last
+        #: hand-out is usually free and the search stops at once instead of passing every
+        #: buffer still in flight
+        self._next = 0
 
     def get(self, n: int) -> bytearray:
         """A buffer of at least ``n`` bytes that nobody else references."""
         bufs = self._bufs
         if self._refcounts:
             getrefcount = sys.getrefcount
-            for i in range(len(bufs)):
+            m = len(bufs)
+            i = self._next if self._next < m else 0
+            for _ in range(m):
                 b = bufs[i]
+                i += 1
+                if i == m:
+                    i = 0
                 # references: the list, ``b``, getrefcount's argument
                 if getrefcount(b) <= 3 and len(b) >= n:
                     self.reused += 1
+                    self._next = i
                     return b
         # sized for the common case (a full chunk frame) so later frames of any size fit
         b = bytearray(max(n, _POOL_MIN)) if self._refcounts else bytearray(n)
@@ -75,6 +86,7 @@ class RecvPool:
             bufs.append(b)
             if len(bufs) > self.keep:
                 bufs.pop(0)  # still referenced ones are freed by their last user
+            self._next = 0  # every buffer was busy: the oldest one is freed first
         return b
 
     def view(self, n: int) -> memoryview:
