@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -39,6 +39,7 @@ from ..errors import RemoteError
 from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
+from ..transport.dispatch import Reply
 from .chunkdata import chunk_data_header
 from .progress import Bandwidth
 
@@ -140,11 +141,46 @@ class ProviderBook:
 
 
 class _PeerGate:
-    __slots__ = ("sem", "waiting")
+    """At most ``n`` requests of one peer at once; the rest wait in arrival order. A request
+    that finds a free slot takes it without suspending (no semaphore coroutine per chunk)."""
+
+    __slots__ = ("n", "active", "waiters")
 
     def __init__(self, n: int) -> None:
-        self.sem = asyncio.Semaphore(n)
-        self.waiting = 0
+        self.n = n
+        self.active = 0
+        self.waiters: deque = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.waiters)
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.n
+
+    async def acquire(self) -> None:
+        if self.active < self.n and not self.waiters:
+            self.active += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut  # resolved by release(), which hands its slot over
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us: pass it on
+            else:
+                self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to the first waiter
+                return
+        self.active -= 1
 
 
 class ChunkServer:
@@ -274,10 +310,9 @@ class ChunkServer:
         dispatcher.register(MsgType.PROVIDERS, self.handle_providers)
 
     async def handle_get_chunk(self, ctx: Any, msg: Any) -> Any:
-        from ..transport.dispatch import Reply
-
         cid = bytes(msg.content_id)
-        src = await self._resolve(cid)
+        hit = self._resolved.get(cid)
+        src = hit[1] if hit is not None and hit[0] > self.clock() else await self._resolve(cid)
         if src is None:
             self.refused += 1
             raise RemoteError("content not available", MsgType.GET_CHUNK)
@@ -285,17 +320,14 @@ class ChunkServer:
         gate = self._gates.get(peer)
         if gate is None:
             gate = self._gates[peer] = _PeerGate(self.max_per_peer)
-        if gate.sem.locked() and gate.waiting >= self.max_queued_per_peer:
+        if gate.full and len(gate.waiters) >= self.max_queued_per_peer:
             self.refused += 1
             raise RemoteError("busy", MsgType.GET_CHUNK)
-        gate.waiting += 1
-        try:
-            await gate.sem.acquire()
-        finally:
-            gate.waiting -= 1
+        await gate.acquire()
         try:
             n = min(CHUNK_SIZE, max(0, src.size - msg.chunk_index * CHUNK_SIZE))
-            await self._throttle(n)
+            if not self.bucket.unlimited:
+                await self._throttle(n)
             try:
                 payload = self.read_chunk(cid, src, msg.chunk_index)
             except OSError as exc:
@@ -306,8 +338,8 @@ class ChunkServer:
             self.bytes_served += n
             return Reply(MsgType.CHUNK_DATA, FLAG_RESPONSE, payload)
         finally:
-            gate.sem.release()
-            if gate.waiting == 0 and not gate.sem.locked() and gate.sem._value == self.max_per_peer:  # noqa: SLF001
+            gate.release()
+            if gate.active == 0:
                 self._gates.pop(peer, None)
 
     async def _throttle(self, n: int) -> None:
@@ -325,8 +357,6 @@ class ChunkServer:
         return None
 
     async def handle_providers(self, ctx: Any, msg: Any) -> Any:
-        from ..transport.dispatch import Reply
-
         cid = bytes(msg.content_id)
         if ctx.req_id == 0:  # an announcement: merge
             for a in msg.providers[:MAX_PEX_PEERS]:

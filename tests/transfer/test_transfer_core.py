@@ -546,3 +546,38 @@ def test_chunk_worker_reports_io_errors(tmp_path):
             part.fd = None
 
     asyncio.run(main())
+
+
+def test_peer_gate_caps_hands_slots_over_in_order_and_survives_cancelled_waiters():
+    from scp2p.transfer.server import _PeerGate
+
+    async def main():
+        g = _PeerGate(2)
+        await g.acquire()
+        await g.acquire()  # both slots taken without waiting
+        assert g.full and g.active == 2
+        order = []
+
+        async def waiter(name):
+            await g.acquire()
+            order.append(name)
+
+        a = asyncio.create_task(waiter("a"))
+        b = asyncio.create_task(waiter("b"))
+        c = asyncio.create_task(waiter("c"))
+        await asyncio.sleep(0)
+        assert g.waiting == 3
+        b.cancel()  # a cancelled waiter gives up its place
+        await asyncio.gather(b, return_exceptions=True)
+        assert g.waiting == 2
+        g.release()  # the slot goes to a, not back to the pool
+        await asyncio.wait_for(a, 5)
+        assert order == ["a"] and g.active == 2
+        g.release()
+        c.cancel()  # handed the slot but cancelled before it ran: the slot is passed on (freed)
+        await asyncio.gather(c, return_exceptions=True)
+        assert g.active == 1 and g.waiting == 0
+        g.release()
+        assert g.active == 0 and not g.full
+
+    asyncio.run(main())
