@@ -11,6 +11,8 @@ from cpython.unicode cimport PyUnicode_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM
 from libc.stdlib cimport malloc, calloc, free, realloc
 from libc.string cimport memcmp, memset, memcpy
+from libc.stdlib cimport qsort
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from scp2p.search import ranking
 from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key
@@ -309,23 +311,122 @@ cdef int _tagset(object st, tuple tags, dict cache) except -1:
     return i
 
 
+cdef struct SortKey:    # one row's rank key (ntok, name, content id), pointing into the row's objects
+    Py_ssize_t ntok
+    const char* name
+    Py_ssize_t nlen
+    const char* cid
+    Py_ssize_t clen
+    Py_ssize_t idx
+
+
+cdef int _cmp_keys(const void* a, const void* b) noexcept nogil:
+    """(ntok, name, content id) order; ASCII names compare bytewise exactly as str does."""
+    cdef const SortKey* x = <const SortKey*>a
+    cdef const SortKey* y = <const SortKey*>b
+    cdef int c
+    if x.ntok != y.ntok:
+        return -1 if x.ntok < y.ntok else 1
+    c = memcmp(x.name, y.name, x.nlen if x.nlen < y.nlen else y.nlen)
+    if c == 0 and x.nlen != y.nlen:
+        c = -1 if x.nlen < y.nlen else 1
+    if c:
+        return c
+    c = memcmp(x.cid, y.cid, x.clen if x.clen < y.clen else y.clen)
+    if c == 0 and x.clen != y.clen:
+        c = -1 if x.clen < y.clen else 1
+    return c
+
+
+cdef class Rows:
+    """One share's items for add_share, in rank order (see _base._prepare_items): parallel lists
+    instead of a tuple per row, the order as a C index array (no per-item container objects for
+    the GC to scan). ``toks[i]`` is None for an ASCII name (add_share scans its bytes)."""
+    cdef list names, cids, mimes, tags, toks
+    cdef unsigned long long* sizes
+    cdef Py_ssize_t* ntok
+    cdef Py_ssize_t* order
+    cdef Py_ssize_t n
+
+    def __dealloc__(self):
+        free(self.sizes)
+        free(self.ntok)
+        free(self.order)
+
+    def __len__(self):
+        return self.n
+
+
 def prepare(items):
-    """Rows (ntok, name, content id, tokens, size, mime, tags) in rank order (see _base._prepare_items)."""
+    """The share's items in rank order, duplicate content ids dropped (a ``Rows``)."""
     cdef set seen = set()
-    cdef list rows = []
-    cdef list toks
+    cdef Rows r = Rows()
+    cdef list names = [], cids = [], mimes = [], tags = [], toks = [], keyed
     cdef bytes cid
     cdef str name
+    cdef bint ascii = True
+    cdef Py_ssize_t n = 0, cap = 0, i, nt
+    cdef void* nv
+    cdef SortKey* keys
     for it in items:
         cid = bytes(it.content_id)
         if cid in seen:
             continue
         seen.add(cid)
         name = it.name
-        toks = tokenize(name)
-        rows.append((len(toks), name, cid, toks, int(it.size), it.mime, tuple(it.tags)))
-    rows.sort()
-    return rows
+        if n == cap:
+            cap = cap * 2 + 256
+            nv = realloc(r.sizes, cap * sizeof(unsigned long long))
+            if nv == NULL:
+                raise MemoryError()
+            r.sizes = <unsigned long long*>nv
+            nv = realloc(r.ntok, cap * sizeof(Py_ssize_t))
+            if nv == NULL:
+                raise MemoryError()
+            r.ntok = <Py_ssize_t*>nv
+        if PyUnicode_IS_ASCII(name):
+            nt = _alnum_runs(PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name))
+            r.ntok[n] = nt if nt < MAX_TOKENS_PER_FIELD else MAX_TOKENS_PER_FIELD
+            toks.append(None)
+        else:
+            ascii = False
+            tl = tokenize(name)
+            r.ntok[n] = len(tl)
+            toks.append(tl)
+        r.sizes[n] = int(it.size)
+        names.append(name)
+        cids.append(cid)
+        mimes.append(it.mime)
+        tags.append(tuple(it.tags))
+        n += 1
+    r.names, r.cids, r.mimes, r.tags, r.toks, r.n = names, cids, mimes, tags, toks, n
+    r.order = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+    if r.order == NULL:
+        raise MemoryError()
+    if ascii:
+        keys = <SortKey*>malloc((n + 1) * sizeof(SortKey))
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(n):
+            name = <str>PyList_GET_ITEM(names, i)
+            cid = <bytes>PyList_GET_ITEM(cids, i)
+            keys[i].ntok = r.ntok[i]
+            keys[i].name = PyUnicode_1BYTE_DATA(name)
+            keys[i].nlen = PyUnicode_GET_LENGTH(name)
+            keys[i].cid = PyBytes_AS_STRING(cid)
+            keys[i].clen = PyBytes_GET_SIZE(cid)
+            keys[i].idx = i
+        qsort(keys, n, sizeof(SortKey), _cmp_keys)
+        for i in range(n):
+            r.order[i] = keys[i].idx
+        free(keys)
+    else:
+        # content ids are unique, so the index is never compared: the same order as sorting rows
+        keyed = [(r.ntok[i], names[i], cids[i], i) for i in range(n)]
+        keyed.sort()
+        for i in range(n):
+            r.order[i] = keyed[i][3]
+    return r
 
 
 cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned int t, unsigned int f) noexcept:
@@ -342,8 +443,8 @@ cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned in
     return nids
 
 
-def add_share(st, unsigned int slot, list rows):
-    """Append one share's items (rows from _prepare_items, in rank order) as docs."""
+def add_share(st, unsigned int slot, Rows rows):
+    """Append one share's items (``rows`` from prepare, in rank order) as docs."""
     cdef unsigned int lo = len(st.doc_share), d, t, p
     cdef array doc_share = st.doc_share, doc_size = st.doc_size, doc_mime = st.doc_mime
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
@@ -362,28 +463,63 @@ def add_share(st, unsigned int slot, list rows):
     cdef PBuf tb, pb
     tb.v = pb.v = NULL
     tb.n = tb.cap = pb.n = pb.cap = 0
+    cdef list r_names = rows.names, r_cids = rows.cids, r_mimes = rows.mimes, r_tags = rows.tags
+    cdef list r_toks = rows.toks
+    cdef Py_ssize_t ri, i, ntok, nlen
+    cdef const char* s
+    cdef char buf[64]
+    cdef int blen
+    cdef char c
     try:
-        for row in rows:
-            name = row[1]
-            toks = row[3]
+        for ri in range(rows.n):
+            i = rows.order[ri]
+            name = <str>PyList_GET_ITEM(r_names, i)
+            mime = <object>PyList_GET_ITEM(r_mimes, i)
             d = len(doc_share)
-            ts = _tagset(st, row[6], tcache)
+            ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache)
             push(doc_share, slot)
-            push_q(doc_size, row[4])
-            mo = mime_ids.get(row[5] or "")
-            push(doc_mime, st.mime_id(row[5]) if mo is None else mo)
+            push_q(doc_size, rows.sizes[i])
+            mo = mime_ids.get(mime or "")
+            push(doc_mime, st.mime_id(mime) if mo is None else mo)
             push(doc_tagset, ts)
             nids = 0
             first = len(fwd)
-            for tok in toks:
-                t = _tid(st, term_ids, tok)
-                push(fwd, t)
-                nids = _flag(ids, fl, nids, t, FN)
+            ntok = rows.ntok[i]
+            o = <object>PyList_GET_ITEM(r_toks, i)
+            if o is None:
+                # ASCII name: its tokens straight from its bytes (the tokenizer's fast path, inline)
+                s = PyUnicode_1BYTE_DATA(name)
+                nlen = PyUnicode_GET_LENGTH(name)
+                blen = 0
+                k = 0
+                for j in range(nlen + 1):
+                    if k >= ntok:
+                        break
+                    c = s[j] if j < nlen else 0
+                    if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
+                        if blen < 64:
+                            buf[blen] = c
+                            blen += 1
+                    elif c >= 65 and c <= 90:
+                        if blen < 64:
+                            buf[blen] = c + 32
+                            blen += 1
+                    elif blen:
+                        t = _tid(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
+                        push(fwd, t)
+                        nids = _flag(ids, fl, nids, t, FN)
+                        blen = 0
+                        k += 1
+            else:
+                for tok in <list>o:
+                    t = _tid(st, term_ids, tok)
+                    push(fwd, t)
+                    nids = _flag(ids, fl, nids, t, FN)
             push(fwd_off, <unsigned int>len(fwd))
             t = 0
             dot = name.rfind(".")
             if 0 < dot < len(name) - 1:
-                if PyUnicode_IS_ASCII(name) and 0 < len(toks) < MAX_TOKENS_PER_FIELD and \
+                if PyUnicode_IS_ASCII(name) and 0 < ntok < MAX_TOKENS_PER_FIELD and \
                         _alnum_runs(PyUnicode_1BYTE_DATA(name) + dot + 1, len(name) - dot - 1) == 1:
                     # the one token after the last dot is the name's last token (already looked up)
                     t = fwd.data.as_uints[len(fwd) - 1]
@@ -394,7 +530,7 @@ def add_share(st, unsigned int slot, list rows):
             push(doc_ext, t)
             names += name.encode()
             push_q(name_off, len(names))
-            cids += row[2]
+            cids += <bytes>PyList_GET_ITEM(r_cids, i)
             ts_toks = st.ts_toks
             ts_toff = st.ts_toff
             for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):

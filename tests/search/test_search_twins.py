@@ -99,3 +99,28 @@ def test_compaction_is_invisible(twin):
     before = [ix.search(q, limit=10, offset=2) for q in ("f1*", "so usr", "t", "ext:so size:>5")]
     ix.compact()
     assert [ix.search(q, limit=10, offset=2) for q in ("f1*", "so usr", "t", "ext:so size:>5")] == before
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+def test_twins_identical_on_edge_names():
+    """Names the random corpora do not reach: more than 64 tokens, tokens over 64 characters,
+    empty and separator-only names, mixed ASCII and non-ASCII shares, equal names (content id
+    breaks the tie), upper case and digits; the native build scans ASCII names in C."""
+    long_tok = "Ab" * 40
+    names = ["", "...", "a", "A", "a.b", "b.a", "x" * 70 + ".TXT", ".".join(["w"] * 70), "-".join(["t%d" % i for i in range(80)]),
+             long_tok + "." + long_tok, "same.so", "same.so", "README", "readme.md", "Ünïcödé.txt", "ünï-x.gz",
+             "tail.", "a..b", "9lives.tar.GZ", "x.y.z.abc", "q" * 64 + "r.s"]
+    shares = [[item(nm, ("usr", "share doc"), size=i, key=f"{nm}/{i}") for i, nm in enumerate(names)],
+              [item(nm, ("lib",), size=i, key=f"{nm}/{i}") for i, nm in enumerate(names) if nm.isascii()]]
+    ixs = []
+    for mod in (index_module("native"), index_module("pure")):
+        ix = mod.Index()
+        for n, its in enumerate(shares, 1):
+            ix.replace_share(sid(n), its)
+            ix.replace_share(sid(n + 2), list(reversed(its)))
+        ixs.append(ix)
+    native, pure = ixs
+    for q in ("a", "w", "t7", long_tok[:64].lower(), "same", "same.so", "readme", "unicode", "x*", "ext:gz", "ext:txt",
+              "9lives", "qqq*", "usr", '"a b"', "tail"):
+        assert native.search(q, limit=50) == pure.search(q, limit=50), q
+    assert native.to_bytes() == pure.to_bytes()
