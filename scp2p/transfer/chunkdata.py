@@ -17,7 +17,7 @@ v0.1 network emit exactly that layout, so:
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from ..errors import LimitExceeded
 from ..limits import ID_LEN, MAX_PAYLOAD, U32_MAX
@@ -77,8 +77,25 @@ def _read_uint(b, i: int):
     return v, i + 1 + width
 
 
-def _fast(b) -> ChunkView | None:
+def _cid_prefix(content_id: bytes) -> bytes:
+    """The canonical CHUNK_DATA bytes up to the end of ``content_id`` (cached)."""
+    p = _PREFIXES.get(content_id)
+    if p is None:
+        if len(_PREFIXES) >= 64:
+            _PREFIXES.clear()
+        p = _PREFIXES[content_id] = _K_CID + b"".join(_BYTE_ITEMS[b] for b in content_id)
+    return p
+
+
+_PREFIXES: dict[bytes, bytes] = {}
+
+
+def _fast(b, expect: Optional[bytes] = None) -> ChunkView | None:
     n = len(b)
+    if expect is not None:  # the expected content id, compared in its encoded form (one memcmp)
+        prefix = _cid_prefix(expect)
+        if n > len(prefix) and b[: len(prefix)] == prefix:
+            return _fast_tail(b, n, len(prefix), expect)
     if n < 48 or b[:14] != _K_CID:
         return None
     i = 14
@@ -95,6 +112,10 @@ def _fast(b) -> ChunkView | None:
             return None
         if i >= n:
             return None
+    return _fast_tail(b, n, i, bytes(cid))
+
+
+def _fast_tail(b, n: int, i: int, cid: bytes) -> ChunkView | None:
     if b[i : i + 12] != _K_IDX:
         return None
     r = _read_uint(b, i + 12)
@@ -116,7 +137,7 @@ def _fast(b) -> ChunkView | None:
         raise LimitExceeded(f"chunk of {length} bytes exceeds the limit of {MAX_PAYLOAD}", offset=i)
     if n - start != length:
         return None  # truncated or trailing bytes: let the codec name the error
-    return bytes(cid), idx, start, length
+    return cid, idx, start, length
 
 
 def parse_chunk_data(payload: Buffer) -> ChunkView | None:
@@ -126,10 +147,13 @@ def parse_chunk_data(payload: Buffer) -> ChunkView | None:
     return _fast(payload if isinstance(payload, memoryview) else memoryview(payload))
 
 
-def chunk_slice(payload: Buffer) -> tuple[bytes, int, memoryview]:
-    """``(content_id, chunk_index, data)`` where ``data`` is a memoryview (of ``payload`` on the fast path)."""
+def chunk_slice(payload: Buffer, expect: Optional[bytes] = None) -> tuple[bytes, int, memoryview]:
+    """``(content_id, chunk_index, data)`` where ``data`` is a memoryview (of ``payload`` on the fast path).
+
+    ``expect``: the content id the caller wants (a download): matched in its encoded form
+    instead of decoding the 32 id bytes one by one; any other id is still decoded and returned."""
     mv = payload if isinstance(payload, memoryview) else memoryview(payload)
-    fast = _fast(mv)
+    fast = _fast(mv, expect)
     if fast is not None:
         cid, idx, start, length = fast
         return cid, idx, mv[start : start + length]

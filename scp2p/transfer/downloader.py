@@ -377,7 +377,7 @@ class Downloader:
             self._last_error[key] = bytes(env.payload[:200]).decode("utf-8", "replace") if env.is_error else "bad reply"
             return False
         try:
-            cid, idx, data = chunk_slice(env.payload)
+            cid, idx, data = chunk_slice(env.payload, self.spec.content_id)
         except DecodeError:
             self._bad(key, index, now)
             return False

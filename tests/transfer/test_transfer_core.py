@@ -35,6 +35,9 @@ def test_chunk_data_header_matches_codec(n, idx):
     c, i, mv = chunk_slice(enc)
     assert (c, i, bytes(mv)) == (cid, idx, data)
     assert mv.obj is enc  # no copy on the fast path
+    for expect in (cid, bytes(32), bytes(range(32))):  # the expected id, and others (still decoded)
+        c, i, mv = chunk_slice(enc, expect)
+        assert (c, i, bytes(mv)) == (cid, idx, data) and mv.obj is enc
 
 
 def test_chunk_data_noncanonical_falls_back_to_codec():
@@ -55,6 +58,11 @@ def test_chunk_data_truncated_is_decode_error(cut):
         chunk_slice(enc[:-cut])
     with pytest.raises(DecodeError):
         chunk_slice(enc + b"\x00")
+    cid = chunk_slice(enc)[0]
+    with pytest.raises(DecodeError):
+        chunk_slice(enc[:-cut], cid)  # the encoded-id fast path names nothing itself: same errors
+    with pytest.raises(DecodeError):
+        chunk_slice(enc + b"\x00", cid)
 
 
 # ----------------------------------------------------------------------------- meters
