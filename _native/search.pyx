@@ -228,6 +228,102 @@ cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFF
     return o
 
 
+cdef class TermHash:
+    """A C hash from a token's UTF-8 bytes to its term id, in front of ``State.term_ids`` (a
+    cache: a miss falls through to the dict, and to ``_new_term`` for a new term, so ids are
+    assigned exactly as without it). Entries are (32-bit hash << 32 | term id); the bytes are
+    compared against ``term_blob``. Bound to one ``term_ids`` dict: a state with another (a
+    loaded or compacted index) gets a new table."""
+    cdef unsigned long long* slots
+    cdef size_t cap, count
+    cdef object owner
+
+    def __cinit__(self, owner):
+        self.owner = owner
+        self.cap = 1024
+        self.count = 0
+        self.slots = <unsigned long long*>calloc(self.cap, sizeof(unsigned long long))
+        if self.slots == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef unsigned int find(self, unsigned int h, const char* buf, int blen, const char* blob,
+                           const unsigned long long* off) noexcept:
+        cdef size_t mask = self.cap - 1, i = h & mask
+        cdef unsigned long long e
+        cdef unsigned int t
+        while True:
+            e = self.slots[i]
+            if e == 0:
+                return 0
+            if <unsigned int>(e >> 32) == h:
+                t = <unsigned int>(e & 0xFFFFFFFFULL)
+                if <int>(off[t + 1] - off[t]) == blen and memcmp(blob + off[t], buf, blen) == 0:
+                    return t
+            i = (i + 1) & mask
+
+    cdef int insert(self, unsigned int h, unsigned int t) except -1:
+        cdef unsigned long long* old = self.slots
+        cdef size_t oldcap = self.cap, i, j, mask
+        cdef unsigned long long e
+        if (self.count + 1) * 2 > self.cap:
+            self.slots = <unsigned long long*>calloc(oldcap * 2, sizeof(unsigned long long))
+            if self.slots == NULL:
+                self.slots = old
+                raise MemoryError()
+            self.cap = oldcap * 2
+            mask = self.cap - 1
+            for j in range(oldcap):
+                e = old[j]
+                if e:
+                    i = <unsigned int>(e >> 32) & mask
+                    while self.slots[i]:
+                        i = (i + 1) & mask
+                    self.slots[i] = e
+            free(old)
+        mask = self.cap - 1
+        i = h & mask
+        while self.slots[i]:
+            i = (i + 1) & mask
+        self.slots[i] = (<unsigned long long>h << 32) | t
+        self.count += 1
+        return 0
+
+
+cdef inline unsigned int _hash_bytes(const char* buf, int n) noexcept:
+    """FNV-1a (64-bit), folded to 32 bits."""
+    cdef unsigned long long h = 14695981039346656037ULL
+    cdef int i
+    for i in range(n):
+        h = (h ^ <unsigned char>buf[i]) * 1099511628211ULL
+    return <unsigned int>(h ^ (h >> 32))
+
+
+cdef TermHash _term_hash(object st):
+    """The state's TermHash (made on first use; remade if the state's term_ids was replaced)."""
+    cdef dict term_ids = st.term_ids
+    th = getattr(st, "term_hash", None)
+    if th is None or (<TermHash>th).owner is not term_ids:
+        th = TermHash(term_ids)
+        st.term_hash = th
+    return <TermHash>th
+
+
+cdef unsigned int _tid_bytes(object st, dict term_ids, TermHash th, const char* buf, int blen) except? 0xFFFFFFFF:
+    """Term id of an ASCII token given as bytes: the C hash first, no str made on a hit."""
+    cdef unsigned int h = _hash_bytes(buf, blen), t
+    cdef bytearray blob = st.term_blob
+    cdef array off = st.term_off
+    t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
+    if t:
+        return t
+    t = _tid(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
+    th.insert(h, t)
+    return t
+
+
 cdef unsigned int _new_term(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
     """State.new_term, typed."""
     cdef list terms = st.terms
@@ -465,6 +561,7 @@ def add_share(st, unsigned int slot, Rows rows):
     tb.n = tb.cap = pb.n = pb.cap = 0
     cdef list r_names = rows.names, r_cids = rows.cids, r_mimes = rows.mimes, r_tags = rows.tags
     cdef list r_toks = rows.toks
+    cdef TermHash th = _term_hash(st)
     cdef Py_ssize_t ri, i, ntok, nlen
     cdef const char* s
     cdef char buf[64]
@@ -505,7 +602,7 @@ def add_share(st, unsigned int slot, Rows rows):
                             buf[blen] = c + 32
                             blen += 1
                     elif blen:
-                        t = _tid(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
+                        t = _tid_bytes(st, term_ids, th, buf, blen)
                         push(fwd, t)
                         nids = _flag(ids, fl, nids, t, FN)
                         blen = 0
