@@ -118,6 +118,7 @@ class FrameReader:
 
     __slots__ = (
         "limit", "single", "frames", "_buf", "_mv", "_start", "_end", "_big", "_big_mv", "_big_fill", "pool", "_peek",
+        "_last_big", "_spec", "speculated", "mispredicted",
     )  # fmt: skip
 
     def __init__(
@@ -137,6 +138,12 @@ class FrameReader:
         #: the last frame was large: offer only PEEK bytes of scratch for the next header, so
         #: the body of a large frame that follows is read into its own buffer, not copied there
         self._peek = False
+        #: body length of the last large frame; the next frame is expected to be as long
+        self._last_big = 0
+        #: a speculative buffer offered for the next frame (header + body of the expected length)
+        self._spec: memoryview | None = None
+        self.speculated = 0
+        self.mispredicted = 0
 
     @property
     def buffered(self) -> int:
@@ -146,16 +153,45 @@ class FrameReader:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         if self._big_mv is not None:
             return self._big_mv[self._big_fill :]
+        if self._spec is not None:
+            return self._spec
         if self._end == len(self._buf):
             self._compact()
         if self._peek:
+            if self._start == self._end and not self.single:
+                # after a large frame with nothing buffered: offer a buffer for the header and a
+                # body as long as the last one (a stream of chunks), so that the next chunk is
+                # read whole in one call, straight into its own buffer; a frame of another
+                # length is copied out of it through the ordinary path (see _unspeculate)
+                self._spec = self.pool.view(HEADER_LEN + self._last_big)
+                return self._spec
             return self._mv[self._end : self._end + PEEK]
         return self._mv[self._end :]
 
+    def _unspeculate(self, nbytes: int) -> None:
+        spec, self._spec = self._spec, None
+        n = int.from_bytes(spec[:HEADER_LEN], "big") if nbytes >= HEADER_LEN else -1
+        if n == self._last_big and n <= self.limit and not self.single:
+            self.speculated += 1
+            body = spec[HEADER_LEN:]
+            if nbytes - HEADER_LEN == n:
+                self.frames.append(body)  # _peek stays set: the next one is offered the same way
+            else:
+                self._big, self._big_mv, self._big_fill = body, body, nbytes - HEADER_LEN
+            return
+        # another frame (or several, or a short read of a header): the ordinary path, one copy
+        self.mispredicted += 1
+        self._peek = False
+        self.feed(spec[:nbytes])
+
     def buffer_updated(self, nbytes: int) -> None:
+        if self._spec is not None:
+            self._unspeculate(nbytes)
+            return
         if self._big is not None:
             self._big_fill += nbytes
             if self._big_fill == len(self._big):
+                self._last_big = len(self._big)
                 self.frames.append(self._big)
                 self._big = self._big_mv = None
                 self._big_fill = 0
@@ -187,6 +223,7 @@ class FrameReader:
         self._start = self._end = 0
         self._big = self._big_mv = None
         self._big_fill = 0
+        self._spec = None
         return out
 
     def _compact(self) -> None:

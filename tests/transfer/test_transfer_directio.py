@@ -84,14 +84,15 @@ def test_frame_reader_chunk_tail_is_page_aligned():
     assert bytes(env.payload) == payload and buffer_address(tail) % FRAME_ALIGN == 0
 
 
-def test_frame_reader_offers_a_short_scratch_after_a_large_frame():
-    """After a large frame only PEEK bytes are read into scratch, so the next large body goes
-    straight into its own buffer (not 64 KiB through scratch and copied); a small frame ends it."""
-    from scp2p.transport.frames import PEEK, SCRATCH_SIZE
+def test_frame_reader_reads_the_next_chunk_whole_after_a_large_frame():
+    """After a large frame the reader offers one buffer for the header and a body as long as the
+    last one, so the next chunk is read in one call straight into its own (aligned) buffer; a
+    frame of another length (a small one, several, a short header) goes the ordinary way."""
+    from scp2p.transport.frames import FRAME_ALIGN, SCRATCH_SIZE
 
-    big = [encode_envelope_frame(MsgType.CHUNK_DATA, i + 1, 1, bytes([i]) * 262_144) for i in range(3)]
+    big = [encode_envelope_frame(MsgType.CHUNK_DATA, i + 1, 1, bytes([i]) * 262_144) for i in range(4)]
     small = encode_envelope_frame(MsgType.HAVE_CONTENT, 9, 1, b"x" * 10)
-    wire = memoryview(big[0] + big[1] + small + big[2])
+    wire = memoryview(big[0] + big[1] + small + big[2] + big[3])
     r = FrameReader()
     sizes = []
     pos = 0
@@ -103,10 +104,36 @@ def test_frame_reader_offers_a_short_scratch_after_a_large_frame():
         r.buffer_updated(k)
         pos += k
     got = [parse_envelope(f) for f in r.frames]
-    assert [e.req_id for e in got] == [1, 2, 9, 3]
-    assert bytes(got[1].payload) == bytes(big[1][-262_144:]) and bytes(got[3].payload)[-1] == 2
+    assert [e.req_id for e in got] == [1, 2, 9, 3, 4]
+    for e, i in zip([got[0], got[1], got[3], got[4]], range(4)):
+        assert bytes(e.payload) == bytes([i]) * 262_144
     assert sizes[0] == SCRATCH_SIZE  # a full first read
-    assert sizes.count(PEEK) >= 2  # short reads after each large frame
-    # after a short read, all but < PEEK bytes of the next large body go straight into its buffer
-    body = len(big[1]) - 4
-    assert sum(1 for s in sizes if body - PEEK <= s < body) >= 2
+    assert sizes.count(len(big[1])) >= 2  # after a large frame: the next one whole
+    assert r.speculated >= 2 and r.mispredicted == 1  # big[1], big[3] read whole; the small frame copied
+    f = r.frames[1]
+    assert isinstance(f, memoryview) and len(f) == len(big[1]) - 4
+    # the frame (and so the chunk bytes at its tail) ends on an alignment boundary
+    assert (_address(f) + len(f)) % FRAME_ALIGN == 0
+
+
+def _address(view: memoryview) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def test_frame_reader_speculative_read_survives_trickles_and_short_headers():
+    big = [encode_envelope_frame(MsgType.CHUNK_DATA, i + 1, 1, bytes([i]) * 40_000) for i in range(3)]
+    wire = memoryview(b"".join(big))
+    for step in (1, 3, 4, 5, 1000, 39_999):  # every read short of the offer
+        r = FrameReader()
+        pos = 0
+        while pos < len(wire):
+            dst = r.get_buffer()
+            k = min(len(dst), len(wire) - pos, step if pos >= len(big[0]) else len(dst))
+            dst[:k] = wire[pos : pos + k]
+            r.buffer_updated(k)
+            pos += k
+        got = [parse_envelope(f) for f in r.frames]
+        assert [bytes(e.payload) for e in got] == [bytes([i]) * 40_000 for i in range(3)], step
+        assert r.buffered == 0
