@@ -13,6 +13,7 @@ from libc.stdlib cimport malloc, calloc, free, realloc
 from libc.string cimport memcmp, memset, memcpy
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 
 from scp2p.search import ranking
 from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key
@@ -311,11 +312,11 @@ cdef TermHash _term_hash(object st):
     return <TermHash>th
 
 
-cdef unsigned int _tid_bytes(object st, dict term_ids, TermHash th, const char* buf, int blen) except? 0xFFFFFFFF:
-    """Term id of an ASCII token given as bytes: the C hash first, no str made on a hit."""
+cdef unsigned int _tid_bytes(object st, dict term_ids, TermHash th, const char* buf, int blen,
+                             bytearray blob, array off) except? 0xFFFFFFFF:
+    """Term id of an ASCII token given as bytes: the C hash first, no str made on a hit
+    (``blob``/``off`` are the state's term_blob/term_off, which grow in place)."""
     cdef unsigned int h = _hash_bytes(buf, blen), t
-    cdef bytearray blob = st.term_blob
-    cdef array off = st.term_off
     t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
     if t:
         return t
@@ -562,7 +563,14 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef list r_names = rows.names, r_cids = rows.cids, r_mimes = rows.mimes, r_tags = rows.tags
     cdef list r_toks = rows.toks
     cdef TermHash th = _term_hash(st)
-    cdef Py_ssize_t ri, i, ntok, nlen
+    cdef bytearray term_blob = st.term_blob
+    cdef array term_off = st.term_off
+    term_pfx = st.term_pfx
+    ts_toks = st.ts_toks
+    ts_toff = st.ts_toff
+    ts_pfx = st.ts_pfx
+    ts_poff = st.ts_poff
+    cdef Py_ssize_t ri, i, ntok, nlen, n0
     cdef const char* s
     cdef char buf[64]
     cdef int blen
@@ -602,7 +610,7 @@ def add_share(st, unsigned int slot, Rows rows):
                             buf[blen] = c + 32
                             blen += 1
                     elif blen:
-                        t = _tid_bytes(st, term_ids, th, buf, blen)
+                        t = _tid_bytes(st, term_ids, th, buf, blen, term_blob, term_off)
                         push(fwd, t)
                         nids = _flag(ids, fl, nids, t, FN)
                         blen = 0
@@ -625,11 +633,14 @@ def add_share(st, unsigned int slot, Rows rows):
                     if len(et) == 1:
                         t = _tid(st, term_ids, et[0])
             push(doc_ext, t)
-            names += name.encode()
+            if o is None:  # ASCII: its bytes are its UTF-8
+                n0 = PyByteArray_GET_SIZE(names)
+                PyByteArray_Resize(names, n0 + nlen)
+                memcpy(PyByteArray_AS_STRING(names) + n0, s, nlen)
+            else:
+                names += name.encode()
             push_q(name_off, len(names))
             cids += <bytes>PyList_GET_ITEM(r_cids, i)
-            ts_toks = st.ts_toks
-            ts_toff = st.ts_toff
             for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
                 t = ts_toks.data.as_uints[k]
                 if t:
@@ -637,10 +648,7 @@ def add_share(st, unsigned int slot, Rows rows):
             for j in range(nids):
                 pbuf_push(&tb, ids[j], d, fl[j])
             nposts += nids
-            # strict prefixes (term_pfx re-read: new terms may have grown it)
-            term_pfx = st.term_pfx
-            ts_pfx = st.ts_pfx
-            ts_poff = st.ts_poff
+            # strict prefixes (the arrays grow in place: their data pointers are re-read per access)
             nids = 0
             for k in range(ts_poff.data.as_ulonglongs[ts], ts_poff.data.as_ulonglongs[ts + 1]):
                 nids = _flag(ids, fl, nids, ts_pfx.data.as_uints[k], FT)
