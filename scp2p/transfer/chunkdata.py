@@ -47,10 +47,7 @@ def chunk_data_header(content_id: bytes, chunk_index: int, length: int) -> bytes
         raise ValueError("chunk_index out of range")
     if not 0 <= length <= MAX_PAYLOAD:
         raise ValueError("chunk length out of range")
-    return b"".join((
-        _K_CID, b"".join(_BYTE_ITEMS[b] for b in content_id),
-        _K_IDX, _head(0, chunk_index), _K_BYTES, _head(2, length),
-    ))  # fmt: skip
+    return b"".join((_cid_prefix(content_id), _K_IDX, _head(0, chunk_index), _K_BYTES, _head(2, length)))
 
 
 def _read_uint(b, i: int):
@@ -79,6 +76,8 @@ def _read_uint(b, i: int):
 
 def _cid_prefix(content_id: bytes) -> bytes:
     """The canonical CHUNK_DATA bytes up to the end of ``content_id`` (cached)."""
+    if type(content_id) is not bytes:
+        content_id = bytes(content_id)
     p = _PREFIXES.get(content_id)
     if p is None:
         if len(_PREFIXES) >= 64:
