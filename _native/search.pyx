@@ -230,19 +230,20 @@ cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFF
 
 
 cdef class TermHash:
-    """A C hash from a token's UTF-8 bytes to its term id, in front of ``State.term_ids`` (a
-    cache: a miss falls through to the dict, and to ``_new_term`` for a new term, so ids are
-    assigned exactly as without it). Entries are (32-bit hash << 32 | term id); the bytes are
-    compared against ``term_blob``. Bound to one ``term_ids`` dict: a state with another (a
-    loaded or compacted index) gets a new table."""
+    """A C hash from a term's UTF-8 bytes to its term id, mirroring ``State.term_ids``: it
+    holds terms 1 .. synced - 1 (read from ``term_blob``/``term_off``), and is brought up to
+    every term before a miss is trusted, so a miss means a new term (``_new_term`` assigns the
+    id, exactly as the dict path would). Entries are (32-bit hash << 32 | term id). Bound to one
+    ``term_ids`` dict: a state with another (a loaded or compacted index) gets a new table."""
     cdef unsigned long long* slots
-    cdef size_t cap, count
+    cdef size_t cap, count, synced
     cdef object owner
 
     def __cinit__(self, owner):
         self.owner = owner
         self.cap = 1024
         self.count = 0
+        self.synced = 1
         self.slots = <unsigned long long*>calloc(self.cap, sizeof(unsigned long long))
         if self.slots == NULL:
             raise MemoryError()
@@ -293,6 +294,16 @@ cdef class TermHash:
         return 0
 
 
+    cdef int sync(self, const char* blob, const unsigned long long* off, size_t nterms) except -1:
+        """Insert terms synced .. nterms - 1."""
+        cdef size_t t
+        for t in range(self.synced, nterms):
+            self.insert(_hash_bytes(blob + off[t], <int>(off[t + 1] - off[t])), <unsigned int>t)
+        if nterms > self.synced:
+            self.synced = nterms
+        return 0
+
+
 cdef inline unsigned int _hash_bytes(const char* buf, int n) noexcept:
     """FNV-1a (64-bit), folded to 32 bits."""
     cdef unsigned long long h = 14695981039346656037ULL
@@ -314,14 +325,22 @@ cdef TermHash _term_hash(object st):
 
 cdef unsigned int _tid_bytes(object st, dict term_ids, TermHash th, const char* buf, int blen,
                              bytearray blob, array off) except? 0xFFFFFFFF:
-    """Term id of an ASCII token given as bytes: the C hash first, no str made on a hit
+    """Term id of an ASCII token given as bytes: from the C hash (no str made unless the term is new)
     (``blob``/``off`` are the state's term_blob/term_off, which grow in place)."""
     cdef unsigned int h = _hash_bytes(buf, blen), t
+    cdef size_t nterms
     t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
     if t:
         return t
-    t = _tid(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
+    nterms = len(off) - 1
+    if th.synced != nterms:  # terms added by another path (tags, extensions, the pure helpers)
+        th.sync(<const char*>blob, off.data.as_ulonglongs, nterms)
+        t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
+        if t:
+            return t
+    t = _new_term(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
     th.insert(h, t)
+    th.synced = t + 1
     return t
 
 
@@ -353,12 +372,58 @@ cdef unsigned int _new_term(object st, dict term_ids, str tok) except? 0xFFFFFFF
     return tid
 
 
-cdef int _tagset(object st, tuple tags, dict cache) except -1:
+cdef str _key_of(tuple tags):
+    """_base._tags_key, inline for the usual tags (non-empty str without NUL or a leading \\x01)."""
+    if not tags:
+        return ""
+    for t in tags:
+        if type(t) is not str or not t or "\x00" in <str>t or (<str>t)[0] == "\x01":
+            return _tags_key(tags)
+    if len(tags) > 1:
+        return "\x00".join(tags)
+    return <str>tags[0] + "\x00"
+
+
+cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, str tag, int budget,
+                    bint* whole):
+    """The term ids of an ASCII tag's first ``budget`` tokens (tokenize's cap applies);
+    ``whole`` says whether that was every token (the same ids, in the same order, as
+    ``[_tid(t) for t in tokenize(tag)[:budget]]``)."""
+    cdef const char* s = PyUnicode_1BYTE_DATA(tag)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag), j
+    cdef int nw = _alnum_runs(s, n), take, k = 0, blen = 0
+    cdef char buf[64]
+    cdef char c
+    cdef list out = []
+    if nw > MAX_TOKENS_PER_FIELD:
+        nw = MAX_TOKENS_PER_FIELD
+    take = nw if nw <= budget else budget
+    whole[0] = nw <= budget
+    for j in range(n + 1):
+        if k >= take:
+            break
+        c = s[j] if j < n else 0
+        if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
+            if blen < 64:
+                buf[blen] = c
+                blen += 1
+        elif c >= 65 and c <= 90:
+            if blen < 64:
+                buf[blen] = c + 32
+                blen += 1
+        elif blen:
+            out.append(_tid_bytes(st, term_ids, th, buf, blen, blob, off))
+            blen = 0
+            k += 1
+    return tuple(out)
+
+
+cdef int _tagset(object st, tuple tags, dict cache, TermHash th, bytearray blob, array off) except -1:
     """State.tagset_id, typed, with a per-call cache keyed by the tags tuple."""
     o = cache.get(tags)
     if o is not None:
         return o
-    key = _tags_key(tags)
+    key = _key_of(tags)
     cdef dict tagset_ids = st.tagset_ids
     o = tagset_ids.get(key)
     if o is not None:
@@ -371,13 +436,18 @@ cdef int _tagset(object st, tuple tags, dict cache) except -1:
     cdef unsigned int tid, p
     cdef dict term_ids = st.term_ids
     cdef tuple tt
+    cdef bint whole
     tagset_ids[key] = i
     keys.append(key)
     for tag in tags:
         # a tag's term ids, cached per call under the tag string (a str never equals the tuple
         # keys); only cached whole, so ids are assigned in the same order as without the cache
         tt = cache.get(tag)
-        if tt is None:
+        if tt is None and type(tag) is str and PyUnicode_IS_ASCII(tag):
+            tt = _tag_ids(st, term_ids, th, blob, off, tag, MAX_TAG_TOKENS - ntok, &whole)
+            if whole:
+                cache[tag] = tt
+        elif tt is None:
             words = tokenize(tag)
             if len(words) <= MAX_TAG_TOKENS - ntok:
                 tt = tuple([_tid(st, term_ids, t) for t in words])
@@ -581,7 +651,7 @@ def add_share(st, unsigned int slot, Rows rows):
             name = <str>PyList_GET_ITEM(r_names, i)
             mime = <object>PyList_GET_ITEM(r_mimes, i)
             d = len(doc_share)
-            ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache)
+            ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache, th, term_blob, term_off)
             push(doc_share, slot)
             push_q(doc_size, rows.sizes[i])
             mo = mime_ids.get(mime or "")
