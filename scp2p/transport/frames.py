@@ -7,7 +7,10 @@
   reusable 64 KiB scratch buffer; a large frame body (>= ``DIRECT_THRESHOLD``)
   gets one exact-size ``bytearray`` (allocated only *after* its length was
   checked against the limit) that the socket fills directly, so a 256 KiB
-  CHUNK_DATA frame is never copied on its way in;
+  CHUNK_DATA frame is never copied on its way in. After a large frame the
+  next read is offered one buffer for a header and a body of the same length
+  (a stream of chunks is read one whole frame per call); a frame of another
+  length is copied out of it through the ordinary path;
 * ``feed(data)`` for tests and for drivers that are handed ``bytes`` (QUIC).
 
 ``encode_envelope_header`` / ``parse_envelope`` are a fast path for the
@@ -31,7 +34,8 @@ from ..wire.messages import decode_envelope
 
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
-#: scratch bytes offered right after a large frame (see ``FrameReader._peek``)
+#: scratch bytes offered right after a large frame while other bytes are still buffered (see
+#: ``FrameReader._peek``; with nothing buffered a whole next frame is offered instead)
 PEEK = 4096
 DIRECT_THRESHOLD = 16 * 1024
 #: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`): a download holds up to
