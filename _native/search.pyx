@@ -31,6 +31,8 @@ cdef int EXACT = ranking.EXACT_NAME
 cdef int FN = ranking.FLAG_NAME
 cdef int FT = ranking.FLAG_TAG
 cdef tuple PLENS = tuple(ranking.PREFIX_LIST_LENGTHS)
+if MAX_TOKEN_CHARS > 64 or MAX_TOKENS_PER_FIELD > 64:  # the C buffers below hold 64 of each
+    raise ImportError("search kernels: token limits above 64 need larger buffers")
 
 __all__ = ["Index", "tokenize", "add_share", "merge", "run", "ExactNames", "untrack"]
 
@@ -384,21 +386,14 @@ cdef str _key_of(tuple tags):
     return <str>tags[0] + "\x00"
 
 
-cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, str tag, int budget,
-                    bint* whole):
-    """The term ids of an ASCII tag's first ``budget`` tokens (tokenize's cap applies);
-    ``whole`` says whether that was every token (the same ids, in the same order, as
-    ``[_tid(t) for t in tokenize(tag)[:budget]]``)."""
-    cdef const char* s = PyUnicode_1BYTE_DATA(tag)
-    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag), j
-    cdef int nw = _alnum_runs(s, n), take, k = 0, blen = 0
+cdef int _ascii_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, const char* s,
+                    Py_ssize_t n, int take, unsigned int* out) except -1:
+    """Term ids of the first ``take`` tokens of ASCII text s[:n] into ``out`` (the tokenizer's
+    fast path, token by token through the term hash); returns how many."""
+    cdef Py_ssize_t j
+    cdef int k = 0, blen = 0
     cdef char buf[64]
     cdef char c
-    cdef list out = []
-    if nw > MAX_TOKENS_PER_FIELD:
-        nw = MAX_TOKENS_PER_FIELD
-    take = nw if nw <= budget else budget
-    whole[0] = nw <= budget
     for j in range(n + 1):
         if k >= take:
             break
@@ -412,10 +407,27 @@ cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array
                 buf[blen] = c + 32
                 blen += 1
         elif blen:
-            out.append(_tid_bytes(st, term_ids, th, buf, blen, blob, off))
+            out[k] = _tid_bytes(st, term_ids, th, buf, blen, blob, off)
             blen = 0
             k += 1
-    return tuple(out)
+    return k
+
+
+cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, str tag, int budget,
+                    bint* whole):
+    """The term ids of an ASCII tag's first ``budget`` tokens (tokenize's cap applies);
+    ``whole`` says whether that was every token (the same ids, in the same order, as
+    ``[_tid(t) for t in tokenize(tag)[:budget]]``)."""
+    cdef const char* s = PyUnicode_1BYTE_DATA(tag)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag)
+    cdef int nw = _alnum_runs(s, n), take, k
+    cdef unsigned int ids[64]
+    if nw > MAX_TOKENS_PER_FIELD:
+        nw = MAX_TOKENS_PER_FIELD
+    take = nw if nw <= budget else budget
+    whole[0] = nw <= budget
+    k = _ascii_ids(st, term_ids, th, blob, off, s, n, take, ids)
+    return tuple([ids[j] for j in range(k)])
 
 
 cdef int _tagset(object st, tuple tags, dict cache, TermHash th, bytearray blob, array off) except -1:
@@ -641,10 +653,7 @@ def add_share(st, unsigned int slot, Rows rows):
     ts_pfx = st.ts_pfx
     ts_poff = st.ts_poff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
-    cdef const char* s
-    cdef char buf[64]
-    cdef int blen
-    cdef char c
+    cdef unsigned int tids[64]
     try:
         for ri in range(rows.n):
             i = rows.order[ri]
@@ -662,29 +671,14 @@ def add_share(st, unsigned int slot, Rows rows):
             ntok = rows.ntok[i]
             o = <object>PyList_GET_ITEM(r_toks, i)
             if o is None:
-                # ASCII name: its tokens straight from its bytes (the tokenizer's fast path, inline)
-                s = PyUnicode_1BYTE_DATA(name)
+                # ASCII name: its tokens straight from its bytes, through the term hash
                 nlen = PyUnicode_GET_LENGTH(name)
-                blen = 0
-                k = 0
-                for j in range(nlen + 1):
-                    if k >= ntok:
-                        break
-                    c = s[j] if j < nlen else 0
-                    if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
-                        if blen < 64:
-                            buf[blen] = c
-                            blen += 1
-                    elif c >= 65 and c <= 90:
-                        if blen < 64:
-                            buf[blen] = c + 32
-                            blen += 1
-                    elif blen:
-                        t = _tid_bytes(st, term_ids, th, buf, blen, term_blob, term_off)
-                        push(fwd, t)
-                        nids = _flag(ids, fl, nids, t, FN)
-                        blen = 0
-                        k += 1
+                k = _ascii_ids(st, term_ids, th, term_blob, term_off, PyUnicode_1BYTE_DATA(name), nlen,
+                               <int>ntok, tids)
+                for j in range(k):
+                    t = tids[j]
+                    push(fwd, t)
+                    nids = _flag(ids, fl, nids, t, FN)
             else:
                 for tok in <list>o:
                     t = _tid(st, term_ids, tok)
@@ -706,7 +700,7 @@ def add_share(st, unsigned int slot, Rows rows):
             if o is None:  # ASCII: its bytes are its UTF-8
                 n0 = PyByteArray_GET_SIZE(names)
                 PyByteArray_Resize(names, n0 + nlen)
-                memcpy(PyByteArray_AS_STRING(names) + n0, s, nlen)
+                memcpy(PyByteArray_AS_STRING(names) + n0, PyUnicode_1BYTE_DATA(name), nlen)
             else:
                 names += name.encode()
             push_q(name_off, len(names))
