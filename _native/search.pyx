@@ -24,6 +24,25 @@ cdef extern from "Python.h":
     const char* PyUnicode_1BYTE_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
 
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyBytes_FromStringAndSize(const char* v, Py_ssize_t len)
+    char* PyByteArray_AS_STRING(object)
+    object PyType_GenericAlloc(void* tp, Py_ssize_t nitems)
+    object PyFloat_FromDouble(double v)
+    void Py_INCREF(object o)
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
+    int READONLY
+
 cdef int NAME = ranking.NAME
 cdef int NPFX = ranking.NAME_PREFIX
 cdef int TAG = ranking.TAG
@@ -536,6 +555,47 @@ cdef class Rows:
         return self.n
 
 
+_ITEM_FIELDS = ("content_id", "size", "name", "mime", "tags")
+cdef object _item_type = None
+cdef Py_ssize_t _item_off[5]
+
+
+cdef bint _item_layout(tp) except -1:
+    """Cache the slot offsets of an item type's five fields when each is a plain object slot
+    (a slotted class such as ItemV1: a member descriptor of type T_OBJECT_EX in the type's own
+    dict and no override on the way). False for anything else (prepare then uses getattr)."""
+    global _item_type
+    cdef int i
+    cdef PyMemberDef* m
+    cdef Py_ssize_t off[5]
+    if _item_type is tp:
+        return True
+    if not isinstance(tp, type):
+        return False
+    for i in range(5):
+        desc = (<type>tp).__dict__.get(_ITEM_FIELDS[i])
+        if type(desc).__name__ != "member_descriptor" or getattr(tp, _ITEM_FIELDS[i]) is not desc:
+            return False
+        m = (<PyMemberDescrObject*><void*>desc).d_member
+        if m.type != T_OBJECT_EX:
+            return False
+        off[i] = m.offset
+    for i in range(5):  # only a complete layout replaces the cached one
+        _item_off[i] = off[i]
+    _item_type = tp
+    return True
+
+
+cdef inline object _field(object it, int i, bint direct):
+    """Field i of an item: straight from its slot when the layout is known and the slot is set."""
+    cdef PyObject* v
+    if direct:
+        v = (<PyObject**>((<char*><void*>it) + _item_off[i]))[0]
+        if v != NULL:
+            return <object>v
+    return getattr(it, _ITEM_FIELDS[i])
+
+
 def prepare(items):
     """The share's items in rank order, duplicate content ids dropped (a ``Rows``)."""
     cdef set seen = set()
@@ -547,12 +607,17 @@ def prepare(items):
     cdef Py_ssize_t n = 0, cap = 0, i, nt
     cdef void* nv
     cdef SortKey* keys
+    cdef object tp = None
+    cdef bint direct = False
     for it in items:
-        cid = bytes(it.content_id)
+        if type(it) is not tp:
+            tp = type(it)
+            direct = _item_layout(tp)
+        cid = bytes(_field(it, 0, direct))
         if cid in seen:
             continue
         seen.add(cid)
-        name = it.name
+        name = _field(it, 2, direct)
         if n == cap:
             cap = cap * 2 + 256
             nv = realloc(r.sizes, cap * sizeof(unsigned long long))
@@ -572,11 +637,11 @@ def prepare(items):
             tl = tokenize(name)
             r.ntok[n] = len(tl)
             toks.append(tl)
-        r.sizes[n] = int(it.size)
+        r.sizes[n] = int(_field(it, 1, direct))
         names.append(name)
         cids.append(cid)
-        mimes.append(it.mime)
-        tags.append(tuple(it.tags))
+        mimes.append(_field(it, 3, direct))
+        tags.append(tuple(_field(it, 4, direct)))
         n += 1
     r.names, r.cids, r.mimes, r.tags, r.toks, r.n = names, cids, mimes, tags, toks, n
     r.order = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
@@ -1445,24 +1510,6 @@ cdef void _sort_u64(unsigned long long* a, Py_ssize_t n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------- hits
-cdef extern from "Python.h":
-    ctypedef struct PyObject
-    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
-    object PyBytes_FromStringAndSize(const char* v, Py_ssize_t len)
-    char* PyByteArray_AS_STRING(object)
-    object PyType_GenericAlloc(void* tp, Py_ssize_t nitems)
-    object PyFloat_FromDouble(double v)
-    void Py_INCREF(object o)
-    ctypedef struct PyMemberDef:
-        int type
-        Py_ssize_t offset
-        int flags
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
-
-cdef extern from "structmember.h":
-    int T_OBJECT_EX
-    int READONLY
 
 _HIT_FIELDS = ("share_id", "content_id", "name", "size", "mime", "tags", "score", "_query", "_highlight")
 cdef object _hit_type = None

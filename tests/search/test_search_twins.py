@@ -147,3 +147,39 @@ def test_twins_identical_after_load_and_compact():
         ix.replace_share(sid(4), first + later)
         images.append((ix.to_bytes(), [ix.search(q, limit=50) for q in ("old1*", "new", "tar", "usr", "dir2", "so")]))
     assert images[0] == images[1]
+
+
+def test_items_of_any_type(twin):
+    """Items are read by attribute: ItemV1, other slotted classes, plain objects and a subclass
+    that overrides a field with a property all index the same (the native twin reads known
+    slot layouts directly)."""
+    from types import SimpleNamespace
+
+    from scp2p.wire.records import ItemV1
+
+    class Renamed:  # slotted, but "name" is a property
+        __slots__ = ("content_id", "size", "mime", "tags")
+        name = property(lambda self: "renamed.txt")
+
+        def __init__(self, it):
+            self.content_id, self.size, self.mime, self.tags = it.content_id, it.size, it.mime, it.tags
+
+    class Sub(ItemV1):
+        __slots__ = ()
+
+    base = [item(f"f{i}.so", ("usr",), size=i) for i in range(5)]
+    plain = [SimpleNamespace(content_id=it.content_id, size=it.size, name=it.name, mime=it.mime, tags=it.tags)
+             for it in base]
+    images = []
+    subs = [Sub(content_id=it.content_id, size=it.size, name=it.name, tags=it.tags) for it in base]
+    for items in (base, plain, base[:2] + plain[2:], subs, plain[:1] + base[1:3] + subs[3:]):
+        ix = twin.Index()
+        ix.replace_share(sid(1), items)
+        images.append(ix.to_bytes())
+    assert all(im == images[0] for im in images)
+    ix = twin.Index()
+    ix.replace_share(sid(1), [Renamed(it) for it in base])
+    assert [h.name for h in ix.search("renamed").hits] == ["renamed.txt"] * 5
+    ix = twin.Index()  # a rejected layout leaves the cached one intact
+    ix.replace_share(sid(1), base)
+    assert ix.to_bytes() == images[0]
