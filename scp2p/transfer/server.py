@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
 from ..transport.dispatch import Reply
+from ..transport.frames import RecvPool
 from .chunkdata import chunk_data_header
 from .progress import Bandwidth
 
@@ -63,44 +63,19 @@ class LocalContent:
     stat: Optional[tuple[int, int, int]] = None
 
 
-class BufferPool:
-    """Reusable response buffers. A buffer goes back to the pool only when nothing else refers to it."""
+class BufferPool(RecvPool):
+    """Reusable response buffers of ``size`` bytes: the transport's receive-buffer pool
+    (:class:`~scp2p.transport.frames.RecvPool`) - a buffer goes back to the pool only when
+    nothing else refers to it - handing out whole buffers of one size."""
+
+    __slots__ = ("size",)
 
     def __init__(self, size: int, keep: int = 16) -> None:
+        super().__init__(keep, min_size=size)
         self.size = size
-        self.keep = keep
-        self._bufs: list[bytearray] = []
-        self.allocated = 0
-        self.reused = 0
-        self._next = 0
-        self._refcounts = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
 
-    def get(self) -> bytearray:
-        bufs = self._bufs
-        if self._refcounts:
-            # from the one after the last hand-out: buffers come back in the order they were
-            # sent, so that one is usually free and the search stops at once
-            getrefcount = sys.getrefcount
-            m = len(bufs)
-            i = self._next if self._next < m else 0
-            for _ in range(m):
-                b = bufs[i]
-                i += 1
-                if i == m:
-                    i = 0
-                # references: the list, ``b``, getrefcount's argument
-                if getrefcount(b) <= 3:
-                    self.reused += 1
-                    self._next = i
-                    return b
-        b = bytearray(self.size)
-        self.allocated += 1
-        if self._refcounts:
-            bufs.append(b)
-            if len(bufs) > self.keep:
-                bufs.pop(0)
-            self._next = 0  # every buffer was busy: the oldest one is freed first
-        return b
+    def get(self) -> bytearray:  # type: ignore[override]
+        return super().get(self.size)
 
 
 class ProviderBook:

@@ -26,7 +26,7 @@ import ctypes
 import sys
 from collections import deque
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 from ..errors import FrameTooLarge
 from ..limits import MAX_FRAME, MAX_PAYLOAD, U16_MAX, U32_MAX
@@ -52,10 +52,13 @@ class RecvPool:
     no frame, payload view or held chunk (CPython reference counts tell; elsewhere every
     frame gets a new buffer). Frames are ``memoryview`` slices of pooled buffers."""
 
-    __slots__ = ("keep", "_bufs", "_refcounts", "allocated", "reused", "_next")
+    __slots__ = ("keep", "min_size", "_bufs", "_refcounts", "allocated", "reused", "_next")
 
-    def __init__(self, keep: int = POOL_KEEP) -> None:
+    def __init__(self, keep: int = POOL_KEEP, min_size: Optional[int] = None) -> None:
         self.keep = keep
+        #: pooled buffers are at least this long, so later frames of any size fit
+        #: (default: a full chunk frame plus alignment room)
+        self.min_size = _POOL_MIN if min_size is None else min_size
         self._bufs: list[bytearray] = []
         self._refcounts = keep > 0 and sys.implementation.name == "cpython"
         self.allocated = 0
@@ -83,8 +86,7 @@ class RecvPool:
                     self.reused += 1
                     self._next = i
                     return b
-        # sized for the common case (a full chunk frame) so later frames of any size fit
-        b = bytearray(max(n, _POOL_MIN)) if self._refcounts else bytearray(n)
+        b = bytearray(max(n, self.min_size)) if self._refcounts else bytearray(n)
         self.allocated += 1
         if self._refcounts:
             bufs.append(b)
