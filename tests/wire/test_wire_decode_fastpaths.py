@@ -1,7 +1,7 @@
 """The native decoder's fast paths against the pure twin (same results, same errors).
 
-* FIXED byte arrays: the mask-based path for element heads <= 0x18 (the SSSE3 and
-  the portable version) and the checked loop it falls back to, over every element
+* FIXED byte arrays: the mask-based path for element heads <= 0x18 (the AVX-512,
+  SSSE3 and portable versions) and the checked loop it falls back to, over every element
   form and truncation;
 * map keys in schema order, matched as whole encoded keys, and every departure from
   that order (out of order, duplicated, non-shortest key heads, unknown keys);
@@ -27,13 +27,18 @@ if not _accel.NO_EXTENSIONS:
     from scp2p.wire import _codec_c
 
 
-@pytest.fixture(params=["simd", "scalar"])
+_PATHS = {"avx512": 2, "ssse3": 1, "scalar": 0}
+
+
+@pytest.fixture(params=list(_PATHS))
 def fixed_path(request):
-    """Run a test with the SSSE3 byte-array path (where the CPU has it) and with the portable one."""
+    """Run a test with each byte-array path the CPU has: AVX-512, SSSE3, portable."""
     before = _codec_c._fixed_simd()
-    now = _codec_c._fixed_simd(request.param == "simd")
-    if request.param == "simd" and not now:
-        pytest.skip("no SSSE3 byte-array path on this build or CPU")
+    want = _PATHS[request.param]
+    now = _codec_c._fixed_simd(want)
+    if now != want:
+        _codec_c._fixed_simd(before)
+        pytest.skip(f"no {request.param} byte-array path on this build or CPU")
     yield request.param
     _codec_c._fixed_simd(before)
 
