@@ -16,7 +16,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 
 from scp2p.search import ranking
-from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key
+from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key, Postings as _Postings, State as _State
 from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
 
 cdef extern from "Python.h":
@@ -195,52 +195,147 @@ cdef int sort_by_list(PBuf* p) except -1:
     return 0
 
 
-cdef int append_runs(list dpost, list dblk, PBuf* p, unsigned int slot, unsigned int lo) except -1:
-    """Append a share's postings (sorted by list) to the per-list delta arrays: one run per
-    list, with the same block-table entries as appending them one by one."""
-    cdef array post, blk
-    cdef size_t i = 0, j, r, n0
-    cdef Py_ssize_t n = len(dpost), grow, nb
+cdef class Seg:
+    """One share's delta postings for one posting set (terms or prefixes), in C-friendly CSR:
+    ``ids`` (sorted list ids), ``off`` (their runs in ``post``), ``blk`` (one block-table
+    pair per list: (slot << 2 | flags, 0)). A share update makes one Seg per set instead of a
+    pair of Python arrays per list; lists find their runs by binary search on ``ids``, and
+    ``merge`` folds whole Segs into the CSR part."""
+    cdef array ids, off, post, blk
+    cdef unsigned int slot
+
+
+cdef Seg make_seg(PBuf* p, unsigned int slot):
+    """A Seg from a share's postings sorted by list (the same block-table entries as appending
+    them to per-list deltas one by one: one new block per list)."""
+    cdef Seg g = Seg()
+    cdef size_t i = 0, j, m = 0, r
     cdef unsigned int t, flags
-    cdef unsigned int* bb
     cdef unsigned long long* v = p.v
+    for i in range(p.n):
+        if i == 0 or (v[i] >> 34) != (v[i - 1] >> 34):
+            m += 1
+    g.slot = slot
+    g.ids = array("I")
+    g.off = array("I")
+    g.post = array("I")
+    g.blk = array("I")
+    resize_smart(g.ids, m)
+    resize_smart(g.off, m + 1)
+    resize_smart(g.post, p.n)
+    resize_smart(g.blk, 2 * m)
+    cdef unsigned int* ids = g.ids.data.as_uints
+    cdef unsigned int* off = g.off.data.as_uints
+    cdef unsigned int* post = g.post.data.as_uints
+    cdef unsigned int* blk = g.blk.data.as_uints
+    m = 0
+    i = 0
     while i < p.n:
         t = <unsigned int>(v[i] >> 34)
         flags = 0
         j = i
         while j < p.n and <unsigned int>(v[j] >> 34) == t:
             flags |= v[j] & 3
+            post[j] = <unsigned int>((v[j] >> 2) & 0xFFFFFFFFULL)
             j += 1
-        if t >= n:
-            grow = max(t + 1 - n, n // 2)
-            dpost.extend([None] * grow)
-            dblk.extend([None] * grow)
-            n = len(dpost)
-        o = <object>PyList_GET_ITEM(dpost, t)
-        if o is None:
-            post = array("I")
-            blk = array("I")
-            # arrays hold no references: keep the (up to one per term) delta arrays out of the GC
-            PyObject_GC_UnTrack(<void*>post)
-            PyObject_GC_UnTrack(<void*>blk)
-            dpost[t] = post
-            dblk[t] = blk
-        else:
-            post = <array>o
-            blk = <array>PyList_GET_ITEM(dblk, t)
-        nb = len(blk)
-        bb = blk.data.as_uints
-        if nb and (bb[nb - 2] >> 2) == slot and post.data.as_uints[bb[nb - 1]] >= lo:
-            bb[nb - 2] |= flags
-        else:
-            push(blk, slot << 2 | flags)
-            push(blk, <unsigned int>len(post))
-        n0 = len(post)
-        resize_smart(post, n0 + (j - i))
-        for r in range(i, j):
-            post.data.as_uints[n0 + r - i] = <unsigned int>((v[r] >> 2) & 0xFFFFFFFFULL)
+        ids[m] = t
+        off[m] = <unsigned int>i
+        blk[2 * m] = slot << 2 | flags
+        blk[2 * m + 1] = 0
+        m += 1
         i = j
-    return 0
+    off[m] = <unsigned int>p.n
+    return g
+
+
+cdef class DeltaDir:
+    """Which Segs hold list t: ``head[t]`` = 1 + the newest entry (seg number, index in its ids,
+    next older entry + 1), so a lookup walks only the Segs that have the list."""
+    cdef unsigned int* head
+    cdef unsigned int* ent
+    cdef size_t hcap, n, cap
+
+    def __dealloc__(self):
+        free(self.head)
+        free(self.ent)
+
+    cdef int add(self, unsigned int segno, Seg g) except -1:
+        cdef size_t m = len(g.ids), i, want
+        cdef const unsigned int* ids = g.ids.data.as_uints
+        cdef void* nv
+        if m == 0:
+            return 0
+        want = ids[m - 1] + 1
+        if want > self.hcap:
+            want = max(want, 2 * self.hcap)
+            nv = realloc(self.head, want * sizeof(unsigned int))
+            if nv == NULL:
+                raise MemoryError()
+            self.head = <unsigned int*>nv
+            memset(self.head + self.hcap, 0, (want - self.hcap) * sizeof(unsigned int))
+            self.hcap = want
+        if self.n + m > self.cap:
+            want = max(self.n + m, 2 * self.cap)
+            nv = realloc(self.ent, 3 * want * sizeof(unsigned int))
+            if nv == NULL:
+                raise MemoryError()
+            self.ent = <unsigned int*>nv
+            self.cap = want
+        for i in range(m):
+            self.ent[3 * self.n] = segno
+            self.ent[3 * self.n + 1] = <unsigned int>i
+            self.ent[3 * self.n + 2] = self.head[ids[i]]
+            self.n += 1
+            self.head[ids[i]] = <unsigned int>self.n
+        return 0
+
+
+class NPostings(_Postings):
+    """Postings with the delta part as one Seg per share update (see _base.Postings)."""
+
+    def __init__(self):
+        _Postings.__init__(self)
+        self.segs = []
+        self.ddir = DeltaDir()
+
+    def add_seg(self, Seg g):
+        (<DeltaDir>self.ddir).add(len(self.segs), g)
+        self.segs.append(g)
+
+    def segments(self, Py_ssize_t t):
+        cdef list out = []
+        cdef array poff = self.poff, boff = self.boff
+        cdef Seg g
+        cdef Py_ssize_t i
+        if t + 1 < len(poff) and poff.data.as_ulonglongs[t] < poff.data.as_ulonglongs[t + 1]:
+            out.append((self.post, poff.data.as_ulonglongs[t], poff.data.as_ulonglongs[t + 1], self.blk,
+                        boff.data.as_ulonglongs[t], boff.data.as_ulonglongs[t + 1]))
+        cdef DeltaDir dd = self.ddir
+        cdef list segs = self.segs
+        cdef unsigned int e
+        cdef Py_ssize_t n0 = len(out), a, b
+        if t < 0 or <size_t>t >= dd.hcap:
+            return out
+        e = dd.head[t]
+        while e:  # newest first; reversed below
+            g = <Seg>PyList_GET_ITEM(segs, dd.ent[3 * e - 3])
+            i = dd.ent[3 * e - 2]
+            out.append((g.post, g.off.data.as_uints[i], g.off.data.as_uints[i + 1], g.blk, 2 * i, 2 * i + 2))
+            e = dd.ent[3 * e - 1]
+        a, b = n0, len(out) - 1
+        while a < b:
+            out[a], out[b] = out[b], out[a]
+            a += 1
+            b -= 1
+        return out
+
+
+class NState(_State):
+    """The shared state layout with NPostings for both posting sets."""
+
+    def __init__(self):
+        _State.__init__(self)
+        self.lists = [NPostings(), NPostings()]
 
 
 cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
@@ -696,7 +791,6 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef bytearray names = st.names, cids = st.cids
     cdef dict term_ids = st.term_ids, mime_ids = st.mime_ids
     TL, PL = st.lists
-    cdef list tdpost = TL.dpost, tdblk = TL.dblk, pdpost = PL.dpost, pdblk = PL.dblk
     cdef unsigned int ids[512]
     cdef unsigned int fl[512]
     cdef int nids, j, k, ts, npl = len(PLENS), first
@@ -790,10 +884,12 @@ def add_share(st, unsigned int slot, Rows rows):
             for j in range(nids):
                 pbuf_push(&pb, ids[j], d, fl[j])
             npfx += nids
-        sort_by_list(&tb)
-        append_runs(tdpost, tdblk, &tb, slot, lo)
-        sort_by_list(&pb)
-        append_runs(pdpost, pdblk, &pb, slot, lo)
+        if tb.n:
+            sort_by_list(&tb)
+            TL.add_seg(make_seg(&tb, slot))
+        if pb.n:
+            sort_by_list(&pb)
+            PL.add_seg(make_seg(&pb, slot))
         TL.ndelta += nposts
         PL.ndelta += npfx
     finally:
@@ -801,71 +897,99 @@ def add_share(st, unsigned int slot, Rows rows):
         free(pb.v)
 
 
+cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list segs, const unsigned int* lo_,
+                     const unsigned int* hi_, unsigned long long* pc, unsigned long long* bc, unsigned int* post,
+                     unsigned int* blk, const unsigned long long* poff) except -1:
+    """One pass over the live runs, in merged order (the merged part's, then each Seg's): without
+    ``post`` count each list's postings / block entries into pc / bc; with it, copy the runs to
+    the write cursors pc / bc (block starts relative to poff[t])."""
+    cdef const unsigned int* P = opost.data.as_uints
+    cdef const unsigned int* B = oblk.data.as_uints
+    cdef const unsigned long long* PO = opoff.data.as_ulonglongs
+    cdef const unsigned long long* BO = oboff.data.as_ulonglongs
+    cdef Py_ssize_t t, r, nb, start, end, i, nold = len(opoff) - 1
+    cdef const unsigned int* gb
+    cdef const unsigned int* gi
+    cdef const unsigned int* go
+    cdef Seg g
+    cdef unsigned int s
+    for t in range(nold):
+        nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
+        for r in range(nb):
+            start = PO[t] + B[BO[t] + 2 * r + 1]
+            end = (PO[t] + B[BO[t] + 2 * r + 3]) if r + 1 < nb else PO[t + 1]
+            s = B[BO[t] + 2 * r] >> 2
+            if lo_[s] <= P[start] < hi_[s]:
+                if post != NULL:
+                    blk[bc[t]] = B[BO[t] + 2 * r]
+                    blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
+                    memcpy(post + pc[t], P + start, (end - start) * 4)
+                pc[t] += end - start
+                bc[t] += 2
+    for o in segs:
+        g = <Seg>o
+        gi = g.ids.data.as_uints
+        go = g.off.data.as_uints
+        gb = g.blk.data.as_uints
+        P = g.post.data.as_uints
+        s = g.slot
+        for i in range(len(g.ids)):
+            if lo_[s] <= P[go[i]] < hi_[s]:
+                t = gi[i]
+                if post != NULL:
+                    blk[bc[t]] = gb[2 * i]
+                    blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
+                    memcpy(post + pc[t], P + go[i], (go[i + 1] - go[i]) * 4)
+                pc[t] += go[i + 1] - go[i]
+                bc[t] += 2
+    return 0
+
+
 def merge(st, L):
-    """Fold L's deltas into its CSR arrays, dropping block runs of dead shares (see _index_py.merge)."""
+    """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
+    _index_py.merge: the same result). Two passes: count each list's live postings and blocks,
+    then copy the merged part's live runs and scatter each Seg's runs into place, in order."""
     cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
-    cdef const unsigned int* lo_ = slot_lo.data.as_uints
-    cdef const unsigned int* hi_ = slot_hi.data.as_uints
-    cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff, dp, db
-    cdef list dpost = L.dpost, dblk = L.dblk
-    cdef Py_ssize_t last = len(dpost) - 1
-    while last >= 0 and dpost[last] is None:
-        last -= 1
-    cdef Py_ssize_t nold = len(opoff) - 1, t, nlists, r, nb, start, end, base, seg
-    cdef Py_ssize_t np_ = 0, nbk = 0
-    cdef const unsigned int* P
-    cdef const unsigned int* B
-    cdef Py_ssize_t p0, p1, b0, b1
-    cdef unsigned int key, s
-    nlists = max(nold, last + 1)
+    cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff
+    cdef list segs = L.segs
+    cdef Seg g
+    cdef Py_ssize_t t, m, nlists = len(opoff) - 1
+    for o in segs:
+        g = <Seg>o
+        m = len(g.ids)
+        if m and g.ids.data.as_uints[m - 1] + 1 > nlists:
+            nlists = g.ids.data.as_uints[m - 1] + 1
+    cdef unsigned long long* pc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
+    cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
     cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
-    resize_smart(post, len(opost) + L.ndelta)
-    resize_smart(blk, len(oblk) + 2 * L.ndelta)
-    resize_smart(poff, nlists + 1)
-    resize_smart(boff, nlists + 1)
-    poff.data.as_ulonglongs[0] = 0
-    boff.data.as_ulonglongs[0] = 0
-    for t in range(nlists):
-        base = np_
-        for seg in range(2):
-            if seg == 0:
-                if t >= nold:
-                    continue
-                P = opost.data.as_uints
-                p0 = opoff.data.as_ulonglongs[t]
-                p1 = opoff.data.as_ulonglongs[t + 1]
-                B = oblk.data.as_uints
-                b0 = oboff.data.as_ulonglongs[t]
-                b1 = oboff.data.as_ulonglongs[t + 1]
-            else:
-                if t > last or dpost[t] is None:
-                    continue
-                dp = <array>dpost[t]
-                db = <array>dblk[t]
-                P = dp.data.as_uints
-                p0 = 0
-                p1 = len(dp)
-                B = db.data.as_uints
-                b0 = 0
-                b1 = len(db)
-            nb = (b1 - b0) >> 1
-            for r in range(nb):
-                key = B[b0 + 2 * r]
-                start = p0 + B[b0 + 2 * r + 1]
-                end = (p0 + B[b0 + 2 * r + 3]) if r + 1 < nb else p1
-                s = key >> 2
-                if lo_[s] <= P[start] < hi_[s]:
-                    blk.data.as_uints[nbk] = key
-                    blk.data.as_uints[nbk + 1] = <unsigned int>(np_ - base)
-                    nbk += 2
-                    memcpy(post.data.as_uints + np_, P + start, (end - start) * 4)
-                    np_ += end - start
-        poff.data.as_ulonglongs[t + 1] = np_
-        boff.data.as_ulonglongs[t + 1] = nbk
-    resize_smart(post, np_)
-    resize_smart(blk, nbk)
+    cdef unsigned long long np_ = 0, nbk = 0, c
+    try:
+        if pc == NULL or bc == NULL:
+            raise MemoryError()
+        _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
+                    NULL, NULL, NULL)
+        resize_smart(poff, nlists + 1)
+        resize_smart(boff, nlists + 1)
+        for t in range(nlists):  # offsets; pc / bc become the write cursors
+            poff.data.as_ulonglongs[t] = np_
+            boff.data.as_ulonglongs[t] = nbk
+            c = pc[t]
+            pc[t] = np_
+            np_ += c
+            c = bc[t]
+            bc[t] = nbk
+            nbk += c
+        poff.data.as_ulonglongs[nlists] = np_
+        boff.data.as_ulonglongs[nlists] = nbk
+        resize_smart(post, np_)
+        resize_smart(blk, nbk)
+        _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
+                    post.data.as_uints, blk.data.as_uints, poff.data.as_ulonglongs)
+    finally:
+        free(pc)
+        free(bc)
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
-    L.dpost, L.dblk, L.ndelta = untrack([]), untrack([]), 0
+    L.segs, L.ddir, L.ndelta = [], DeltaDir(), 0
 
 
 # ---------------------------------------------------------------------- exact names
@@ -1665,6 +1789,7 @@ _K.check_blocks = check_blocks
 _K.merge = merge
 _K.ExactNames = ExactNames
 _K.untrack = untrack
+_K.State = NState
 
 
 class Index(IndexBase):

@@ -248,15 +248,7 @@ class State:
     def segments(self, which: int, t: int):
         """The posting segments of term (which=0) or prefix (which=1) ``t``:
         (post, p0, p1, blk, b0, b1) with block starts relative to p0."""
-        L = self.lists[which]
-        out = []
-        if t + 1 < len(L.poff) and L.poff[t] < L.poff[t + 1]:
-            out.append((L.post, L.poff[t], L.poff[t + 1], L.blk, L.boff[t], L.boff[t + 1]))
-        d = L.dpost[t] if t < len(L.dpost) else None
-        if d is not None:
-            b = L.dblk[t]
-            out.append((d, 0, len(d), b, 0, len(b)))
-        return out
+        return self.lists[which].segments(t)
 
 
 class Postings:
@@ -277,6 +269,17 @@ class Postings:
         self.dpost: list = []  #: list id -> array or None
         self.dblk: list = []
         self.ndelta = 0
+
+    def segments(self, t: int) -> list:
+        """List t's segments (post, p0, p1, blk, b0, b1): the merged part, then the delta."""
+        out = []
+        if t + 1 < len(self.poff) and self.poff[t] < self.poff[t + 1]:
+            out.append((self.post, self.poff[t], self.poff[t + 1], self.blk, self.boff[t], self.boff[t + 1]))
+        d = self.dpost[t] if t < len(self.dpost) else None
+        if d is not None:
+            b = self.dblk[t]
+            out.append((d, 0, len(d), b, 0, len(b)))
+        return out
 
 
 def _keep(lst: list) -> list:
@@ -325,7 +328,7 @@ class IndexBase:
     _k = None  # kernel module: tokenize, add_share(state, slot, rows), run(state, plan), ExactNames
 
     def __init__(self) -> None:
-        self._st = State()
+        self._st = getattr(self._k, "State", State)()  # a twin may keep its own in-memory layout
         self._st.exact = self._k.ExactNames()
         self._st.untrack = getattr(self._k, "untrack", _keep)
         self._st.untrack_lists()
