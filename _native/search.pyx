@@ -16,7 +16,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 
 from scp2p.search import ranking
-from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key, Postings as _Postings, State as _State
+from scp2p.errors import IndexImageError
+from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key, _tags_from_key, _texts, Postings as _Postings, State as _State
 from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
 
 cdef extern from "Python.h":
@@ -330,36 +331,146 @@ class NPostings(_Postings):
         return out
 
 
+def _check_utf8(bytearray blob, array off, bint strict, Py_ssize_t nonempty_from):
+    """Each entry blob[off[i]:off[i + 1]] decodes (strict UTF-8, or with surrogatepass), and
+    entries from ``nonempty_from`` on are not empty (the empty key is entry 0 or nowhere)."""
+    blob.decode("utf-8", "strict" if strict else "surrogatepass")
+    cdef const unsigned char* b = <const unsigned char*>PyByteArray_AS_STRING(blob)
+    cdef const unsigned long long* o = off.data.as_ulonglongs
+    cdef Py_ssize_t i, n = len(blob)
+    for i in range(len(off)):
+        if <Py_ssize_t>o[i] < n and (b[o[i]] & 0xC0) == 0x80:
+            raise IndexImageError("dictionary entry split inside a character")
+        if i >= nonempty_from and i + 1 < len(off) and o[i + 1] == o[i]:
+            raise IndexImageError("duplicate entries in a search index dictionary")
+
+
 class NState(_State):
-    """The shared state layout with NPostings for both posting sets."""
+    """The shared state layout, with NPostings for both posting sets and the term, prefix and
+    tagset dictionaries in C (``Dict``: the image's blobs and offsets plus C hashes) instead of
+    Python lists and dicts of str."""
 
     def __init__(self):
         _State.__init__(self)
         self.lists = [NPostings(), NPostings()]
+        del self.term_ids, self.terms, self.pfx_ids, self.pfx_list, self.tagset_keys, self.tagset_ids
+        del self.sorted_terms, self.pending_terms
+        self.pfx_blob = bytearray()
+        self.pfx_off = array("Q", [0])
+        self.tsk_blob = bytearray()
+        self.tsk_off = array("Q", [0, 0])
+        self.dict = Dict(self)
 
+    def untrack_lists(self):
+        self.untrack(self.mimes)
 
-cdef inline unsigned int _tid(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
-    o = term_ids.get(tok)
-    if o is None:
-        return _new_term(st, term_ids, tok)
-    return o
+    @property
+    def nterms(self):
+        return len(self.term_off) - 1
+
+    @property
+    def npfx(self):
+        return len(self.pfx_off) - 1
+
+    @property
+    def ntagsets(self):
+        return len(self.tsk_off) - 1
+
+    def term_lookup(self, str tok):
+        if not tok:
+            return 0
+        b = tok.encode("utf-8", "surrogatepass")
+        cdef unsigned int t = (<Dict>self.dict).term_find(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+        return t if t else -1
+
+    def pfx_lookup(self, str p):
+        cdef Dict D = self.dict
+        b = p.encode("utf-8", "surrogatepass")
+        cdef unsigned int v = D.ph.find(_hash_bytes(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)), PyBytes_AS_STRING(b),
+                                        PyBytes_GET_SIZE(b), PyByteArray_AS_STRING(D.pblob), D.poff.data.as_ulonglongs)
+        return v - 1 if v else None
+
+    def prefix_terms(self, str tok):
+        """Ids of the terms longer than ``tok`` that start with it, in term order."""
+        cdef Dict D = self.dict
+        D.sort_terms()
+        b = tok.encode("utf-8", "surrogatepass")
+        cdef const char* pb = PyBytes_AS_STRING(b)
+        cdef Py_ssize_t pl = PyBytes_GET_SIZE(b), lo = 0, hi = len(D.sorted_ids), mid, tl
+        cdef const unsigned int* ids = D.sorted_ids.data.as_uints
+        cdef const char* blob = PyByteArray_AS_STRING(D.tblob)
+        cdef const unsigned long long* off = D.toff.data.as_ulonglongs
+        cdef unsigned int t
+        cdef int c
+        cdef list out = []
+        while lo < hi:  # first term >= tok
+            mid = (lo + hi) >> 1
+            t = ids[mid]
+            tl = off[t + 1] - off[t]
+            c = memcmp(blob + off[t], pb, tl if tl < pl else pl)
+            if c < 0 or (c == 0 and tl < pl):
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < len(D.sorted_ids):
+            t = ids[lo]
+            tl = off[t + 1] - off[t]
+            if tl < pl or memcmp(blob + off[t], pb, pl) != 0:
+                break
+            if tl != pl:
+                out.append(t)
+            lo += 1
+        return out
+
+    def term_str(self, unsigned int t):
+        cdef const unsigned long long* off = (<array>self.term_off).data.as_ulonglongs
+        return PyUnicode_DecodeUTF8(PyByteArray_AS_STRING(self.term_blob) + off[t], off[t + 1] - off[t], NULL)
+
+    def tags_of(self, unsigned int ts):
+        t = self.tag_tuples.get(ts)
+        if t is None:
+            a, b = self.tsk_off[ts], self.tsk_off[ts + 1]
+            t = self.tag_tuples[ts] = _tags_from_key(self.tsk_blob[a:b].decode("utf-8", "surrogatepass"))
+        return t
+
+    def text_section(self, name):
+        if name == "pfx_list":
+            return self.pfx_blob, self.pfx_off
+        if name == "tagset_keys":
+            return self.tsk_blob, self.tsk_off
+        return _State.text_section(self, name)
+
+    def load_dicts(self, raw):
+        """Take the dictionaries from an image's sections (validated: UTF-8 at entry
+        boundaries, no duplicate entries)."""
+        self.mimes = _texts(raw, "mimes")
+        self.mime_ids = {m: i for i, m in enumerate(self.mimes)}
+        self.pfx_blob, self.pfx_off = bytearray(raw["pfx_list"]), raw["pfx_list#"]
+        self.tsk_blob, self.tsk_off = bytearray(raw["tagset_keys"]), raw["tagset_keys#"]
+        for blob, off, strict, ne in ((self.term_blob, self.term_off, True, 1), (self.pfx_blob, self.pfx_off, False, 1),
+                                      (self.tsk_blob, self.tsk_off, False, 1)):
+            if len(off) < 1 or off[0] != 0 or off[len(off) - 1] != len(blob) or not is_monotonic(off):
+                raise IndexImageError("bad dictionary offsets")
+            _check_utf8(blob, off, strict, ne)
+        if len(self.term_off) < 2 or self.term_off[1] != 0 or len(self.tsk_off) < 2 or self.tsk_off[1] != 0:
+            raise IndexImageError("bad dictionary entry 0")
+        self.dict = Dict(self)
 
 
 cdef class TermHash:
-    """A C hash from a term's UTF-8 bytes to its term id, mirroring ``State.term_ids``: it
-    holds terms 1 .. synced - 1 (read from ``term_blob``/``term_off``), and is brought up to
-    every term before a miss is trusted, so a miss means a new term (``_new_term`` assigns the
-    id, exactly as the dict path would). Entries are (32-bit hash << 32 | term id). Bound to one
-    ``term_ids`` dict: a state with another (a loaded or compacted index) gets a new table."""
+    """A C hash from UTF-8 bytes to an id: entry i of a blob + offsets table (``off[i]`` ..
+    ``off[i + 1]``) is stored under the value ``i + shift``; a value of 0 means empty, so
+    tables whose entry 0 is a real key (the prefixes) use shift 1. Slots are (32-bit hash << 32
+    | value), open addressing, keys compared against the blob. ``synced`` = entries inserted."""
     cdef unsigned long long* slots
     cdef size_t cap, count, synced
-    cdef object owner
+    cdef unsigned int shift
 
-    def __cinit__(self, owner):
-        self.owner = owner
+    def __cinit__(self, unsigned int shift=0, size_t first=0):
+        self.shift = shift
         self.cap = 1024
         self.count = 0
-        self.synced = 1
+        self.synced = first
         self.slots = <unsigned long long*>calloc(self.cap, sizeof(unsigned long long))
         if self.slots == NULL:
             raise MemoryError()
@@ -367,8 +478,9 @@ cdef class TermHash:
     def __dealloc__(self):
         free(self.slots)
 
-    cdef unsigned int find(self, unsigned int h, const char* buf, int blen, const char* blob,
+    cdef unsigned int find(self, unsigned int h, const char* buf, Py_ssize_t blen, const char* blob,
                            const unsigned long long* off) noexcept:
+        """The value stored for buf[:blen] (hash h), 0 if absent."""
         cdef size_t mask = self.cap - 1, i = h & mask
         cdef unsigned long long e
         cdef unsigned int t
@@ -377,12 +489,12 @@ cdef class TermHash:
             if e == 0:
                 return 0
             if <unsigned int>(e >> 32) == h:
-                t = <unsigned int>(e & 0xFFFFFFFFULL)
-                if <int>(off[t + 1] - off[t]) == blen and memcmp(blob + off[t], buf, blen) == 0:
-                    return t
+                t = <unsigned int>(e & 0xFFFFFFFFULL) - self.shift
+                if <Py_ssize_t>(off[t + 1] - off[t]) == blen and memcmp(blob + off[t], buf, blen) == 0:
+                    return t + self.shift
             i = (i + 1) & mask
 
-    cdef int insert(self, unsigned int h, unsigned int t) except -1:
+    cdef int insert(self, unsigned int h, unsigned int v) except -1:
         cdef unsigned long long* old = self.slots
         cdef size_t oldcap = self.cap, i, j, mask
         cdef unsigned long long e
@@ -405,103 +517,187 @@ cdef class TermHash:
         i = h & mask
         while self.slots[i]:
             i = (i + 1) & mask
-        self.slots[i] = (<unsigned long long>h << 32) | t
+        self.slots[i] = (<unsigned long long>h << 32) | v
         self.count += 1
         return 0
 
+    cdef int sync(self, bytearray blob, array off) except -1:
+        """Insert the entries synced .. len(off) - 2; False (0) if one of them duplicates an
+        earlier key (a damaged image), else 1."""
+        cdef size_t t, n = len(off) - 1
+        cdef const char* b = PyByteArray_AS_STRING(blob)
+        cdef const unsigned long long* o = off.data.as_ulonglongs
+        cdef unsigned int h
+        for t in range(self.synced, n):
+            h = _hash_bytes(b + o[t], <Py_ssize_t>(o[t + 1] - o[t]))
+            if self.find(h, b + o[t], <Py_ssize_t>(o[t + 1] - o[t]), b, o):
+                return 0
+            self.insert(h, <unsigned int>t + self.shift)
+        self.synced = n
+        return 1
 
-    cdef int sync(self, const char* blob, const unsigned long long* off, size_t nterms) except -1:
-        """Insert terms synced .. nterms - 1."""
-        cdef size_t t
-        for t in range(self.synced, nterms):
-            self.insert(_hash_bytes(blob + off[t], <int>(off[t + 1] - off[t])), <unsigned int>t)
-        if nterms > self.synced:
-            self.synced = nterms
+    cdef int add(self, bytearray blob, array off, unsigned int h, const char* buf, Py_ssize_t blen) except -1:
+        """Append buf[:blen] to the table (a key known to be absent) and hash it."""
+        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(blob)
+        PyByteArray_Resize(blob, n0 + blen)
+        memcpy(PyByteArray_AS_STRING(blob) + n0, buf, blen)
+        push_q(off, n0 + blen)
+        self.insert(h, <unsigned int>(len(off) - 2) + self.shift)
+        self.synced = len(off) - 1
         return 0
 
 
-cdef inline unsigned int _hash_bytes(const char* buf, int n) noexcept:
+cdef inline unsigned int _hash_bytes(const char* buf, Py_ssize_t n) noexcept:
     """FNV-1a (64-bit), folded to 32 bits."""
     cdef unsigned long long h = 14695981039346656037ULL
-    cdef int i
+    cdef Py_ssize_t i
     for i in range(n):
         h = (h ^ <unsigned char>buf[i]) * 1099511628211ULL
     return <unsigned int>(h ^ (h >> 32))
 
 
-cdef TermHash _term_hash(object st):
-    """The state's TermHash (made on first use; remade if the state's term_ids was replaced)."""
-    cdef dict term_ids = st.term_ids
-    th = getattr(st, "term_hash", None)
-    if th is None or (<TermHash>th).owner is not term_ids:
-        th = TermHash(term_ids)
-        st.term_hash = th
-    return <TermHash>th
+cdef inline Py_ssize_t _char_prefix(const char* buf, Py_ssize_t blen, int nchars) noexcept:
+    """Byte length of the first ``nchars`` characters of UTF-8 buf[:blen]; -1 if it has no more
+    than ``nchars`` characters (a strict prefix needs a longer term)."""
+    cdef Py_ssize_t i
+    cdef int seen = 0
+    for i in range(blen):
+        if (<unsigned char>buf[i] & 0xC0) != 0x80:
+            if seen == nchars:
+                return i
+            seen += 1
+    return -1
 
 
-cdef unsigned int _tid_bytes(object st, dict term_ids, TermHash th, const char* buf, int blen,
-                             bytearray blob, array off) except? 0xFFFFFFFF:
-    """Term id of an ASCII token given as bytes: from the C hash (no str made unless the term is new)
-    (``blob``/``off`` are the state's term_blob/term_off, which grow in place)."""
-    cdef unsigned int h = _hash_bytes(buf, blen), t
-    cdef size_t nterms
-    t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
-    if t:
-        return t
-    nterms = len(off) - 1
-    if th.synced != nterms:  # terms added by another path (tags, extensions, the pure helpers)
-        th.sync(<const char*>blob, off.data.as_ulonglongs, nterms)
-        t = th.find(h, buf, blen, <const char*>blob, off.data.as_ulonglongs)
+cdef class Dict:
+    """The native term, prefix and tagset dictionaries: UTF-8 blobs with offsets (the same bytes
+    and offsets the image stores) and a C hash each; no Python str or dict per entry. Terms
+    (id 0 = "") with their strict prefixes' ids + 1 in ``term_pfx``; prefixes (the first 3 or 4
+    characters of longer terms, in order of first use); tagset keys (see _base._tags_key, id 0 =
+    no tags)."""
+    cdef bytearray tblob, pblob, kblob
+    cdef array toff, tpfx, poff, koff
+    cdef TermHash th, ph, kh
+    cdef array sorted_ids     # term ids sorted by their bytes (prefix expansion), the first nsorted terms
+    cdef size_t nsorted
+
+    def __init__(self, st):
+        self.tblob, self.toff, self.tpfx = st.term_blob, st.term_off, st.term_pfx
+        self.pblob, self.poff = st.pfx_blob, st.pfx_off
+        self.kblob, self.koff = st.tsk_blob, st.tsk_off
+        self.th, self.ph, self.kh = TermHash(0, 1), TermHash(1, 0), TermHash(0, 1)
+        self.sorted_ids = array("I")
+        self.nsorted = 1
+        if not (self.th.sync(self.tblob, self.toff) and self.ph.sync(self.pblob, self.poff)
+                and self.kh.sync(self.kblob, self.koff)):
+            raise IndexImageError("duplicate entries in a search index dictionary")
+
+    cdef unsigned int term_find(self, const char* buf, Py_ssize_t blen) noexcept:
+        return self.th.find(_hash_bytes(buf, blen), buf, blen, PyByteArray_AS_STRING(self.tblob),
+                            self.toff.data.as_ulonglongs)
+
+    cdef unsigned int term_id(self, const char* buf, Py_ssize_t blen) except? 0xFFFFFFFF:
+        """The id of the term with UTF-8 bytes buf[:blen], added (with its prefixes) if new."""
+        cdef unsigned int h = _hash_bytes(buf, blen), t, p
+        cdef Py_ssize_t pl
+        cdef int L
+        t = self.th.find(h, buf, blen, PyByteArray_AS_STRING(self.tblob), self.toff.data.as_ulonglongs)
         if t:
             return t
-    t = _new_term(st, term_ids, PyUnicode_FromStringAndSize(buf, blen))
-    th.insert(h, t)
-    th.synced = t + 1
-    return t
+        if len(self.toff) - 1 >= (1 << 30):
+            raise OverflowError("more than 2**30 distinct terms")
+        self.th.add(self.tblob, self.toff, h, buf, blen)
+        t = <unsigned int>(len(self.toff) - 2)
+        for L in PLENS:
+            pl = _char_prefix(buf, blen, L)
+            if pl < 0:
+                push(self.tpfx, 0)
+                continue
+            h = _hash_bytes(buf, pl)
+            p = self.ph.find(h, buf, pl, PyByteArray_AS_STRING(self.pblob), self.poff.data.as_ulonglongs)
+            if not p:
+                self.ph.add(self.pblob, self.poff, h, buf, pl)
+                p = <unsigned int>(len(self.poff) - 1)
+            push(self.tpfx, p)
+        return t
+
+    cdef unsigned int term_of(self, str tok) except? 0xFFFFFFFF:
+        """term_id of a token given as str."""
+        cdef Py_ssize_t n
+        cdef const char* b
+        if PyUnicode_IS_ASCII(tok):
+            return self.term_id(PyUnicode_1BYTE_DATA(tok), PyUnicode_GET_LENGTH(tok))
+        e = tok.encode()
+        return self.term_id(PyBytes_AS_STRING(e), PyBytes_GET_SIZE(e))
+
+    cdef int tagset_find(self, const char* buf, Py_ssize_t blen) noexcept:
+        """Tagset id of key bytes buf[:blen] (non-empty), 0 if absent."""
+        return self.kh.find(_hash_bytes(buf, blen), buf, blen, PyByteArray_AS_STRING(self.kblob),
+                            self.koff.data.as_ulonglongs)
+
+    cdef int sort_terms(self) except -1:
+        """Bring ``sorted_ids`` up to every term (new ids sorted, then merged in)."""
+        global _sort_blob, _sort_off
+        cdef size_t n = len(self.toff) - 1, m, i, a, b, k
+        cdef unsigned int* fresh
+        cdef array out
+        if self.nsorted >= n:
+            return 0
+        m = n - self.nsorted
+        fresh = <unsigned int*>malloc(m * sizeof(unsigned int))
+        if fresh == NULL:
+            raise MemoryError()
+        for i in range(m):
+            fresh[i] = <unsigned int>(self.nsorted + i)
+        _sort_blob = PyByteArray_AS_STRING(self.tblob)
+        _sort_off = self.toff.data.as_ulonglongs
+        qsort(fresh, m, sizeof(unsigned int), _cmp_terms)
+        out = array("I")
+        resize_smart(out, len(self.sorted_ids) + m)
+        a = b = k = 0
+        while a < <size_t>len(self.sorted_ids) or b < m:
+            if b >= m or (a < <size_t>len(self.sorted_ids) and
+                          _cmp_terms(&self.sorted_ids.data.as_uints[a], &fresh[b]) < 0):
+                out.data.as_uints[k] = self.sorted_ids.data.as_uints[a]
+                a += 1
+            else:
+                out.data.as_uints[k] = fresh[b]
+                b += 1
+            k += 1
+        free(fresh)
+        self.sorted_ids = out
+        self.nsorted = n
+        return 0
 
 
-cdef unsigned int _new_term(object st, dict term_ids, str tok) except? 0xFFFFFFFF:
-    """State.new_term, typed."""
-    cdef list terms = st.terms
-    cdef unsigned int tid = len(terms)
-    cdef bytearray blob = st.term_blob
-    cdef array term_pfx = st.term_pfx
-    cdef dict pfx_ids = st.pfx_ids
-    cdef list pfx_list = st.pfx_list
-    cdef Py_ssize_t n = len(tok)
-    term_ids[tok] = tid
-    terms.append(tok)
-    blob += tok.encode()
-    push_q(st.term_off, len(blob))
-    for L in PLENS:
-        if n > L:
-            ps = tok[:L]
-            o = pfx_ids.get(ps)
-            if o is None:
-                o = len(pfx_list)
-                pfx_ids[ps] = o
-                pfx_list.append(ps)
-            push(term_pfx, <unsigned int>o + 1)
-        else:
-            push(term_pfx, 0)
-    st.pending_terms.append(tok)
-    return tid
+cdef const char* _sort_blob = NULL
+cdef const unsigned long long* _sort_off = NULL
 
 
-cdef str _key_of(tuple tags):
-    """_base._tags_key, inline for the usual tags (non-empty str without NUL or a leading \\x01)."""
-    if not tags:
-        return ""
+cdef int _cmp_terms(const void* x, const void* y) noexcept nogil:
+    """Bytewise order of two terms (UTF-8 bytewise order is str order)."""
+    cdef unsigned int a = (<const unsigned int*>x)[0], b = (<const unsigned int*>y)[0]
+    cdef Py_ssize_t la = _sort_off[a + 1] - _sort_off[a], lb = _sort_off[b + 1] - _sort_off[b]
+    cdef int c = memcmp(_sort_blob + _sort_off[a], _sort_blob + _sort_off[b], la if la < lb else lb)
+    if c:
+        return c
+    return -1 if la < lb else (1 if la > lb else 0)
+
+
+cdef bytes _key_bytes(tuple tags):
+    """UTF-8 (surrogatepass) of _base._tags_key(tags): built from the tags' bytes for the usual
+    tags (non-empty str without NUL or a leading \\x01)."""
+    cdef list parts
     for t in tags:
         if type(t) is not str or not t or "\x00" in <str>t or (<str>t)[0] == "\x01":
-            return _tags_key(tags)
-    if len(tags) > 1:
-        return "\x00".join(tags)
-    return <str>tags[0] + "\x00"
+            return _tags_key(tags).encode("utf-8", "surrogatepass")
+    if len(tags) == 1:
+        return (<str>tags[0]).encode("utf-8", "surrogatepass") + b"\x00"
+    parts = [(<str>t).encode("utf-8", "surrogatepass") for t in tags]
+    return b"\x00".join(parts)
 
 
-cdef int _ascii_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, const char* s,
-                    Py_ssize_t n, int take, unsigned int* out) except -1:
+cdef int _ascii_ids(Dict D, const char* s, Py_ssize_t n, int take, unsigned int* out) except -1:
     """Term ids of the first ``take`` tokens of ASCII text s[:n] into ``out`` (the tokenizer's
     fast path, token by token through the term hash); returns how many."""
     cdef Py_ssize_t j
@@ -521,17 +717,16 @@ cdef int _ascii_ids(object st, dict term_ids, TermHash th, bytearray blob, array
                 buf[blen] = c + 32
                 blen += 1
         elif blen:
-            out[k] = _tid_bytes(st, term_ids, th, buf, blen, blob, off)
+            out[k] = D.term_id(buf, blen)
             blen = 0
             k += 1
     return k
 
 
-cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array off, str tag, int budget,
-                    bint* whole):
+cdef tuple _tag_ids(Dict D, str tag, int budget, bint* whole):
     """The term ids of an ASCII tag's first ``budget`` tokens (tokenize's cap applies);
     ``whole`` says whether that was every token (the same ids, in the same order, as
-    ``[_tid(t) for t in tokenize(tag)[:budget]]``)."""
+    ``[term id of t for t in tokenize(tag)[:budget]]``)."""
     cdef const char* s = PyUnicode_1BYTE_DATA(tag)
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag)
     cdef int nw = _alnum_runs(s, n), take, k
@@ -540,46 +735,46 @@ cdef tuple _tag_ids(object st, dict term_ids, TermHash th, bytearray blob, array
         nw = MAX_TOKENS_PER_FIELD
     take = nw if nw <= budget else budget
     whole[0] = nw <= budget
-    k = _ascii_ids(st, term_ids, th, blob, off, s, n, take, ids)
+    k = _ascii_ids(D, s, n, take, ids)
     return tuple([ids[j] for j in range(k)])
 
 
-cdef int _tagset(object st, tuple tags, dict cache, TermHash th, bytearray blob, array off) except -1:
+cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
     """State.tagset_id, typed, with a per-call cache keyed by the tags tuple."""
     o = cache.get(tags)
     if o is not None:
         return o
-    key = _key_of(tags)
-    cdef dict tagset_ids = st.tagset_ids
-    o = tagset_ids.get(key)
-    if o is not None:
-        cache[tags] = o
-        return o
-    cdef list keys = st.tagset_keys
-    cdef int i = len(keys), ntok = 0, j, npl = len(PLENS)
+    if not tags:
+        return 0
+    cdef bytes key = _key_bytes(tags)
+    cdef int i = D.tagset_find(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+    if i:
+        cache[tags] = i
+        return i
+    cdef int ntok = 0, j, npl = len(PLENS)
     cdef array toks = st.ts_toks, ts_pfx = st.ts_pfx, term_pfx
     cdef Py_ssize_t start = len(toks), pstart = len(ts_pfx), k
     cdef unsigned int tid, p
-    cdef dict term_ids = st.term_ids
     cdef tuple tt
     cdef bint whole
-    tagset_ids[key] = i
-    keys.append(key)
+    D.kh.add(D.kblob, D.koff, _hash_bytes(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)), PyBytes_AS_STRING(key),
+             PyBytes_GET_SIZE(key))
+    i = <int>(len(D.koff) - 2)
     for tag in tags:
         # a tag's term ids, cached per call under the tag string (a str never equals the tuple
         # keys); only cached whole, so ids are assigned in the same order as without the cache
         tt = cache.get(tag)
         if tt is None and type(tag) is str and PyUnicode_IS_ASCII(tag):
-            tt = _tag_ids(st, term_ids, th, blob, off, tag, MAX_TAG_TOKENS - ntok, &whole)
+            tt = _tag_ids(D, tag, MAX_TAG_TOKENS - ntok, &whole)
             if whole:
                 cache[tag] = tt
         elif tt is None:
             words = tokenize(tag)
             if len(words) <= MAX_TAG_TOKENS - ntok:
-                tt = tuple([_tid(st, term_ids, t) for t in words])
+                tt = tuple([D.term_of(t) for t in words])
                 cache[tag] = tt
             else:
-                tt = tuple([_tid(st, term_ids, t) for t in words[:MAX_TAG_TOKENS - ntok]])
+                tt = tuple([D.term_of(t) for t in words[:MAX_TAG_TOKENS - ntok]])
         tt = tt[:MAX_TAG_TOKENS - ntok]
         if not tt:
             continue
@@ -589,7 +784,7 @@ cdef int _tagset(object st, tuple tags, dict cache, TermHash th, bytearray blob,
         for t in tt:
             tid = t
             push(toks, tid)
-            term_pfx = st.term_pfx
+            term_pfx = D.tpfx
             for j in range(npl):
                 p = term_pfx.data.as_uints[npl * tid + j]
                 if p:
@@ -789,7 +984,7 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
     cdef array name_off = st.name_off, term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
     cdef bytearray names = st.names, cids = st.cids
-    cdef dict term_ids = st.term_ids, mime_ids = st.mime_ids
+    cdef dict mime_ids = st.mime_ids
     TL, PL = st.lists
     cdef unsigned int ids[512]
     cdef unsigned int fl[512]
@@ -803,9 +998,7 @@ def add_share(st, unsigned int slot, Rows rows):
     tb.n = tb.cap = pb.n = pb.cap = 0
     cdef list r_names = rows.names, r_cids = rows.cids, r_mimes = rows.mimes, r_tags = rows.tags
     cdef list r_toks = rows.toks
-    cdef TermHash th = _term_hash(st)
-    cdef bytearray term_blob = st.term_blob
-    cdef array term_off = st.term_off
+    cdef Dict D = st.dict
     term_pfx = st.term_pfx
     ts_toks = st.ts_toks
     ts_toff = st.ts_toff
@@ -819,7 +1012,7 @@ def add_share(st, unsigned int slot, Rows rows):
             name = <str>PyList_GET_ITEM(r_names, i)
             mime = <object>PyList_GET_ITEM(r_mimes, i)
             d = len(doc_share)
-            ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache, th, term_blob, term_off)
+            ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache, D)
             push(doc_share, slot)
             push_q(doc_size, rows.sizes[i])
             mo = mime_ids.get(mime or "")
@@ -832,7 +1025,7 @@ def add_share(st, unsigned int slot, Rows rows):
             if o is None:
                 # ASCII name: its tokens straight from its bytes, through the term hash
                 nlen = PyUnicode_GET_LENGTH(name)
-                k = _ascii_ids(st, term_ids, th, term_blob, term_off, PyUnicode_1BYTE_DATA(name), nlen,
+                k = _ascii_ids(D, PyUnicode_1BYTE_DATA(name), nlen,
                                <int>ntok, tids)
                 for j in range(k):
                     t = tids[j]
@@ -840,7 +1033,7 @@ def add_share(st, unsigned int slot, Rows rows):
                     nids = _flag(ids, fl, nids, t, FN)
             else:
                 for tok in <list>o:
-                    t = _tid(st, term_ids, tok)
+                    t = D.term_of(tok)
                     push(fwd, t)
                     nids = _flag(ids, fl, nids, t, FN)
             push(fwd_off, <unsigned int>len(fwd))
@@ -854,7 +1047,7 @@ def add_share(st, unsigned int slot, Rows rows):
                 else:
                     et = tokenize(name[dot + 1:])
                     if len(et) == 1:
-                        t = _tid(st, term_ids, et[0])
+                        t = D.term_of(et[0])
             push(doc_ext, t)
             if o is None:  # ASCII: its bytes are its UTF-8
                 n0 = PyByteArray_GET_SIZE(names)

@@ -245,6 +245,64 @@ class State:
             self.pending_terms = self.untrack([])
         return self.sorted_terms
 
+    # the dictionary interface the planner, persistence and kernels use (the native twin keeps
+    # the dictionaries in C behind the same methods)
+    @property
+    def nterms(self) -> int:
+        return len(self.terms)
+
+    @property
+    def npfx(self) -> int:
+        return len(self.pfx_list)
+
+    @property
+    def ntagsets(self) -> int:
+        return len(self.tagset_keys)
+
+    def term_lookup(self, tok: str) -> int:
+        """The term's id, -1 if unknown."""
+        return self.term_ids.get(tok, -1)
+
+    def pfx_lookup(self, p: str):
+        """The strict-prefix list id of ``p``, None if no term has it."""
+        return self.pfx_ids.get(p)
+
+    def prefix_terms(self, tok: str) -> list[int]:
+        """Ids of the terms longer than ``tok`` that start with it, in term order."""
+        d = self.sorted_dictionary()
+        i = bisect.bisect_left(d, tok)
+        out = []
+        while i < len(d) and d[i].startswith(tok):
+            if d[i] != tok:
+                out.append(self.term_ids[d[i]])
+            i += 1
+        return out
+
+    def term_str(self, t: int) -> str:
+        return self.terms[t]
+
+    def text_section(self, name: str) -> tuple:
+        """(UTF-8 blob, offsets) of a text table of the image (pfx_list, tagset_keys, mimes)."""
+        return _text_blob(getattr(self, name))
+
+    def load_dicts(self, raw: dict) -> None:
+        """Rebuild the dictionaries from an image's sections (term_blob/term_off already set)."""
+        tb, to = self.term_blob, self.term_off
+        if len(to) < 2 or to[1] != 0:
+            raise IndexImageError("bad dictionary entry 0")
+        self.terms = [""] + [tb[to[i]:to[i + 1]].decode() for i in range(1, len(to) - 1)]
+        self.term_ids = {t: i for i, t in enumerate(self.terms)}
+        self.sorted_terms, self.pending_terms = [], self.terms[1:]
+        self.pfx_list = _texts(raw, "pfx_list")
+        self.pfx_ids = {p: i for i, p in enumerate(self.pfx_list)}
+        self.mimes = _texts(raw, "mimes")
+        self.mime_ids = {m: i for i, m in enumerate(self.mimes)}
+        self.tagset_keys = _texts(raw, "tagset_keys")
+        self.tagset_ids = {t: i for i, t in enumerate(self.tagset_keys)}
+        if (len(self.term_ids) != len(self.terms) or len(self.pfx_ids) != len(self.pfx_list)
+                or len(self.tagset_ids) != len(self.tagset_keys) or not self.tagset_keys or self.tagset_keys[0]):
+            raise IndexImageError("duplicate entries in a search index dictionary")
+
     def segments(self, which: int, t: int):
         """The posting segments of term (which=0) or prefix (which=1) ``t``:
         (post, p0, p1, blk, b0, b1) with block starts relative to p0."""
@@ -552,22 +610,18 @@ class IndexBase:
         plens = ranking.PREFIX_LIST_LENGTHS
         for term in q.terms:
             tok = term.text
-            exact = st.term_ids.get(tok, -1)
+            exact = st.term_lookup(tok)
             lists = []
             if exact > 0:
                 lists += [seg + (0,) for seg in st.segments(0, exact)]
             if term.prefix:
                 if len(tok) in plens:
-                    pid = st.pfx_ids.get(tok)
+                    pid = st.pfx_lookup(tok)
                     if pid is not None:
                         lists += [seg + (1,) for seg in st.segments(1, pid)]
                 else:
-                    d = st.sorted_dictionary()
-                    i = bisect.bisect_left(d, tok)
-                    while i < len(d) and d[i].startswith(tok):
-                        if d[i] != tok:
-                            lists += [seg + (1,) for seg in st.segments(0, st.term_ids[d[i]])]
-                        i += 1
+                    for t in st.prefix_terms(tok):
+                        lists += [seg + (1,) for seg in st.segments(0, t)]
             sd = bytearray(n)
             for s in self._share_level(st.desc_index, tok, term.prefix):
                 sd[s] = ranking.DESCRIPTION
@@ -577,21 +631,21 @@ class IndexBase:
             # for prefixes of a listed length: (column in term_pfx, prefix id + 1, or -1 if no term has it)
             pcode = (0, 0)
             if pre and len(pre) in plens:
-                pid = st.pfx_ids.get(pre)
+                pid = st.pfx_lookup(pre)
                 pcode = (plens.index(len(pre)), -1 if pid is None else pid + 1)
             p.terms.append((exact, pre, pre.encode() if pre else None, lists, bytes(sd), pcode))
         for a, b in q.phrases:
             p.phrases.append((a, b, bytes(self._share_seq_mask(tuple(t.text for t in q.terms[a:b]), n))))
         for toks in q.excludes:
-            ids = [st.term_ids.get(t, -1) for t in toks]
+            ids = [st.term_lookup(t) for t in toks]
             p.excludes.append((None if -1 in ids else array("I", ids), bytes(self._share_seq_mask(toks, n))))
         for toks in q.tags:
-            ids = [st.term_ids.get(t, -1) for t in toks]
+            ids = [st.term_lookup(t) for t in toks]
             if -1 in ids:
                 return None
             p.tags.append(array("I", ids))
         if q.exts:
-            ids = [st.term_ids[e] for e in q.exts if e in st.term_ids]
+            ids = [i for i in map(st.term_lookup, q.exts) if i >= 0]
             if not ids:
                 return None
             p.exts = array("I", ids)
@@ -683,7 +737,7 @@ def _image(st: State):
         for name in _LIST_ARRAYS:
             sections.append((f"{name}{i}", getattr(L, name)))
     for name in _TEXTS:
-        blob, off = _text_blob(getattr(st, name))
+        blob, off = st.text_section(name)
         sections += [(name, blob), (name + "#", off)]
     meta = {
         "version": 2, "ndead": st.ndead,
@@ -704,7 +758,7 @@ def _image(st: State):
 
 def _validate(st: State, k) -> None:
     """Every id and offset the kernels follow is in range (a damaged image must not crash them)."""
-    n, nterms, npfx, nts, nslots = len(st.doc_share), len(st.terms), len(st.pfx_list), len(st.tagset_keys), len(st.slot_ids)
+    n, nterms, npfx, nts, nslots = len(st.doc_share), st.nterms, st.npfx, st.ntagsets, len(st.slot_ids)
     npl = len(ranking.PREFIX_LIST_LENGTHS)
 
     def offsets(off, total, count):
@@ -766,16 +820,7 @@ def _read_image(cls, data: bytes):
             if (L.poff[-1] != len(L.post) or L.boff[-1] != len(L.blk) or len(L.poff) != len(L.boff)
                     or any(L.poff[j] > L.poff[j + 1] for j in range(len(L.poff) - 1))):
                 raise IndexImageError("bad posting offsets")
-        tb, to = st.term_blob, st.term_off
-        st.terms = [""] + [tb[to[i]:to[i + 1]].decode() for i in range(1, len(to) - 1)]
-        st.term_ids = {t: i for i, t in enumerate(st.terms)}
-        st.sorted_terms, st.pending_terms = [], st.terms[1:]
-        st.pfx_list = _texts(raw, "pfx_list")
-        st.pfx_ids = {p: i for i, p in enumerate(st.pfx_list)}
-        st.mimes = _texts(raw, "mimes")
-        st.mime_ids = {m: i for i, m in enumerate(st.mimes)}
-        st.tagset_keys = _texts(raw, "tagset_keys")
-        st.tagset_ids = {t: i for i, t in enumerate(st.tagset_keys)}
+        st.load_dicts(raw)
         st.slot_ids = [bytes.fromhex(h) for h in meta["slot_ids"]]
         st.slot_of = {x: i for i, x in enumerate(st.slot_ids)}
         st.slot_title, st.slot_desc = [], []

@@ -176,7 +176,7 @@ def _tmatch(st: State, term, tok: int) -> int:
     """Points for one name token (0 if it does not match)."""
     if tok == term[0]:
         return _NAME
-    if term[1] is not None and st.terms[tok].startswith(term[1]):
+    if term[1] is not None and st.term_str(tok).startswith(term[1]):
         return _PFX
     return 0
 
