@@ -106,7 +106,7 @@ class Downloader:
         persist_chunks: int = 64,
         persist_interval: float = 1.0,
         provider_wait: float = 30.0,
-        window: int = 128,
+        window: int = 192,
         write_thread: bool = True,
     ) -> None:
         self.pool = pool

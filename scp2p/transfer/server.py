@@ -38,7 +38,7 @@ from ..errors import RemoteError
 from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
-from ..transport.dispatch import Reply
+from ..transport.dispatch import DEFER, Reply
 from ..transport.frames import RecvPool
 from .chunkdata import chunk_data_header
 from .progress import Bandwidth
@@ -293,9 +293,29 @@ class ChunkServer:
 
     # ------------------------------------------------------------------ handlers
     def register(self, dispatcher: Any) -> None:
-        dispatcher.register(MsgType.GET_CHUNK, self.handle_get_chunk)
+        dispatcher.register(MsgType.GET_CHUNK, self.handle_get_chunk, fast=self.get_chunk_now)
         dispatcher.register(MsgType.HAVE_CONTENT, self.handle_have_content)
         dispatcher.register(MsgType.PROVIDERS, self.handle_providers)
+
+    def get_chunk_now(self, ctx: Any, msg: Any) -> Any:
+        """GET_CHUNK without suspending (the dispatcher's fast path, run inline by the session):
+        the reply, or ``DEFER`` when the request must wait (content not resolved recently, the
+        peer's slots taken or others queued, an upload cap) - then :meth:`handle_get_chunk` runs.
+        An inline request holds no slot: it is served before anything else runs."""
+        if not self.bucket.unlimited:
+            return DEFER
+        cid = bytes(msg.content_id)
+        hit = self._resolved.get(cid)
+        if hit is None or hit[0] <= self.clock():
+            return DEFER
+        src = hit[1]
+        if src is None:
+            self.refused += 1
+            raise RemoteError("content not available", MsgType.GET_CHUNK)
+        gate = self._gates.get(ctx.remote_pubkey)
+        if gate is not None and (gate.full or gate.waiters):
+            return DEFER  # behind the requests already waiting for this peer's slots
+        return self._serve_chunk(cid, src, msg.chunk_index)
 
     async def handle_get_chunk(self, ctx: Any, msg: Any) -> Any:
         cid = bytes(msg.content_id)
@@ -313,22 +333,24 @@ class ChunkServer:
             raise RemoteError("busy", MsgType.GET_CHUNK)
         await gate.acquire()
         try:
-            n = min(CHUNK_SIZE, max(0, src.size - msg.chunk_index * CHUNK_SIZE))
             if not self.bucket.unlimited:
-                await self._throttle(n)
-            try:
-                payload = self.read_chunk(cid, src, msg.chunk_index)
-            except OSError as exc:
-                self._close_fd(src.path)
-                self._resolved.pop(cid, None)
-                raise RemoteError(f"cannot read: {exc.strerror or exc}", MsgType.GET_CHUNK) from None
-            self.chunks_served += 1
-            self.bytes_served += n
-            return Reply(MsgType.CHUNK_DATA, FLAG_RESPONSE, payload)
+                await self._throttle(min(CHUNK_SIZE, max(0, src.size - msg.chunk_index * CHUNK_SIZE)))
+            return self._serve_chunk(cid, src, msg.chunk_index)
         finally:
             gate.release()
             if gate.active == 0:
                 self._gates.pop(peer, None)
+
+    def _serve_chunk(self, cid: bytes, src: LocalContent, index: int) -> Reply:
+        try:
+            payload = self.read_chunk(cid, src, index)
+        except OSError as exc:
+            self._close_fd(src.path)
+            self._resolved.pop(cid, None)
+            raise RemoteError(f"cannot read: {exc.strerror or exc}", MsgType.GET_CHUNK) from None
+        self.chunks_served += 1
+        self.bytes_served += min(CHUNK_SIZE, src.size - index * CHUNK_SIZE)
+        return Reply(MsgType.CHUNK_DATA, FLAG_RESPONSE, payload)
 
     async def _throttle(self, n: int) -> None:
         b = self.bucket

@@ -57,6 +57,8 @@ __all__ = ["ChunkWorker", "PartFile", "part_path"]
 
 #: alignment of buffer address, length and file offset for an ``O_DIRECT`` write
 DIRECT_ALIGN = 4096
+#: verified chunks the verify thread hands to the write thread at a time (1 MiB)
+HANDOVER = 4
 
 
 def _first(item: tuple):
@@ -422,6 +424,11 @@ class ChunkWorker:
         await asyncio.to_thread(self._thread.join)  # the verify thread stops the writer on its way out
         await asyncio.to_thread(self._writer.join)
 
+    def _hand_over(self, good: list) -> None:
+        with self._wcv:
+            self._wq.extend(good)
+            self._wcv.notify()
+
     def _post(self, results: list) -> bool:
         try:
             self.loop.call_soon_threadsafe(_deliver, results)
@@ -455,11 +462,12 @@ class ChunkWorker:
                             bad.append((cb, False, None))
                     except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
                         bad.append((cb, None, exc))
+                    if len(good) >= HANDOVER:  # the writer starts on these while the rest is hashed
+                        self._hand_over(good)
+                        good = []
                 del items, data
                 if good:
-                    with self._wcv:
-                        self._wq.extend(good)
-                        self._wcv.notify()
+                    self._hand_over(good)
                 del good
                 if bad and not self._post(bad):
                     return
@@ -479,15 +487,23 @@ class ChunkWorker:
             last = items[-1] is None
             if last:
                 items.pop()
-            chunks = [(index, mv) for index, mv, _ in items if mv is not None]
-            try:
-                if chunks:
-                    part.store_chunks(chunks)
-                results = [(cb, True, None) for _, _, cb in items]
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
-                results = [(cb, True, None) if mv is None else (cb, None, exc) for _, mv, cb in items]
-            del items, chunks
-            if (results and not self._post(results)) or last:
+            # one vectored write at a time (max_run chunks), each reported as soon as it is on
+            # disk: the download loop gets its slots back while the rest is still being written
+            step = part.max_run
+            for k in range(0, len(items), step):
+                group = items[k : k + step]
+                chunks = [(index, mv) for index, mv, _ in group if mv is not None]
+                try:
+                    if chunks:
+                        part.store_chunks(chunks)
+                    results = [(cb, True, None) for _, _, cb in group]
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting tasks
+                    results = [(cb, True, None) if mv is None else (cb, None, exc) for _, mv, cb in group]
+                del group, chunks
+                if results and not self._post(results):
+                    return
+            del items
+            if last:
                 return
 
 

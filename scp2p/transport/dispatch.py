@@ -9,6 +9,12 @@ sent under the request's type for extensions, or ``None`` for no response.
 Failure never kills the server: an unknown type, an undecodable payload, a
 handler exception or a handler raising :class:`RemoteError` each become an error
 response (flags 3, UTF-8 reason) and the session stays open.
+
+A handler may come with a synchronous **fast path** (``register(t, handler, fast=fn)``):
+``fn(ctx, message)`` answers like the handler without suspending, or returns :data:`DEFER`
+when it cannot (a cache miss, a queue, a throttle), and then the async handler runs. The
+session calls the fast path inline while it parses the request (no task, no extra
+event-loop pass per request: the chunk server answers GET_CHUNK this way).
 """
 
 from __future__ import annotations
@@ -33,6 +39,18 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+FastHandler = Callable[["RequestContext", Any], Any]
+
+
+class _Defer:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFER"
+
+
+#: what a fast handler returns when the request needs its async handler
+DEFER: Any = _Defer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +120,52 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._handlers: dict[int, Handler] = {}
+        #: synchronous fast paths (see the module docstring)
+        self._fast: dict[int, FastHandler] = {}
         self.handler_errors = 0
         #: messages handled, by type (for status counters)
         self.handled: dict[int, int] = {}
 
-    def register(self, msg_type: int, handler: Handler, *, replace: bool = False) -> None:
+    def register(self, msg_type: int, handler: Handler, *, replace: bool = False, fast: Optional[FastHandler] = None) -> None:
         t = int(msg_type)
         if t in self._handlers and not replace:
             raise ValueError(f"a handler for type {t} is already registered")
         self._handlers[t] = handler
+        if fast is not None:
+            self._fast[t] = fast
+        else:
+            self._fast.pop(t, None)
 
     def unregister(self, msg_type: int) -> None:
         self._handlers.pop(int(msg_type), None)
+        self._fast.pop(int(msg_type), None)
+
+    def has_fast(self, msg_type: int) -> bool:
+        return msg_type in self._fast
+
+    def dispatch_now(self, ctx: RequestContext, env: RawEnvelope) -> Any:
+        """The fast path for ``env`` (a type with a fast handler): the reply (None: nothing to
+        send), or :data:`DEFER` - then :meth:`dispatch` must run (nothing was counted)."""
+        t = env.type
+        answer = env.req_id != 0
+        try:
+            message = decode_payload(t, env.payload, False) if (t, False) in REGISTRY else bytes(env.payload)
+        except DecodeError:
+            return DEFER  # the async path reports it
+        try:
+            result = self._fast[t](ctx, message)
+        except RemoteError as exc:
+            result = _error(t, exc.reason) if answer else None
+        except Exception:  # a handler bug must not kill the session
+            self.handler_errors += 1
+            log.exception("fast handler for message type %d failed (peer %s)", t, ctx.remote_addr)
+            result = _error(t, "internal error") if answer else None
+        else:
+            if result is DEFER:
+                return DEFER
+            result = self._reply(t, answer, result)
+        self.handled[t] = self.handled.get(t, 0) + 1
+        return result
 
     def handles(self, msg_type: int) -> bool:
         return int(msg_type) in self._handlers
@@ -143,6 +195,9 @@ class Dispatcher:
             self.handler_errors += 1
             log.exception("handler for message type %d failed (peer %s)", t, ctx.remote_addr)
             return _error(t, "internal error") if answer else None
+        return self._reply(t, answer, result)
+
+    def _reply(self, t: int, answer: bool, result: Any) -> Optional[Reply]:
         if not answer:
             return None
         if result is None:
@@ -165,4 +220,4 @@ class Dispatcher:
             return _error(t, "internal error")
 
 
-__all__ = ["Dispatcher", "Handler", "Reply", "RequestContext", "encode_payload_parts"]
+__all__ = ["DEFER", "Dispatcher", "FastHandler", "Handler", "Reply", "RequestContext", "encode_payload_parts"]

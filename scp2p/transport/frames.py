@@ -39,9 +39,9 @@ SCRATCH_SIZE = 64 * 1024
 PEEK = 4096
 DIRECT_THRESHOLD = 16 * 1024
 #: large-frame buffers a reader keeps for reuse (see :class:`RecvPool`): a download holds up to
-#: its pipeline depth (32) of responses plus the chunks waiting for verification and the disk
-#: (32) at once; only a reader that received that many large frames keeps that many
-POOL_KEEP = 80
+#: its requests on the wire (64) plus the chunks waiting for verification and the disk (64) at
+#: once; only a reader that received that many large frames at once keeps that many
+POOL_KEEP = 136
 
 Buffer = Union[bytes, bytearray, memoryview]
 

@@ -42,7 +42,7 @@ from .connection import (
     RequestReceived,
     ResponseReceived,
 )
-from .dispatch import Dispatcher, RequestContext
+from .dispatch import DEFER, Dispatcher, RequestContext
 from .frames import FrameReader, RawEnvelope
 from .handshake import Handshake, HandshakeResult, Role
 from .hello import new_nonce
@@ -276,6 +276,7 @@ class Session:
                 self._write([reply])
             self._open()
         conn = self.conn
+        disp = self.local.dispatcher
         while True:
             ev = conn.next_event()
             if ev is None:
@@ -285,7 +286,9 @@ class Session:
                 if fut is not None and not fut.done():
                     fut.set_result(ev.envelope)
             elif isinstance(ev, RequestReceived):
-                self._spawn(self._serve(ev.seq, ev.envelope))
+                env = ev.envelope
+                if not (disp.has_fast(env.type) and self._answer_now(ev.seq, env)):
+                    self._spawn(self._serve(ev.seq, env))
             elif isinstance(ev, MessageReceived):
                 self._spawn(self._serve(None, ev.envelope))
             elif isinstance(ev, InFlightLimitChanged):
@@ -360,6 +363,27 @@ class Session:
         elif self._reading_paused and busy < max(1, cap // 2) and self.state is not SessionState.CLOSED:
             self._reading_paused = False
             self.link.resume_reading()
+
+    def _answer_now(self, seq: int, env: RawEnvelope) -> bool:
+        """Answer a request through its handler's synchronous fast path, inline (no task);
+        False when the fast path defers (or the write buffer is full): ``_serve`` runs it."""
+        if not self._writable.is_set() or self.state is SessionState.CLOSED:
+            return False
+        reply = self.local.dispatcher.dispatch_now(RequestContext(self, env.type, env.req_id), env)
+        if reply is DEFER:
+            return False
+        conn = self.conn
+        if reply is None:
+            conn.send_response(seq, env.type, env.req_id, 0, None, self._loop.time())
+        else:
+            conn.send_response(seq, reply.type, env.req_id, reply.flags, reply.payload, self._loop.time())
+        if conn.pending_output >= FLUSH_NOW:
+            # a large response leaves at once: the peer starts receiving it while the next
+            # requests of this read are answered (instead of one write after all of them)
+            self._flush()
+        else:
+            self._flush_soon()
+        return True
 
     async def _serve(self, seq: Optional[int], env: RawEnvelope) -> None:
         ctx = RequestContext(self, env.type, env.req_id)
@@ -612,6 +636,8 @@ class Session:
 
 #: a timer may fire up to the loop's clock resolution early; deadlines that close count as due
 _EARLY = 1e-6
+#: output queued by inline answers is written at once from this size on (else at the end of the pass)
+FLUSH_NOW = 128 * 1024
 
 
 def decode_response(request_type: int, env: RawEnvelope):

@@ -512,6 +512,54 @@ def test_server_per_peer_cap_and_upload_bucket(tmp_path):
     asyncio.run(main())
 
 
+def test_server_fast_path_serves_resolved_content_inline_and_defers_otherwise(tmp_path):
+    from scp2p.transport.dispatch import DEFER, Dispatcher
+
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    d = describe_bytes(data)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    srv = ChunkServer(max_per_peer=1)
+    srv.add_file(d.content_id, str(p), len(data))
+    disp = Dispatcher()
+    srv.register(disp)
+    assert disp.has_fast(MsgType.GET_CHUNK)
+
+    async def main():
+        # not resolved yet: the async handler resolves (and may ask the store)
+        assert srv.get_chunk_now(_ctx(), GetChunk(d.content_id, 0)) is DEFER
+        await srv.handle_get_chunk(_ctx(), GetChunk(d.content_id, 0))
+        for i in range(3):
+            reply = srv.get_chunk_now(_ctx(), GetChunk(d.content_id, i))
+            msg = decode_payload(MsgType.CHUNK_DATA, bytes(reply.payload), True)
+            assert msg.bytes == data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] and msg.chunk_index == i
+        assert srv.chunks_served == 4 and srv.bytes_served == CHUNK_SIZE + len(data)
+        with pytest.raises(RemoteError, match="out of range"):
+            srv.get_chunk_now(_ctx(), GetChunk(d.content_id, 3))
+        # the peer's slots are taken (requests suspended in the async handler): later ones
+        # queue behind them instead of overtaking inline; another peer is not affected
+        from scp2p.transfer.server import _PeerGate
+
+        gate = srv._gates[b"p" * 32] = _PeerGate(1)
+        gate.active = 1
+        assert srv.get_chunk_now(_ctx(), GetChunk(d.content_id, 1)) is DEFER
+        assert srv.get_chunk_now(_ctx(b"o" * 32), GetChunk(d.content_id, 1)) is not DEFER
+        del srv._gates[b"p" * 32]
+        # an upload cap: every request takes the async (throttled) path
+        capped = ChunkServer(upload_rate=1e9)
+        capped.add_file(d.content_id, str(p), len(data))
+        await capped.has(d.content_id)
+        assert capped.get_chunk_now(_ctx(), GetChunk(d.content_id, 0)) is DEFER
+        capped.close()
+        # unknown content, once resolved as absent, is refused inline
+        await asyncio.gather(srv.has(b"\x01" * 32))
+        with pytest.raises(RemoteError, match="not available"):
+            srv.get_chunk_now(_ctx(), GetChunk(b"\x01" * 32, 0))
+        srv.close()
+
+    asyncio.run(main())
+
+
 def test_chunk_worker_verifies_and_writes_in_order_then_drains(tmp_path):
     data = os.urandom(5 * CHUNK_SIZE + 77)
     d = describe_bytes(data)
