@@ -297,9 +297,32 @@ class Downloader:
 
     # ------------------------------------------------------------------ requests
     def _start(self, key: Any, index: int, deadline: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._fetch(key, index, deadline))
-        self._tasks[(key, index)] = task
-        task.add_done_callback(lambda t, k=(key, index): self._task_done(k, t))
+        loop = asyncio.get_running_loop()
+        k = (key, index)
+        session = self._sessions.get(key)
+        if session is not None and session.is_open:
+            # the common case: the request leaves now and its answer comes back as a callback
+            # (no task, no future per chunk); otherwise a task connects / waits for a slot
+            a = _Answer(self, k)
+            h = session.request_cb(MsgType.GET_CHUNK, self._payload(index), a, timeout=max(0.0, deadline - loop.time()))
+            if h is not None:
+                a.h = h
+                self._tasks[k] = h
+                return
+        task = loop.create_task(self._fetch(key, index, deadline))
+        self._tasks[k] = task
+        task.add_done_callback(lambda t, k=k: self._task_done(k, t))
+
+    def _answered(self, a: "_Answer", env: Any, exc: Optional[BaseException]) -> None:
+        """The transport's callback for a request sent by ``_start`` (on the loop)."""
+        k = a.k
+        if self._tasks.get(k) is not a.h:
+            return  # (cancelled handles are never called back; defensive)
+        if self._outcome(k[0], k[1], env, exc):
+            return  # handed to the chunk worker
+        if self._tasks.get(k) is a.h:
+            del self._tasks[k]
+        self._after(k)
 
     def _task_done(self, k: tuple, task: asyncio.Task) -> None:
         if self._tasks.get(k) is task:
@@ -309,6 +332,10 @@ class Downloader:
                 log.error("chunk task failed", exc_info=task.exception())
             elif task.result():
                 return  # handed to the chunk worker: its callback (_verified) takes it from here
+        self._after(k)
+
+    def _after(self, k: tuple) -> None:
+        """A request ended without handing a chunk to the worker."""
         s = self.sched
         # the loop runs when there is something to do: a failure (or a cancelled duplicate),
         # room to refill, the endgame or the last chunk, or a batch to persist (progress and
@@ -322,10 +349,11 @@ class Downloader:
             t.cancel()
 
     async def _stop_tasks(self) -> None:
-        tasks = [t for t in self._tasks.values() if not isinstance(t, _Verify)]
+        handles = [t for t in self._tasks.values() if not isinstance(t, _Verify)]
         self._tasks.clear()  # results of chunks still being verified are ignored
-        for t in tasks:
-            t.cancel()
+        for t in handles:
+            t.cancel()  # a task, or a request waiting with a callback (never called back now)
+        tasks = [t for t in handles if isinstance(t, asyncio.Task)]
         if self._persist_task is not None:
             tasks.append(self._persist_task)
         if tasks:
@@ -350,19 +378,28 @@ class Downloader:
         return encode_payload(GetChunk(self.spec.content_id, index))
 
     async def _fetch(self, key: Any, index: int, deadline: float) -> bool:
-        """Request one chunk; True when it was handed to the chunk worker (``_verified`` ends it)."""
+        """Request one chunk in a task (connecting first, or waiting for a free slot); True when
+        it was handed to the chunk worker (``_verified`` ends it)."""
         loop = asyncio.get_running_loop()
-        s = self.sched
         try:
             session = self._sessions.get(key)
             if session is None or not session.is_open:
                 session = await self._session(key, deadline)
             env = await session.request_raw(MsgType.GET_CHUNK, self._payload(index), timeout=max(0.0, deadline - loop.time()))
-        except (TimeoutError, RequestTimeout):
-            s.request_failed(key, index, loop.time(), "timeout")
-            self._last_error[key] = "timeout"
-            return False
-        except (SessionClosed, TransportError, OSError) as exc:
+        except (TimeoutError, SessionClosed, TransportError, OSError) as exc:
+            return self._outcome(key, index, None, exc)
+        return self._outcome(key, index, env, None)
+
+    def _outcome(self, key: Any, index: int, env: Any, exc: Optional[BaseException]) -> bool:
+        """A request's answer (``env``) or failure (``exc``); True when the chunk was handed to
+        the chunk worker."""
+        loop = asyncio.get_running_loop()
+        s = self.sched
+        if exc is not None:
+            if isinstance(exc, TimeoutError):  # RequestTimeout included
+                s.request_failed(key, index, loop.time(), "timeout")
+                self._last_error[key] = "timeout"
+                return False
             log.debug("provider %r: %s", key, exc)
             self._last_error[key] = str(exc) or type(exc).__name__
             for c in s.remove_provider(key, loop.time(), "connection"):
@@ -472,6 +509,21 @@ class Downloader:
         self.persisted_chunks += len(batch)
         if self.on_persist is not None:
             self.on_persist(self.resumed_chunks + self.persisted_chunks)
+
+
+class _Answer:
+    """The transport callback of one GET_CHUNK sent with ``Session.request_cb``; ``h`` is the
+    request's handle, which stands for the request in ``Downloader._tasks`` (``cancel()``)."""
+
+    __slots__ = ("dl", "k", "h")
+
+    def __init__(self, dl: Downloader, k: tuple) -> None:
+        self.dl = dl
+        self.k = k
+        self.h = None
+
+    def __call__(self, env: Any, exc: Optional[BaseException]) -> None:
+        self.dl._answered(self, env, exc)
 
 
 class _Verify:

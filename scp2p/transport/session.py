@@ -166,7 +166,11 @@ class Session:
         )
         self.ready: asyncio.Future = self._loop.create_future()
         self.closed: asyncio.Future = self._loop.create_future()
-        self._waiters: dict[int, asyncio.Future] = {}
+        #: req_id -> the future of a request_raw call, or the _Callback of a request_cb call
+        self._waiters: dict[int, object] = {}
+        #: request_cb calls awaiting their answer, and a future for a graceful close to wait on
+        self._cb_pending = 0
+        self._cb_idle: Optional[asyncio.Future] = None
         self._capacity: list[asyncio.Future] = []
         self._writable = asyncio.Event()
         self._writable.set()
@@ -513,7 +517,51 @@ class Session:
                     self.conn.forget_request(rid)
                     self._wake_capacity()
 
-    def _add_deadline(self, deadline: float, fut: asyncio.Future) -> None:
+    def request_cb(
+        self, msg_type: int, payload, callback: Callable, *, timeout: Optional[float] = None
+    ) -> Optional["_Callback"]:
+        """Send a request now without a task or a future: ``callback(env, None)`` receives the
+        response envelope (error responses included), ``callback(None, exc)`` a
+        :class:`RequestTimeout` or :class:`SessionClosed`. The callback runs on the loop,
+        inside the session's processing (it must not block; exceptions are logged).
+
+        Returns a handle whose ``cancel()`` stops waiting (the callback is then never called),
+        or None - and nothing is sent - when the request cannot leave at once (session not
+        open, in-flight limit reached or other senders queued, write buffer full): the caller
+        then uses :meth:`request_raw`, which waits for a slot."""
+        conn = self.conn
+        if (
+            self.state is not SessionState.OPEN
+            or not conn.can_send_request
+            or self._capacity
+            or not self._writable.is_set()
+        ):
+            return None
+        now = self._loop.time()
+        w = _Callback(self, callback, msg_type, self.config.request_timeout if timeout is None else timeout)
+        self._add_deadline(now + w.timeout, w)
+        w.rid = conn.send_request(msg_type, payload, now)
+        self._waiters[w.rid] = w
+        self._cb_pending += 1
+        self._flush_soon()
+        return w
+
+    def _cb_end(self, w: "_Callback", answered: bool) -> None:
+        """A request_cb request is over (answered, failed or cancelled): forget it."""
+        rid = w.rid
+        if self._waiters.get(rid) is w:
+            del self._waiters[rid]
+        if not answered and self.conn is not None:
+            self.conn.forget_request(rid)  # a late response is dropped
+        if self._capacity:
+            self._wake_capacity()
+        self._cb_pending -= 1
+        if not self._cb_pending and self._cb_idle is not None:
+            if not self._cb_idle.done():
+                self._cb_idle.set_result(None)
+            self._cb_idle = None
+
+    def _add_deadline(self, deadline: float, fut) -> None:
         dl = self._deadlines
         if len(dl) > 2 * len(self._waiters) + 256:  # many answered entries: compact
             dl[:] = [e for e in dl if not e[2].done()]
@@ -570,7 +618,11 @@ class Session:
         try:
             async with asyncio.timeout(timeout):
                 while self._waiters or self._tasks:
-                    pending = [f for f in self._waiters.values()] + list(self._tasks)
+                    pending = [f for f in self._waiters.values() if not isinstance(f, _Callback)] + list(self._tasks)
+                    if self._cb_pending:
+                        if self._cb_idle is None:
+                            self._cb_idle = self._loop.create_future()
+                        pending.append(self._cb_idle)
                     await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 self._flush()
                 self.link.close()
@@ -621,7 +673,7 @@ class Session:
                 self.ready.set_exception(SessionClosed(f"closed during handshake: {self.close_reason}"))
             self.ready.exception()  # mark retrieved
         err = SessionClosed(self.close_reason)
-        for fut in self._waiters.values():
+        for fut in list(self._waiters.values()):  # a callback may cancel other requests
             if not fut.done():
                 fut.set_exception(err)
         self._fail_capacity(reason)
@@ -638,6 +690,54 @@ class Session:
 _EARLY = 1e-6
 #: output queued by inline answers is written at once from this size on (else at the end of the pass)
 FLUSH_NOW = 128 * 1024
+
+
+class _Callback:
+    """A request sent with :meth:`Session.request_cb`: stands where a future would (the waiter
+    table and the deadline heap call ``done``/``set_result``/``set_exception``) and calls the
+    callback instead of waking a task."""
+
+    __slots__ = ("session", "callback", "msg_type", "timeout", "rid", "_done")
+
+    def __init__(self, session: Session, callback: Callable, msg_type: int, timeout: float) -> None:
+        self.session = session
+        self.callback = callback
+        self.msg_type = msg_type
+        self.timeout = timeout
+        self.rid = 0
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> bool:
+        """Stop waiting (the callback is not called; a late response is dropped)."""
+        if self._done:
+            return False
+        self._done = True
+        self.session._cb_end(self, False)
+        return True
+
+    def set_result(self, env: RawEnvelope) -> None:
+        if not self._done:
+            self._done = True
+            self.session._cb_end(self, True)
+            self._call(env, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self.session._cb_end(self, False)
+            if type(exc) is TimeoutError:
+                s = self.session
+                exc = RequestTimeout(f"no response to type {self.msg_type} within {self.timeout} s from {s.remote_addr}")
+            self._call(None, exc)
+
+    def _call(self, env, exc) -> None:
+        try:
+            self.callback(env, exc)
+        except Exception:  # noqa: BLE001 - a callback bug must not break the session
+            log.exception("request callback failed")
 
 
 def decode_response(request_type: int, env: RawEnvelope):

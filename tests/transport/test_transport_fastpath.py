@@ -88,3 +88,86 @@ def test_inline_and_deferred_answers_keep_request_order_for_a_v01_peer():
             p.close()
 
     run(go())
+
+
+# ----------------------------------------------------------------------------- request_cb
+def _gated_dispatcher(gates: dict) -> Dispatcher:
+    d = Dispatcher()
+
+    async def chunk(ctx, msg):
+        ev = gates.get(msg.chunk_index)
+        if ev is not None:
+            await ev.wait()
+        return m.ChunkData(msg.content_id, msg.chunk_index, b"x" * msg.chunk_index)
+
+    d.register(m.MsgType.GET_CHUNK, chunk)
+    return d
+
+
+def test_request_cb_answers_times_out_cancels_and_closes(scheme):
+    from scp2p.errors import RequestTimeout, SessionClosed
+
+    async def go():
+        gates = {5: asyncio.Event(), 6: asyncio.Event(), 7: asyncio.Event()}
+        async with endpoint(scheme, _gated_dispatcher(gates)) as a, endpoint(None) as b:
+            s = await b.pool.session(a.listen_addrs[0])
+            await s.request(m.GetChunk(CID, 0), timeout=10)  # FEATURES settled: pipelining
+            got: dict = {}
+            first = asyncio.Event()
+
+            def cb_for(i):
+                def cb(env, exc):
+                    got[i] = (env, exc)
+                    if all(k in got for k in (1, 2, 3, 5)):
+                        first.set()
+
+                return cb
+
+            handles = {i: s.request_cb(m.MsgType.GET_CHUNK, m.encode_payload(m.GetChunk(CID, i)), cb_for(i), timeout=10)
+                       for i in (1, 2, 3, 6, 7)}  # fmt: skip
+            assert all(h is not None for h in handles.values())
+            slow = s.request_cb(m.MsgType.GET_CHUNK, m.encode_payload(m.GetChunk(CID, 5)), cb_for(5), timeout=0.2)
+            assert handles[6].cancel() and not handles[6].cancel()  # cancelled: never called back
+            gates[6].set()  # its late response is dropped
+            async with asyncio.timeout(10):
+                await first.wait()
+            for i in (1, 2, 3):
+                env, exc = got[i]
+                assert exc is None and m.decode_payload(env.type, env.payload, True).bytes == b"x" * i
+            assert got[5][0] is None and isinstance(got[5][1], RequestTimeout) and slow.done()
+            assert 6 not in got and 7 not in got
+            # a graceful close waits for the request still answered by callback, then ends it
+            closing = asyncio.create_task(s.close(timeout=0.5))
+            await asyncio.sleep(0.05)
+            assert 7 not in got and not closing.done()
+            assert s.request_cb(m.MsgType.GET_CHUNK, b"", cb_for(8)) is None  # not open: nothing sent
+            await closing
+            assert isinstance(got[7][1], SessionClosed) and got[7][0] is None
+            gates[5].set()
+            gates[7].set()
+
+    run(go())
+
+
+def test_request_cb_waits_for_no_slot_and_graceful_close_lets_it_finish():
+    """request_cb never queues: with the in-flight limit reached it returns None; a graceful
+    close waits for callback requests in flight and lets them complete."""
+
+    async def go():
+        gates = {1: asyncio.Event()}
+        async with endpoint("tcp", _gated_dispatcher(gates), max_in_flight=2) as a, endpoint(None, max_in_flight=2) as b:
+            s = await b.pool.session(a.listen_addrs[0])
+            await s.request(m.GetChunk(CID, 0), timeout=10)
+            got = []
+            h1 = s.request_cb(m.MsgType.GET_CHUNK, m.encode_payload(m.GetChunk(CID, 1)), lambda e, x: got.append((1, e, x)))
+            h2 = s.request_cb(m.MsgType.GET_CHUNK, m.encode_payload(m.GetChunk(CID, 1)), lambda e, x: got.append((2, e, x)))
+            assert h1 is not None and h2 is not None
+            assert s.request_cb(m.MsgType.GET_CHUNK, b"", lambda e, x: got.append(3)) is None  # limit 2 reached
+            closing = asyncio.create_task(s.close(timeout=10))
+            await asyncio.sleep(0.05)
+            assert not closing.done() and not got
+            gates[1].set()
+            await closing
+            assert sorted(i for i, _, _ in got) == [1, 2] and all(x is None for _, _, x in got)
+
+    run(go())
