@@ -40,6 +40,17 @@ cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
 
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int scp2p_trim(void) { return malloc_trim(0); }
+    #else
+    static int scp2p_trim(void) { return 0; }
+    #endif
+    """
+    int scp2p_trim() nogil
+
 cdef extern from "structmember.h":
     int T_OBJECT_EX
     int READONLY
@@ -490,7 +501,7 @@ cdef class TermHash:
                 return 0
             if <unsigned int>(e >> 32) == h:
                 t = <unsigned int>(e & 0xFFFFFFFFULL) - self.shift
-                if <Py_ssize_t>(off[t + 1] - off[t]) == blen and memcmp(blob + off[t], buf, blen) == 0:
+                if <Py_ssize_t>(off[t + 1] - off[t]) == blen and _eq(blob + off[t], buf, blen):
                     return t + self.shift
             i = (i + 1) & mask
 
@@ -569,6 +580,19 @@ cdef inline Py_ssize_t _char_prefix(const char* buf, Py_ssize_t blen, int nchars
     return -1
 
 
+DEF TCACHE = 2048
+DEF TCACHE_KEY = 24
+
+
+cdef inline bint _eq(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
+    """a[:n] == b[:n] for short keys (no memcmp call)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
 cdef class Dict:
     """The native term, prefix and tagset dictionaries: UTF-8 blobs with offsets (the same bytes
     and offsets the image stores) and a C hash each; no Python str or dict per entry. Terms
@@ -580,6 +604,20 @@ cdef class Dict:
     cdef TermHash th, ph, kh
     cdef array sorted_ids     # term ids sorted by their bytes (prefix expansion), the first nsorted terms
     cdef size_t nsorted
+    # a small direct-mapped cache of short terms (hash, id, bytes): names repeat their tokens
+    # (so, gz, debian, lib...), and a hit touches neither the hash table nor the blob
+    cdef unsigned int c_h[TCACHE]
+    cdef unsigned int c_id[TCACHE]
+    cdef unsigned char c_len[TCACHE]
+    cdef char c_key[TCACHE][TCACHE_KEY]
+
+    cdef inline void _remember(self, unsigned int c, unsigned int h, const char* buf, Py_ssize_t blen,
+                               unsigned int t) noexcept:
+        if blen <= TCACHE_KEY:
+            self.c_h[c] = h
+            self.c_id[c] = t
+            self.c_len[c] = <unsigned char>blen
+            memcpy(self.c_key[c], buf, blen)
 
     def __init__(self, st):
         self.tblob, self.toff, self.tpfx = st.term_blob, st.term_off, st.term_pfx
@@ -601,13 +639,18 @@ cdef class Dict:
         cdef unsigned int h = _hash_bytes(buf, blen), t, p
         cdef Py_ssize_t pl
         cdef int L
+        cdef unsigned int c = h & (TCACHE - 1)
+        if self.c_id[c] and self.c_h[c] == h and self.c_len[c] == blen and _eq(self.c_key[c], buf, blen):
+            return self.c_id[c]
         t = self.th.find(h, buf, blen, PyByteArray_AS_STRING(self.tblob), self.toff.data.as_ulonglongs)
         if t:
+            self._remember(c, h, buf, blen, t)
             return t
         if len(self.toff) - 1 >= (1 << 30):
             raise OverflowError("more than 2**30 distinct terms")
         self.th.add(self.tblob, self.toff, h, buf, blen)
         t = <unsigned int>(len(self.toff) - 2)
+        self._remember(c, h, buf, blen, t)
         for L in PLENS:
             pl = _char_prefix(buf, blen, L)
             if pl < 0:
@@ -1183,6 +1226,10 @@ def merge(st, L):
         free(bc)
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
     L.segs, L.ddir, L.ndelta = [], DeltaDir(), 0
+    del opost, oblk, segs, g
+    # the old arrays and the Segs leave free holes in the C heap; glibc keeps them resident
+    # unless asked (~30 MB at 1M items); a merge is rare enough to pay for the walk
+    scp2p_trim()
 
 
 # ---------------------------------------------------------------------- exact names
