@@ -303,10 +303,10 @@ class State:
                 or len(self.tagset_ids) != len(self.tagset_keys) or not self.tagset_keys or self.tagset_keys[0]):
             raise IndexImageError("duplicate entries in a search index dictionary")
 
-    def segments(self, which: int, t: int):
+    def segments(self, which: int, t: int, strict: int = 0):
         """The posting segments of term (which=0) or prefix (which=1) ``t``:
-        (post, p0, p1, blk, b0, b1) with block starts relative to p0."""
-        return self.lists[which].segments(t)
+        (post, p0, p1, blk, b0, b1, strict) with block starts relative to p0."""
+        return self.lists[which].segments(t, strict)
 
 
 class Postings:
@@ -328,15 +328,15 @@ class Postings:
         self.dblk: list = []
         self.ndelta = 0
 
-    def segments(self, t: int) -> list:
-        """List t's segments (post, p0, p1, blk, b0, b1): the merged part, then the delta."""
+    def segments(self, t: int, strict: int = 0) -> list:
+        """List t's segments (post, p0, p1, blk, b0, b1, strict): the merged part, then the delta."""
         out = []
         if t + 1 < len(self.poff) and self.poff[t] < self.poff[t + 1]:
-            out.append((self.post, self.poff[t], self.poff[t + 1], self.blk, self.boff[t], self.boff[t + 1]))
+            out.append((self.post, self.poff[t], self.poff[t + 1], self.blk, self.boff[t], self.boff[t + 1], strict))
         d = self.dpost[t] if t < len(self.dpost) else None
         if d is not None:
             b = self.dblk[t]
-            out.append((d, 0, len(d), b, 0, len(b)))
+            out.append((d, 0, len(d), b, 0, len(b), strict))
         return out
 
 
@@ -476,8 +476,9 @@ class IndexBase:
 
     def _maybe_merge(self, force: bool = False) -> None:
         st = self._st
+        frac = getattr(self._k, "MERGE_FRACTION", MERGE_FRACTION)  # a twin's deltas may be cheaper to hold
         for L in st.lists:
-            if L.ndelta and (force or L.ndelta > max(MERGE_MIN, len(L.post) // MERGE_FRACTION)):
+            if L.ndelta and (force or L.ndelta > max(MERGE_MIN, len(L.post) // frac)):
                 self._k.merge(st, L)
 
     def _maybe_compact(self) -> None:
@@ -613,15 +614,15 @@ class IndexBase:
             exact = st.term_lookup(tok)
             lists = []
             if exact > 0:
-                lists += [seg + (0,) for seg in st.segments(0, exact)]
+                lists += st.segments(0, exact, 0)
             if term.prefix:
                 if len(tok) in plens:
                     pid = st.pfx_lookup(tok)
                     if pid is not None:
-                        lists += [seg + (1,) for seg in st.segments(1, pid)]
+                        lists += st.segments(1, pid, 1)
                 else:
                     for t in st.prefix_terms(tok):
-                        lists += [seg + (1,) for seg in st.segments(0, t)]
+                        lists += st.segments(0, t, 1)
             sd = bytearray(n)
             for s in self._share_level(st.desc_index, tok, term.prefix):
                 sd[s] = ranking.DESCRIPTION
