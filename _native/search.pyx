@@ -51,6 +51,16 @@ cdef extern from *:
     """
     int scp2p_trim() nogil
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SCP2P_PREFETCH(p) __builtin_prefetch(p)
+    #else
+    #define SCP2P_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void SCP2P_PREFETCH(const void* p) nogil
+
 cdef extern from "structmember.h":
     int T_OBJECT_EX
     int READONLY
@@ -695,6 +705,34 @@ cdef class Dict:
         e = tok.encode()
         return self.term_id(PyBytes_AS_STRING(e), PyBytes_GET_SIZE(e))
 
+    cdef void prefetch_ascii(self, str text, Py_ssize_t take) noexcept:
+        """Prefetch the term-hash slots of an ASCII text's first ``take`` tokens (those not in the
+        small cache): add_share calls it a few items ahead, so the slot loads overlap instead of
+        each token waiting for its own cache miss."""
+        cdef const char* s = PyUnicode_1BYTE_DATA(text)
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), j
+        cdef unsigned long long hh = 14695981039346656037ULL
+        cdef unsigned int h
+        cdef int blen = 0, k = 0
+        cdef char c
+        for j in range(n + 1):
+            if k >= take:
+                break
+            c = s[j] if j < n else 0
+            if c >= 65 and c <= 90:
+                c += 32
+            if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
+                if blen < 64:  # the same bytes and hash as _ascii_ids / _hash_bytes
+                    hh = (hh ^ <unsigned char>c) * 1099511628211ULL
+                    blen += 1
+            elif blen:
+                h = <unsigned int>(hh ^ (hh >> 32))
+                if not (self.c_id[h & (TCACHE - 1)] and self.c_h[h & (TCACHE - 1)] == h):
+                    SCP2P_PREFETCH(&self.th.slots[h & (self.th.cap - 1)])
+                hh = 14695981039346656037ULL
+                blen = 0
+                k += 1
+
     cdef int tagset_find(self, const char* buf, Py_ssize_t blen) noexcept:
         """Tagset id of key bytes buf[:blen] (non-empty), 0 if absent."""
         return self.kh.find(_hash_bytes(buf, blen), buf, blen, PyByteArray_AS_STRING(self.kblob),
@@ -1074,6 +1112,8 @@ def add_share(st, unsigned int slot, Rows rows):
     try:
         for ri in range(rows.n):
             i = rows.order[ri]
+            if ri + 4 < rows.n and PyList_GET_ITEM(r_toks, rows.order[ri + 4]) == <PyObject*>None:
+                D.prefetch_ascii(<str>PyList_GET_ITEM(r_names, rows.order[ri + 4]), rows.ntok[rows.order[ri + 4]])
             name = <str>PyList_GET_ITEM(r_names, i)
             mime = <object>PyList_GET_ITEM(r_mimes, i)
             d = len(doc_share)
