@@ -586,6 +586,82 @@ def test_chunk_worker_verifies_and_writes_in_order_then_drains(tmp_path):
         assert fh.read() == data
 
 
+def test_chunk_worker_drain_waits_for_every_write_thread(tmp_path, monkeypatch):
+    """With several write threads, a drain resolves only once every chunk submitted before it
+    is on disk, even when another thread's write is slow; the threads all stop."""
+    import threading
+
+    from scp2p.transfer import writer as wmod
+
+    n = 24
+    data = os.urandom(n * CHUNK_SIZE)
+    d = describe_bytes(data)
+    release = threading.Event()
+    orig = PartFile.store_chunks
+
+    def store(self, chunks):
+        chunks = list(chunks)
+        if any(i == 0 for i, _ in chunks):
+            release.wait(10)  # the first group's write lags behind the others
+        return orig(self, chunks)
+
+    monkeypatch.setattr(PartFile, "store_chunks", store)
+
+    async def main():
+        part = PartFile(str(tmp_path / "m.bin"), len(data), d.content_id, d.chunks)
+        w = ChunkWorker(part, asyncio.get_running_loop(), writers=3)
+        assert len(w._writers) == 3
+        try:
+            futs = [w.submit(i, memoryview(data)[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]) for i in range(n)]
+            drain = asyncio.create_task(w.drain())
+            done_before, _ = await asyncio.wait(futs, timeout=0.5)
+            assert not drain.done() and not part.written[0]
+            assert futs[0] not in done_before
+            release.set()
+            await asyncio.wait_for(drain, 10)
+            assert all(part.written) and all(f.done() and f.result() for f in futs)
+        finally:
+            release.set()
+            await w.stop()
+        assert not any(t.is_alive() for t in w._writers)
+        assert wmod.WRITERS >= 1
+        return part.finish()
+
+    with open(asyncio.run(main()), "rb") as fh:
+        assert fh.read() == data
+
+
+def test_direct_write_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    import errno as _errno
+
+    from scp2p.transfer.writer import buffer_address
+
+    data = os.urandom(3 * CHUNK_SIZE)
+    d = describe_bytes(data)
+    part = PartFile(str(tmp_path / "r.bin"), len(data), d.content_id, d.chunks)
+    if part.dfd is None:
+        part.discard()
+        pytest.skip("filesystem without O_DIRECT")
+    real = os.pwritev
+
+    def refuse(fd, bufs, off):
+        if fd == part.dfd:
+            raise OSError(_errno.EINVAL, "refused")
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, "pwritev", refuse)
+    bufs = []
+    for i in range(3):
+        b = bytearray(CHUNK_SIZE + 4096)
+        mv = memoryview(b)[-buffer_address(b) % 4096 :][:CHUNK_SIZE]  # page-aligned
+        mv[:] = data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+        bufs.append((i, mv))
+    part.write_chunks(bufs)
+    assert part.direct_refused and part.direct_writes == 0 and part.cached_writes == 3
+    with open(part.finish(), "rb") as fh:
+        assert fh.read() == data
+
+
 def test_chunk_worker_reports_io_errors(tmp_path):
     data = os.urandom(2 * CHUNK_SIZE)
     d = describe_bytes(data)
