@@ -61,6 +61,13 @@ cdef extern from *:
     """
     void SCP2P_PREFETCH(const void* p) nogil
 
+cdef extern from "Python.h":
+    object PyTuple_New(Py_ssize_t n)
+    void PyTuple_SET_ITEM(object p, Py_ssize_t pos, object o)
+    object PyLong_FromUnsignedLong(unsigned long v)
+
+cdef object _NO_MIME = object()
+
 cdef extern from "structmember.h":
     int T_OBJECT_EX
     int READONLY
@@ -839,7 +846,12 @@ cdef tuple _tag_ids(Dict D, str tag, int budget, bint* whole):
     take = nw if nw <= budget else budget
     whole[0] = nw <= budget
     k = _ascii_ids(D, s, n, take, ids)
-    return tuple([ids[j] for j in range(k)])
+    cdef tuple out = PyTuple_New(k)
+    for j in range(k):
+        v = PyLong_FromUnsignedLong(ids[j])
+        Py_INCREF(v)
+        PyTuple_SET_ITEM(out, j, v)
+    return out
 
 
 cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
@@ -903,6 +915,7 @@ cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
 
 
 cdef struct SortKey:    # one row's rank key (ntok, name, content id), pointing into the row's objects
+    unsigned long long k0   # ntok in the top byte, then the name's first 7 bytes (big-endian, 0-padded)
     Py_ssize_t ntok
     const char* name
     Py_ssize_t nlen
@@ -916,6 +929,8 @@ cdef int _cmp_keys(const void* a, const void* b) noexcept nogil:
     cdef const SortKey* x = <const SortKey*>a
     cdef const SortKey* y = <const SortKey*>b
     cdef int c
+    if x.k0 != y.k0:  # decides most comparisons (a tie, e.g. equal first bytes or a NUL, falls through)
+        return -1 if x.k0 < y.k0 else 1
     if x.ntok != y.ntok:
         return -1 if x.ntok < y.ntok else 1
     c = memcmp(x.name, y.name, x.nlen if x.nlen < y.nlen else y.nlen)
@@ -997,7 +1012,7 @@ def prepare(items):
     cdef bytes cid
     cdef str name
     cdef bint ascii = True
-    cdef Py_ssize_t n = 0, cap = 0, i, nt
+    cdef Py_ssize_t n = 0, cap = 0, i, nt, j
     cdef void* nv
     cdef SortKey* keys
     cdef object tp = None
@@ -1053,6 +1068,9 @@ def prepare(items):
             keys[i].cid = PyBytes_AS_STRING(cid)
             keys[i].clen = PyBytes_GET_SIZE(cid)
             keys[i].idx = i
+            keys[i].k0 = <unsigned long long>r.ntok[i] << 56
+            for j in range(7 if keys[i].nlen > 7 else keys[i].nlen):
+                keys[i].k0 |= <unsigned long long>(<unsigned char>keys[i].name[j]) << (48 - 8 * j)
         qsort(keys, n, sizeof(SortKey), _cmp_keys)
         for i in range(n):
             r.order[i] = keys[i].idx
@@ -1109,6 +1127,9 @@ def add_share(st, unsigned int slot, Rows rows):
     ts_poff = st.ts_poff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
     cdef unsigned int tids[64]
+    cdef object last_mime = _NO_MIME
+    cdef unsigned int last_mid = 0
+    cdef bytes cid
     try:
         for ri in range(rows.n):
             i = rows.order[ri]
@@ -1120,8 +1141,11 @@ def add_share(st, unsigned int slot, Rows rows):
             ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache, D)
             push(doc_share, slot)
             push_q(doc_size, rows.sizes[i])
-            mo = mime_ids.get(mime or "")
-            push(doc_mime, st.mime_id(mime) if mo is None else mo)
+            if mime is not last_mime:  # items of a share mostly share their mime objects
+                mo = mime_ids.get(mime or "")
+                last_mid = st.mime_id(mime) if mo is None else mo
+                last_mime = mime
+            push(doc_mime, last_mid)
             push(doc_tagset, ts)
             nids = 0
             first = len(fwd)
@@ -1161,7 +1185,10 @@ def add_share(st, unsigned int slot, Rows rows):
             else:
                 names += name.encode()
             push_q(name_off, len(names))
-            cids += <bytes>PyList_GET_ITEM(r_cids, i)
+            cid = <bytes>PyList_GET_ITEM(r_cids, i)
+            n0 = PyByteArray_GET_SIZE(cids)
+            PyByteArray_Resize(cids, n0 + PyBytes_GET_SIZE(cid))
+            memcpy(PyByteArray_AS_STRING(cids) + n0, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid))
             for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
                 t = ts_toks.data.as_uints[k]
                 if t:
