@@ -447,7 +447,11 @@ class ChunkWorker:
     def _hand_over(self, good: list) -> None:
         with self._wcv:
             self._wq.extend(good)
-            self._wcv.notify()
+            # a second write starts only when a group's worth waits behind the one in
+            # progress (the disk lags); else the busy thread takes them next (fewer, larger
+            # writes and fewer thread wake-ups)
+            if not self._writing or len(self._wq) >= WRITE_GROUP:
+                self._wcv.notify()
 
     def _post(self, results: list) -> bool:
         try:
