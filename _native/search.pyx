@@ -326,6 +326,7 @@ class NPostings(_Postings):
         _Postings.__init__(self)
         self.segs = []
         self.ddir = DeltaDir()
+        self.kills_at_merge = -1  # State.kills when this merged part was made (-1: unknown)
 
     def add_seg(self, Seg g):
         (<DeltaDir>self.ddir).add(len(self.segs), g)
@@ -1230,10 +1231,12 @@ def add_share(st, unsigned int slot, Rows rows):
 
 cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list segs, const unsigned int* lo_,
                      const unsigned int* hi_, unsigned long long* pc, unsigned long long* bc, unsigned int* post,
-                     unsigned int* blk, const unsigned long long* poff) except -1:
+                     unsigned int* blk, const unsigned long long* poff, bint all_live) except -1:
     """One pass over the live runs, in merged order (the merged part's, then each Seg's): without
     ``post`` count each list's postings / block entries into pc / bc; with it, copy the runs to
-    the write cursors pc / bc (block starts relative to poff[t])."""
+    the write cursors pc / bc (block starts relative to poff[t]). ``all_live``: no share died
+    since the merged part was made, so each list's merged part is copied whole (it comes first
+    in the new list, so its block starts stay as they are)."""
     cdef const unsigned int* P = opost.data.as_uints
     cdef const unsigned int* B = oblk.data.as_uints
     cdef const unsigned long long* PO = opoff.data.as_ulonglongs
@@ -1245,6 +1248,13 @@ cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list seg
     cdef Seg g
     cdef unsigned int s
     for t in range(nold):
+        if all_live:
+            if post != NULL:
+                memcpy(post + pc[t], P + PO[t], (PO[t + 1] - PO[t]) * 4)
+                memcpy(blk + bc[t], B + BO[t], (BO[t + 1] - BO[t]) * 4)
+            pc[t] += PO[t + 1] - PO[t]
+            bc[t] += BO[t + 1] - BO[t]
+            continue
         nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
         for r in range(nb):
             start = PO[t] + B[BO[t] + 2 * r + 1]
@@ -1294,11 +1304,14 @@ def merge(st, L):
     cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
     cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
     cdef unsigned long long np_ = 0, nbk = 0, c
+    # every run of the merged part is live if no share died since it was made by this merge
+    # (a fresh or loaded part, kills_at_merge = -1, is checked run by run)
+    cdef bint all_live = L.kills_at_merge == st.kills
     try:
         if pc == NULL or bc == NULL:
             raise MemoryError()
         _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
-                    NULL, NULL, NULL)
+                    NULL, NULL, NULL, all_live)
         resize_smart(poff, nlists + 1)
         resize_smart(boff, nlists + 1)
         for t in range(nlists):  # offsets; pc / bc become the write cursors
@@ -1315,12 +1328,13 @@ def merge(st, L):
         resize_smart(post, np_)
         resize_smart(blk, nbk)
         _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
-                    post.data.as_uints, blk.data.as_uints, poff.data.as_ulonglongs)
+                    post.data.as_uints, blk.data.as_uints, poff.data.as_ulonglongs, all_live)
     finally:
         free(pc)
         free(bc)
     L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
     L.segs, L.ddir, L.ndelta = [], DeltaDir(), 0
+    L.kills_at_merge = st.kills
     del opost, oblk, segs, g
     # the old arrays and the Segs leave free holes in the C heap; glibc keeps them resident
     # unless asked (~30 MB at 1M items); a merge is rare enough to pay for the walk

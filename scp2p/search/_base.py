@@ -155,6 +155,7 @@ class State:
         self.title_index: dict[str, set[int]] = {}
         self.desc_index: dict[str, set[int]] = {}
         self.ndead = 0
+        self.kills = 0  #: shares replaced or removed so far (a twin's merge may skip liveness checks)
         self.exact = None  # the twin's ExactNames
         #: the twin's untrack(list): takes a list that can only hold atomic objects (str, int,
         #: array, None) out of the cyclic GC, so collections do not walk millions of entries
@@ -458,6 +459,7 @@ class IndexBase:
         st = self._st
         st.ndead += st.slot_hi[slot] - st.slot_lo[slot]
         st.slot_lo[slot] = st.slot_hi[slot] = 0
+        st.kills += 1
 
     def _set_share_meta(self, slot: int, title: str, desc: str) -> None:
         st = self._st
