@@ -229,9 +229,10 @@ cdef class Seg:
     ``ids`` (sorted list ids), ``off`` (their runs in ``post``), ``blk`` (one block-table
     pair per list: (slot << 2 | flags, 0)). A share update makes one Seg per set instead of a
     pair of Python arrays per list; lists find their runs by binary search on ``ids``, and
-    ``merge`` folds whole Segs into the CSR part."""
-    cdef array ids, off, post, blk
-    cdef unsigned int slot
+    ``merge`` folds whole Segs into the CSR part. Every SEG_FOLD new Segs are folded into one
+    (``boff``: each list's block pairs, several per list then; block starts relative to its
+    run), so a list is spread over a few dozen Segs at most."""
+    cdef array ids, off, boff, post, blk
 
 
 cdef Seg make_seg(PBuf* p, unsigned int slot):
@@ -244,13 +245,14 @@ cdef Seg make_seg(PBuf* p, unsigned int slot):
     for i in range(p.n):
         if i == 0 or (v[i] >> 34) != (v[i - 1] >> 34):
             m += 1
-    g.slot = slot
     g.ids = array("I")
     g.off = array("I")
+    g.boff = array("I")
     g.post = array("I")
     g.blk = array("I")
     resize_smart(g.ids, m)
     resize_smart(g.off, m + 1)
+    resize_smart(g.boff, m + 1)
     resize_smart(g.post, p.n)
     resize_smart(g.blk, 2 * m)
     cdef unsigned int* ids = g.ids.data.as_uints
@@ -269,11 +271,38 @@ cdef Seg make_seg(PBuf* p, unsigned int slot):
             j += 1
         ids[m] = t
         off[m] = <unsigned int>i
+        g.boff.data.as_uints[m] = <unsigned int>(2 * m)
         blk[2 * m] = slot << 2 | flags
         blk[2 * m + 1] = 0
         m += 1
         i = j
     off[m] = <unsigned int>p.n
+    g.boff.data.as_uints[m] = <unsigned int>(2 * m)
+    return g
+
+
+cdef Seg _sparse_seg(array post, array poff, array blk, array boff):
+    """A Seg from dense CSR arrays (one entry per list id; empty lists dropped)."""
+    cdef Seg g = Seg()
+    cdef Py_ssize_t t, m = 0, n = len(poff) - 1
+    cdef const unsigned long long* PO = poff.data.as_ulonglongs
+    cdef const unsigned long long* BO = boff.data.as_ulonglongs
+    for t in range(n):
+        if BO[t + 1] > BO[t]:
+            m += 1
+    g.ids, g.off, g.boff, g.post, g.blk = array("I"), array("I"), array("I"), post, blk
+    resize_smart(g.ids, m)
+    resize_smart(g.off, m + 1)
+    resize_smart(g.boff, m + 1)
+    m = 0
+    for t in range(n):
+        if BO[t + 1] > BO[t]:
+            g.ids.data.as_uints[m] = <unsigned int>t
+            g.off.data.as_uints[m] = <unsigned int>PO[t]
+            g.boff.data.as_uints[m] = <unsigned int>BO[t]
+            m += 1
+    g.off.data.as_uints[m] = <unsigned int>PO[n]
+    g.boff.data.as_uints[m] = <unsigned int>BO[n]
     return g
 
 
@@ -319,16 +348,29 @@ cdef class DeltaDir:
         return 0
 
 
+SEG_FOLD = 16  #: new Segs folded into one (a list then spans a few dozen Segs at most)
+
+
 class NPostings(_Postings):
-    """Postings with the delta part as one Seg per share update (see _base.Postings)."""
+    """Postings with the delta part as Segs (see _base.Postings)."""
 
     def __init__(self):
         _Postings.__init__(self)
         self.segs = []
+        self.nfolded = 0  # segs[:nfolded] are folded Segs, the rest one per share update
         self.ddir = DeltaDir()
         self.kills_at_merge = -1  # State.kills when this merged part was made (-1: unknown)
 
-    def add_seg(self, Seg g):
+    def add_seg(self, st, Seg g):
+        # fold the unfolded Segs first: g's share is not live yet (its range is set after
+        # add_share), and a fold drops dead runs
+        if len(self.segs) - self.nfolded >= SEG_FOLD:
+            post, poff, blk, boff = _fold(st, _Postings(), self.segs[self.nfolded:], False)
+            self.segs[self.nfolded:] = [_sparse_seg(post, poff, blk, boff)]
+            self.nfolded += 1
+            self.ddir = DeltaDir()
+            for i, x in enumerate(self.segs):
+                (<DeltaDir>self.ddir).add(i, <Seg>x)
         (<DeltaDir>self.ddir).add(len(self.segs), g)
         self.segs.append(g)
 
@@ -350,7 +392,8 @@ class NPostings(_Postings):
         while e:  # newest first; reversed below
             g = <Seg>PyList_GET_ITEM(segs, dd.ent[3 * e - 3])
             i = dd.ent[3 * e - 2]
-            out.append((g.post, g.off.data.as_uints[i], g.off.data.as_uints[i + 1], g.blk, 2 * i, 2 * i + 2, strict))
+            out.append((g.post, g.off.data.as_uints[i], g.off.data.as_uints[i + 1], g.blk,
+                        g.boff.data.as_uints[i], g.boff.data.as_uints[i + 1], strict))
             e = dd.ent[3 * e - 1]
         a, b = n0, len(out) - 1
         while a < b:
@@ -1212,10 +1255,10 @@ def add_share(st, unsigned int slot, Rows rows):
             npfx += nids
         if tb.n:
             sort_by_list(&tb)
-            TL.add_seg(make_seg(&tb, slot))
+            TL.add_seg(st, make_seg(&tb, slot))
         if pb.n:
             sort_by_list(&pb)
-            PL.add_seg(make_seg(&pb, slot))
+            PL.add_seg(st, make_seg(&pb, slot))
         TL.ndelta += nposts
         PL.ndelta += npfx
     finally:
@@ -1245,6 +1288,7 @@ cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list seg
     cdef const unsigned int* gb
     cdef const unsigned int* gi
     cdef const unsigned int* go
+    cdef const unsigned int* gbo
     cdef Seg g
     cdef unsigned int s
     for t in range(nold):
@@ -1271,28 +1315,33 @@ cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list seg
         g = <Seg>o
         gi = g.ids.data.as_uints
         go = g.off.data.as_uints
+        gbo = g.boff.data.as_uints
         gb = g.blk.data.as_uints
         P = g.post.data.as_uints
-        s = g.slot
         for i in range(len(g.ids)):
-            if lo_[s] <= P[go[i]] < hi_[s]:
-                t = gi[i]
-                if post != NULL:
-                    blk[bc[t]] = gb[2 * i]
-                    blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
-                    memcpy(post + pc[t], P + go[i], (go[i + 1] - go[i]) * 4)
-                pc[t] += go[i + 1] - go[i]
-                bc[t] += 2
+            t = gi[i]
+            r = gbo[i]
+            while r < <Py_ssize_t>gbo[i + 1]:
+                start = go[i] + gb[r + 1]
+                end = (go[i] + gb[r + 3]) if r + 2 < <Py_ssize_t>gbo[i + 1] else go[i + 1]
+                s = gb[r] >> 2
+                if lo_[s] <= P[start] < hi_[s]:
+                    if post != NULL:
+                        blk[bc[t]] = gb[r]
+                        blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
+                        memcpy(post + pc[t], P + start, (end - start) * 4)
+                    pc[t] += end - start
+                    bc[t] += 2
+                r += 2
     return 0
 
 
-def merge(st, L):
-    """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
-    _index_py.merge: the same result). Two passes: count each list's live postings and blocks,
+cdef tuple _fold(st, L, list segs, bint all_live):
+    """L's merged part (post/poff/blk/boff) and ``segs`` folded into new dense CSR arrays
+    (post, poff, blk, boff), dead runs dropped: count each list's live postings and blocks,
     then copy the merged part's live runs and scatter each Seg's runs into place, in order."""
     cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
     cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff
-    cdef list segs = L.segs
     cdef Seg g
     cdef Py_ssize_t t, m, nlists = len(opoff) - 1
     for o in segs:
@@ -1304,9 +1353,6 @@ def merge(st, L):
     cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
     cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
     cdef unsigned long long np_ = 0, nbk = 0, c
-    # every run of the merged part is live if no share died since it was made by this merge
-    # (a fresh or loaded part, kills_at_merge = -1, is checked run by run)
-    cdef bint all_live = L.kills_at_merge == st.kills
     try:
         if pc == NULL or bc == NULL:
             raise MemoryError()
@@ -1332,10 +1378,16 @@ def merge(st, L):
     finally:
         free(pc)
         free(bc)
-    L.post, L.poff, L.blk, L.boff = post, poff, blk, boff
-    L.segs, L.ddir, L.ndelta = [], DeltaDir(), 0
+    return post, poff, blk, boff
+
+
+def merge(st, L):
+    """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
+    _index_py.merge: the same result). Every run of the merged part is live if no share died
+    since this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
+    L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
+    L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
-    del opost, oblk, segs, g
     # the old arrays and the Segs leave free holes in the C heap; glibc keeps them resident
     # unless asked (~30 MB at 1M items); a merge is rare enough to pay for the walk
     scp2p_trim()
