@@ -988,6 +988,75 @@ cdef int _cmp_keys(const void* a, const void* b) noexcept nogil:
     return c
 
 
+cdef struct KI:
+    unsigned long long k
+    Py_ssize_t i
+
+
+cdef int _rank_sort(SortKey* keys, Py_ssize_t n, Py_ssize_t* order) except -1:
+    """order = the rows' indexes sorted by _cmp_keys: an LSD radix sort on the 64-bit prefix key
+    (k0: ntok, then the name's first 7 bytes, an order consistent with the full key), then each
+    run of equal k0 sorted with the full comparator (``keys[i].idx`` must be i)."""
+    cdef KI* a = <KI*>malloc((n + 1) * sizeof(KI))
+    cdef KI* b = <KI*>malloc((n + 1) * sizeof(KI))
+    cdef KI* t
+    cdef SortKey* tk = NULL
+    cdef size_t cnt[256]
+    cdef size_t tot, c
+    cdef Py_ssize_t i, j, m
+    cdef int shift
+    try:
+        if a == NULL or b == NULL:
+            raise MemoryError()
+        for i in range(n):
+            a[i].k = keys[i].k0
+            a[i].i = i
+        for shift in range(0, 64, 8):
+            if n < 2:
+                break
+            memset(cnt, 0, sizeof(cnt))
+            for i in range(n):
+                cnt[(a[i].k >> shift) & 255] += 1
+            if cnt[(a[0].k >> shift) & 255] == <size_t>n:
+                continue  # every key has the same byte here
+            tot = 0
+            for i in range(256):
+                c = cnt[i]
+                cnt[i] = tot
+                tot += c
+            for i in range(n):
+                c = (a[i].k >> shift) & 255
+                b[cnt[c]] = a[i]
+                cnt[c] += 1
+            t = a
+            a = b
+            b = t
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and a[j].k == a[i].k:
+                j += 1
+            if j - i == 1:
+                order[i] = a[i].i
+            else:
+                tk = <SortKey*>malloc((j - i) * sizeof(SortKey))
+                if tk == NULL:
+                    raise MemoryError()
+                for m in range(j - i):
+                    tk[m] = keys[a[i + m].i]
+                qsort(tk, j - i, sizeof(SortKey), _cmp_keys)
+                for m in range(j - i):
+                    order[i + m] = tk[m].idx
+                free(tk)
+                tk = NULL
+            i = j
+    finally:
+        free(a)
+        free(b)
+        free(tk)
+    return 0
+
+
 cdef class Rows:
     """One share's items for add_share, in rank order (see _base._prepare_items): parallel lists
     instead of a tuple per row, the order as a C index array (no per-item container objects for
@@ -1115,10 +1184,10 @@ def prepare(items):
             keys[i].k0 = <unsigned long long>r.ntok[i] << 56
             for j in range(7 if keys[i].nlen > 7 else keys[i].nlen):
                 keys[i].k0 |= <unsigned long long>(<unsigned char>keys[i].name[j]) << (48 - 8 * j)
-        qsort(keys, n, sizeof(SortKey), _cmp_keys)
-        for i in range(n):
-            r.order[i] = keys[i].idx
-        free(keys)
+        try:
+            _rank_sort(keys, n, r.order)
+        finally:
+            free(keys)
     else:
         # content ids are unique, so the index is never compared: the same order as sorting rows
         keyed = [(r.ntok[i], names[i], cids[i], i) for i in range(n)]

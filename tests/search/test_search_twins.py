@@ -212,3 +212,20 @@ def test_twins_identical_over_many_updates():
         for ix in (native, pure):  # new shares only: no share dies before the next merge
             for n in range(10 + 5 * rnd, 15 + 5 * rnd):
                 ix.replace_share(sid(n), [item(f"{w}.so", ["lib"], size=n, key=f"{n}/{w}") for w in WORDS[n % 7:]])
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+def test_twins_rank_order_on_close_names():
+    """The native rank sort compares a 64-bit prefix key (token count, first 7 name bytes) before
+    the full key: names equal in their first 7 bytes, NULs and prefixes of each other must still
+    come out in str order."""
+    names = ["ab", "ab\x00", "ab\x00c", "ab\x01", "ab\x00\x00", "abcdefgh1", "abcdefgh0", "abcdefg", "abcdefg\x00",
+             "abcdef", "a b", "a\x00b", "zz", "z\x00z", "abcdefghij.so", "abcdefghii.so", "ABCDEFGH1"]
+    its = [item(nm, ("t",), size=i, key=f"{nm}/{k}") for i, nm in enumerate(names) for k in range(2)]
+    images = []
+    for mod in (index_module("native"), index_module("pure")):
+        ix = mod.Index()
+        ix.replace_share(sid(9), its)
+        ix.replace_share(sid(10), list(reversed(its)))
+        images.append((ix.to_bytes(), ix.search("t", limit=100), ix.search("ab*", limit=100)))
+    assert images[0] == images[1]
