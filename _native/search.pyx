@@ -192,7 +192,8 @@ cdef int sort_by_list(PBuf* p) except -1:
     cdef unsigned long long* src = p.v
     cdef unsigned long long* dst
     cdef unsigned long long mx = 0
-    cdef size_t i, cnt[2048], tot, c
+    cdef size_t i, tot, c
+    cdef size_t cnt[2048]
     cdef int shift = 34
     if p.n < 2:
         return 0
@@ -530,8 +531,9 @@ class NState(_State):
         self.dict = Dict(self)
 
 
-DEF TCACHE = 2048
-DEF TCACHE_KEY = 24
+cdef enum:
+    TCACHE = 2048     # entries of the small term cache (a power of two)
+    TCACHE_KEY = 24   # longest term it holds
 
 
 cdef inline bint _eq(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
