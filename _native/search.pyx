@@ -521,7 +521,7 @@ class NState(_State):
         self.mime_ids = {m: i for i, m in enumerate(self.mimes)}
         self.pfx_blob, self.pfx_off = bytearray(raw["pfx_list"]), raw["pfx_list#"]
         self.tsk_blob, self.tsk_off = bytearray(raw["tagset_keys"]), raw["tagset_keys#"]
-        for blob, off, strict, ne in ((self.term_blob, self.term_off, True, 1), (self.pfx_blob, self.pfx_off, False, 1),
+        for blob, off, strict, ne in ((self.term_blob, self.term_off, True, 1), (self.pfx_blob, self.pfx_off, False, 0),
                                       (self.tsk_blob, self.tsk_off, False, 1)):
             if len(off) < 1 or off[0] != 0 or off[len(off) - 1] != len(blob) or not is_monotonic(off):
                 raise IndexImageError("bad dictionary offsets")

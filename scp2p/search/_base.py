@@ -301,7 +301,8 @@ class State:
         self.tagset_keys = _texts(raw, "tagset_keys")
         self.tagset_ids = {t: i for i, t in enumerate(self.tagset_keys)}
         if (len(self.term_ids) != len(self.terms) or len(self.pfx_ids) != len(self.pfx_list)
-                or len(self.tagset_ids) != len(self.tagset_keys) or not self.tagset_keys or self.tagset_keys[0]):
+                or len(self.tagset_ids) != len(self.tagset_keys) or not self.tagset_keys or self.tagset_keys[0]
+                or "" in self.pfx_ids):
             raise IndexImageError("duplicate entries in a search index dictionary")
 
     def segments(self, which: int, t: int, strict: int = 0):
@@ -786,6 +787,8 @@ def _validate(st: State, k) -> None:
 
 def _texts(raw, name) -> list[str]:
     blob, off = bytes(raw[name]), raw[name + "#"]
+    if not off or off[0] != 0 or off[-1] != len(blob) or any(a > b for a, b in zip(off, off[1:])):
+        raise IndexImageError("bad dictionary offsets")
     return [blob[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
 
 
