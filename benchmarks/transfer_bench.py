@@ -9,7 +9,12 @@ Runs, in one invocation, each case in separate processes (server/seeder vs downl
   each chunk and pwrites it, so it does the same disk and hash work minus the whole-file hash);
 * ``raw-tcp``: ``iperf3`` when installed, else blocking sockets (sendall / recv_into), memory
   to memory - the ceiling;
-* ``libtorrent``: seed -> download of the same file, when the ``libtorrent`` package imports.
+* ``libtorrent``: seed -> download of the same file, when the ``libtorrent`` package imports;
+* ``raw-chunks`` / ``raw-sendfile`` (diagnostics: the kernel work of a chunked file transfer,
+  no protocol, hashing or disk): the sender reads the source file in 256 KiB chunks -
+  ``os.preadv`` into one buffer + ``sendall``, or ``os.sendfile`` - and the receiver reads
+  each chunk with ``recv_into`` into the next of 64 rotating 256 KiB buffers (the receive
+  pattern of a pipelined downloader, whose chunks wait for hashing and disk in their buffers).
 
 Reports GB/s (10^9 bytes/s) and CPU seconds per GiB for the sending and the receiving process,
 as a table and as JSON lines. ``--repeat N`` runs each case N times and reports the best and the
@@ -136,20 +141,28 @@ async def role_base_client(port: int, target: str, size: int) -> None:
     print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0}), flush=True)
 
 
-def role_raw_server(size: int) -> None:
+def _serve_once(send) -> None:
+    """Accept one connection, run ``send(conn)``, report the CPU it took when asked (stdin)."""
     srv = socket.create_server(("127.0.0.1", 0))
     print(json.dumps({"port": srv.getsockname()[1]}), flush=True)
     conn, _ = srv.accept()
     c0 = cpu()
-    buf = memoryview(bytearray(1 << 20))
-    left = size
-    while left:
-        k = min(left, len(buf))
-        conn.sendall(buf[:k])
-        left -= k
+    send(conn)
     conn.close()
     sys.stdin.readline()
     print(json.dumps({"cpu": cpu() - c0}), flush=True)
+
+
+def role_raw_server(size: int) -> None:
+    def send(conn: socket.socket) -> None:
+        buf = memoryview(bytearray(1 << 20))
+        left = size
+        while left:
+            k = min(left, len(buf))
+            conn.sendall(buf[:k])
+            left -= k
+
+    _serve_once(send)
 
 
 def role_raw_client(port: int, size: int) -> None:
@@ -163,6 +176,50 @@ def role_raw_client(port: int, size: int) -> None:
             break
         got += k
     print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "bytes": got}), flush=True)
+
+
+def role_chunks_server(path: str, mode: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+
+    def send(conn: socket.socket) -> None:
+        buf = memoryview(bytearray(CHUNK))
+        out = conn.fileno()
+        for off in range(0, size, CHUNK):
+            n = min(CHUNK, size - off)
+            if mode == "sendfile":
+                done = 0
+                while done < n:
+                    done += os.sendfile(out, fd, off + done, n - done)
+            else:
+                os.preadv(fd, [buf[:n]], off)
+                conn.sendall(buf[:n])
+
+    _serve_once(send)
+
+
+def role_chunks_client(port: int, size: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    c0, t0 = cpu(), time.perf_counter()
+    bufs = [memoryview(bytearray(CHUNK)) for _ in range(64)]
+    got = i = 0
+    while got < size:
+        mv = bufs[i]
+        i = (i + 1) % len(bufs)
+        k = 0
+        while k < CHUNK and got + k < size:
+            r = s.recv_into(mv[k:])
+            if not r:
+                raise SystemExit("short stream")
+            k += r
+        got += k
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "bytes": got}), flush=True)
+
+
+def case_chunks(path: str, size: int, mode: str) -> dict:
+    r = _pair(["chunks-server", path, mode], lambda info: ["chunks-client", str(json.loads(info)["port"]), str(size)])
+    r["tool"] = mode
+    return r
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -324,6 +381,8 @@ def main() -> None:
             "scp2p-1": lambda: case_scp2p(path, size, 1, tmp),
             "scp2p-4": lambda: case_scp2p(path, size, 4, tmp),
             "libtorrent": lambda: case_libtorrent(path, size, tmp),
+            "raw-chunks": lambda: case_chunks(path, size, "preadv"),
+            "raw-sendfile": lambda: case_chunks(path, size, "sendfile"),
         }
         if a.cases:
             cases = {k: v for k, v in cases.items() if k in a.cases.split(",")}
@@ -358,7 +417,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("scp2p-server", "scp2p-client", "base-server", "base-client",
-                                               "raw-server", "raw-client", "lt-seed", "lt-leech"):  # fmt: skip
+                                               "raw-server", "raw-client", "lt-seed", "lt-leech",
+                                               "chunks-server", "chunks-client"):  # fmt: skip
         role, args = sys.argv[1], sys.argv[2:]
         if role == "scp2p-server":
             asyncio.run(role_scp2p_server(args[0], int(args[1])))
@@ -374,6 +434,10 @@ if __name__ == "__main__":
             role_lt_seed(args[0], args[1])
         elif role == "lt-leech":
             role_lt_leech(args[0], int(args[1]), args[2])
+        elif role == "chunks-server":
+            role_chunks_server(args[0], args[1])
+        elif role == "chunks-client":
+            role_chunks_client(int(args[0]), int(args[1]))
         else:
             role_raw_client(int(args[0]), int(args[1]))
     else:
