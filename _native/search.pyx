@@ -369,6 +369,9 @@ class NPostings(_Postings):
             post, poff, blk, boff = _fold(st, _Postings(), self.segs[self.nfolded:], False)
             self.segs[self.nfolded:] = [_sparse_seg(post, poff, blk, boff)]
             self.nfolded += 1
+            # the fold's dense per-list scratch arrays (~8 MB at 1M items) were just freed inside
+            # the C heap: hand the pages back rather than keep them resident until reused
+            scp2p_trim()
             self.ddir = DeltaDir()
             for i, x in enumerate(self.segs):
                 (<DeltaDir>self.ddir).add(i, <Seg>x)
@@ -433,7 +436,6 @@ class NState(_State):
         self.tsk_blob = bytearray()
         self.tsk_off = array("Q", [0, 0])
         self.dict = Dict(self)
-        self.trim_at = 65536  # docs at which add_share next returns the C heap's free holes
 
     def untrack_lists(self):
         self.untrack(self.mimes)
@@ -1213,6 +1215,43 @@ cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned in
     return nids
 
 
+cdef extern from "Python.h":
+    ctypedef struct PyByteArrayObject:
+        Py_ssize_t ob_alloc
+
+
+cdef int _reserve(bytearray b, Py_ssize_t extra) except -1:
+    """Room for ``extra`` more bytes; when it must grow, grow by half (resize up, then back)."""
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(b), need = n + extra
+    if need + 1 > (<PyByteArrayObject*><void*>b).ob_alloc:
+        PyByteArray_Resize(b, need + need // 2)
+        PyByteArray_Resize(b, n)
+    return 0
+
+
+cdef list _addresses(tuple bufs):
+    """(data address, size in bytes) of each array / bytearray."""
+    cdef list out = []
+    cdef array a
+    for o in bufs:
+        if type(o) is bytearray:
+            out.append((<size_t>PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o)))
+        else:
+            a = <array>o
+            out.append((<size_t>a.data.as_voidptr, len(a) * a.ob_descr.itemsize))
+    return out
+
+
+cdef bint _moved(tuple bufs, list before) except -1:
+    """Whether a buffer of at least 4 MiB moved since ``before``."""
+    cdef list now = _addresses(bufs)
+    cdef Py_ssize_t i
+    for i in range(len(now)):
+        if now[i][0] != before[i][0] and before[i][1] >= (4 << 20):
+            return True
+    return False
+
+
 def add_share(st, unsigned int slot, Rows rows):
     """Append one share's items (``rows`` from prepare, in rank order) as docs."""
     cdef unsigned int lo = len(st.doc_share), d, t, p
@@ -1241,6 +1280,15 @@ def add_share(st, unsigned int slot, Rows rows):
     ts_pfx = st.ts_pfx
     ts_poff = st.ts_poff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
+    cdef tuple watch = (doc_share, doc_size, doc_mime, doc_ext, doc_tagset, fwd, fwd_off, name_off, st.ts_toks,
+                        st.ts_toff, st.ts_pfx, st.ts_poff, names, cids, (<Dict>st.dict).kblob)
+    # names and content ids are bytearrays (which grow by 1/8): reserve half as much again
+    nlen = 0
+    for i in range(rows.n):
+        nlen += PyUnicode_GET_LENGTH(<str>PyList_GET_ITEM(rows.names, i))
+    _reserve(names, nlen)
+    _reserve(cids, 32 * rows.n)
+    cdef list before = _addresses(watch)
     cdef unsigned int tids[64]
     cdef object last_mime = _NO_MIME
     cdef unsigned int last_mid = 0
@@ -1335,12 +1383,10 @@ def add_share(st, unsigned int slot, Rows rows):
     finally:
         free(tb.v)
         free(pb.v)
-    # growing arrays move in the C heap and leave free holes that glibc keeps resident: give
-    # them back once the index has grown by an eighth since the last time (~3 ms at 1M items)
-    d = len(doc_share)
-    if d >= st.trim_at:
+    # a big buffer that moved (realloc inside the C heap) left a hole glibc keeps resident:
+    # give it back now (~2-3 ms at 1M items; big buffers grow by half, so this is rare)
+    if _moved(watch, before):
         scp2p_trim()
-        st.trim_at = max(d + 65536, d + d // 8)
 
 
 cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list segs, const unsigned int* lo_,
