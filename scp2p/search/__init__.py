@@ -9,8 +9,18 @@
 See docs/search.md (query language, ranking formula, early termination, persistence).
 """
 
-from ._base import Blocklist, Hit, SearchPage
+from ._base import Hit, SearchPage
 from .index import IMPLEMENTATION, Index, tokenize
 from .query import Query, Term, parse_query
+
+
+
+def __getattr__(name):  # Blocklist lives in scp2p.catalog, imported on first use (see _base._blocklist_of)
+    if name == "Blocklist":
+        from ..catalog.blocklist import Blocklist
+
+        return Blocklist
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Index", "Hit", "SearchPage", "Blocklist", "Query", "Term", "parse_query", "tokenize", "IMPLEMENTATION"]

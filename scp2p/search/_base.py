@@ -33,7 +33,6 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..catalog.blocklist import Blocklist
 from ..errors import IndexImageError, SearchError
 from . import ranking
 from .query import Query, parse_query
@@ -52,6 +51,33 @@ MERGE_MIN = 1 << 18
 MERGE_FRACTION = 8
 #: tag tokens indexed per item (all tags together)
 MAX_TAG_TOKENS = 64
+
+
+class _NoBlocks:
+    """What ``Blocklist.of(None)`` gives, without importing scp2p.catalog (which pulls in the
+    manifest codec, identity and wire modules: ~10 MB of a process that only searches)."""
+
+    __slots__ = ()
+    share_ids = content_ids = frozenset()
+
+
+_NO_BLOCKS = _NoBlocks()
+
+
+def _blocklist_of(ids):
+    if ids is None:
+        return _NO_BLOCKS
+    from ..catalog.blocklist import Blocklist
+
+    return Blocklist.of(ids)
+
+
+def __getattr__(name):  # ``from scp2p.search._base import Blocklist`` (imported on first use)
+    if name == "Blocklist":
+        from ..catalog.blocklist import Blocklist
+
+        return Blocklist
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _trust_code(t) -> int:
@@ -525,7 +551,7 @@ class IndexBase:
         if limit < 0 or offset < 0 or offset + limit > MAX_RESULTS:
             raise ValueError(f"0 <= offset, limit and offset + limit <= {MAX_RESULTS}")
         self._ranks()
-        plan = self._plan(q, scope, trust_levels, Blocklist.of(blocklist), offset + limit)
+        plan = self._plan(q, scope, trust_levels, _blocklist_of(blocklist), offset + limit)
         if plan is None:
             return SearchPage(0, False, ())
         found, total, estimate = self._k.run(self._st, plan)
@@ -582,7 +608,7 @@ class IndexBase:
                     mask[s] = 1
         return mask
 
-    def _plan(self, q: Query, scope, trust_levels, bl: Blocklist, k: int) -> Plan | None:
+    def _plan(self, q: Query, scope, trust_levels, bl, k: int) -> Plan | None:
         st = self._st
         n = len(st.slot_ids)
         p = Plan(k=k)
