@@ -14,10 +14,12 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from posix.unistd cimport pread, pwrite, close
+from libc.errno cimport errno, EINTR
 
 from scp2p.search import ranking
-from scp2p.errors import IndexImageError
-from scp2p.search._base import IndexBase, MAX_TAG_TOKENS, _tags_key, _tags_from_key, _texts, Postings as _Postings, State as _State
+from scp2p.errors import IndexImageError, SearchError
+from scp2p.search._base import LazySection, IndexBase, MAX_TAG_TOKENS, _tags_key, _tags_from_key, _texts, Postings as _Postings, State as _State
 from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
 
 cdef extern from "Python.h":
@@ -421,14 +423,251 @@ def _check_utf8(bytearray blob, array off, bint strict, Py_ssize_t nonempty_from
             raise IndexImageError("duplicate entries in a search index dictionary")
 
 
+# ---------------------------------------------------------------------- document store
+def _open_tmp(dirname):
+    """A read-write file descriptor of an unlinked temporary file in ``dirname`` (None = the
+    system temp directory): nothing to clean up, the space is freed when it is closed."""
+    import os
+    if dirname is None:
+        import tempfile
+        dirname = tempfile.gettempdir()
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag:
+        try:
+            return os.open(dirname, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError:  # a file system without O_TMPFILE
+            pass
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="scp2p-search-docs-", dir=dirname)
+    os.unlink(path)
+    return fd
+
+
+cdef enum:
+    REC_FIXED = 36          # a record's content id (32) and mime id (uint32, little-endian)
+    SECTION_DOCS = 65536    # docs per chunk when the image's sections are written
+
+
+cdef class DocStore:
+    """Cold per-document data on disk: one record per doc, ``content id (32) | mime id (u32 LE)
+    | name (UTF-8)``, appended to an unlinked temporary file; ``off`` (in memory, n + 1
+    entries) holds where each record starts. A query reads only its hits' records (one
+    ``pread`` each), so the data is not part of the process's resident memory (the kernel's
+    page cache keeps it while memory is free and drops it under pressure). A share's records
+    are collected in ``wbuf`` and written with one ``pwrite`` at the end of ``add_share``."""
+
+    cdef int fd
+    cdef public array off
+    cdef unsigned long long flushed   # bytes written to the file
+    cdef char* wbuf
+    cdef size_t wlen, wcap
+    cdef char* rbuf
+    cdef size_t rcap
+
+    def __cinit__(self, dirname=None):
+        self.fd = -1
+        self.fd = _open_tmp(dirname)
+        self.off = array("Q", [0])
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)
+        free(self.wbuf)
+        free(self.rbuf)
+
+    def __len__(self):
+        return len(self.off) - 1
+
+    cdef int append(self, const char* cid, unsigned int mime, const char* name, Py_ssize_t nlen) except -1:
+        cdef size_t need = self.wlen + REC_FIXED + nlen, cap
+        cdef char* nb
+        cdef char* w
+        if need > self.wcap:
+            cap = self.wcap * 2 if self.wcap * 2 > need else need + 65536
+            nb = <char*>realloc(self.wbuf, cap)
+            if nb == NULL:
+                raise MemoryError()
+            self.wbuf, self.wcap = nb, cap
+        w = self.wbuf + self.wlen
+        memcpy(w, cid, 32)
+        w[32] = <char>(mime & 0xFF)
+        w[33] = <char>((mime >> 8) & 0xFF)
+        w[34] = <char>((mime >> 16) & 0xFF)
+        w[35] = <char>((mime >> 24) & 0xFF)
+        memcpy(w + REC_FIXED, name, nlen)
+        self.wlen = need
+        push_q(self.off, self.flushed + need)
+        return 0
+
+    cdef int flush(self) except -1:
+        """Write the collected records (the file's end is ``flushed``)."""
+        cdef size_t done = 0
+        cdef ssize_t r
+        while done < self.wlen:
+            r = pwrite(self.fd, self.wbuf + done, self.wlen - done, self.flushed + done)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                import os
+                raise OSError(errno, "search document store: " + os.strerror(errno))
+            done += r
+        self.flushed += self.wlen
+        self.wlen = 0
+        if self.wcap > (4 << 20):  # a load's big batch: do not keep its buffer
+            free(self.wbuf)
+            self.wbuf = NULL
+            self.wcap = 0
+        return 0
+
+    cdef int read_at(self, char* buf, size_t n, unsigned long long at) except -1:
+        cdef size_t done = 0
+        cdef ssize_t r
+        while done < n:
+            r = pread(self.fd, buf + done, n - done, at + done)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                import os
+                raise OSError(errno, "search document store: " + os.strerror(errno))
+            if r == 0:
+                raise OSError("search document store: short read")
+            done += r
+        return 0
+
+    cdef const char* get(self, unsigned int d, Py_ssize_t* n) except NULL:
+        """Record d (valid until the next call): n = its length."""
+        cdef const unsigned long long* o = self.off.data.as_ulonglongs
+        cdef unsigned long long a = o[d], b = o[d + 1]
+        cdef char* nb
+        n[0] = b - a
+        if a >= self.flushed:
+            return self.wbuf + (a - self.flushed)
+        if b - a > self.rcap:
+            nb = <char*>realloc(self.rbuf, b - a + 256)
+            if nb == NULL:
+                raise MemoryError()
+            self.rbuf, self.rcap = nb, b - a + 256
+        self.read_at(self.rbuf, b - a, a)
+        return self.rbuf
+
+    cdef bytes cid(self, unsigned int d):
+        cdef Py_ssize_t n
+        cdef const char* r = self.get(d, &n)
+        return PyBytes_FromStringAndSize(r, 32)
+
+    cdef bytes span(self, Py_ssize_t lo, Py_ssize_t hi):
+        """The records of docs lo..hi-1 (flushed), as one bytes."""
+        cdef const unsigned long long* o = self.off.data.as_ulonglongs
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, o[hi] - o[lo])
+        self.read_at(PyBytes_AS_STRING(out), o[hi] - o[lo], o[lo])
+        return out
+
+    def items(self, Py_ssize_t lo, Py_ssize_t hi, list mimes):
+        """(content id, name, mime) of docs lo..hi-1."""
+        cdef const unsigned long long* o
+        cdef bytes raw = self.span(lo, hi)
+        cdef const char* r = PyBytes_AS_STRING(raw)
+        cdef Py_ssize_t d, a, b
+        cdef list out = []
+        o = self.off.data.as_ulonglongs
+        for d in range(lo, hi):
+            a = o[d] - o[lo]
+            b = o[d + 1] - o[lo]
+            out.append((PyBytes_FromStringAndSize(r + a, 32), PyUnicode_DecodeUTF8(r + a + REC_FIXED, b - a - REC_FIXED, NULL),
+                        mimes[_u32le(r + a + 32)] or None))
+        return out
+
+    def section(self, str name):
+        """The image section ``name`` (cids, names, doc_mime, name_off) as a LazySection."""
+        cdef Py_ssize_t n = len(self.off) - 1
+        cdef unsigned long long nb
+        if name == "cids":
+            return LazySection("B", 32 * n, lambda: self._chunks(0))
+        if name == "names":
+            nb = self.off.data.as_ulonglongs[n] - REC_FIXED * n
+            return LazySection("B", nb, lambda: self._chunks(1))
+        if name == "doc_mime":
+            return LazySection("I", 4 * n, lambda: self._chunks(2))
+        if name == "name_off":
+            return LazySection("Q", 8 * (n + 1), self._name_off)
+        raise KeyError(name)
+
+    def _name_off(self):
+        """name_off[d] = off[d] - 36 d (every record has 36 bytes before its name)."""
+        cdef Py_ssize_t n = len(self.off), lo = 0, hi, d
+        cdef array a
+        while lo < n:
+            hi = min(n, lo + SECTION_DOCS)
+            a = array("Q")
+            resize_smart(a, hi - lo)
+            for d in range(lo, hi):
+                a.data.as_ulonglongs[d - lo] = self.off.data.as_ulonglongs[d] - <unsigned long long>REC_FIXED * d
+            yield a
+            lo = hi
+
+    def _chunks(self, int which):
+        cdef Py_ssize_t n = len(self.off) - 1, lo = 0, hi, d, a, b, m
+        cdef const unsigned long long* o
+        cdef bytes raw, out
+        cdef array mi
+        cdef const char* r
+        cdef char* w
+        while lo < n:
+            hi = min(n, lo + SECTION_DOCS)
+            raw = self.span(lo, hi)
+            r = PyBytes_AS_STRING(raw)
+            o = self.off.data.as_ulonglongs
+            if which == 2:
+                mi = array("I")
+                resize_smart(mi, hi - lo)
+                for d in range(lo, hi):
+                    mi.data.as_uints[d - lo] = _u32le(r + o[d] - o[lo] + 32)
+                yield mi
+            else:
+                m = 32 * (hi - lo) if which == 0 else (o[hi] - o[lo]) - REC_FIXED * (hi - lo)
+                out = PyBytes_FromStringAndSize(NULL, m)
+                w = PyBytes_AS_STRING(out)
+                for d in range(lo, hi):
+                    a = o[d] - o[lo]
+                    b = o[d + 1] - o[lo]
+                    if which == 0:
+                        memcpy(w, r + a, 32)
+                        w += 32
+                    else:
+                        memcpy(w, r + a + REC_FIXED, b - a - REC_FIXED)
+                        w += b - a - REC_FIXED
+                yield out
+            lo = hi
+
+    def adopt(self, bytearray cids, bytearray names, array name_off, array doc_mime):
+        """Append the docs of a loaded (validated) image."""
+        cdef Py_ssize_t d, n = len(doc_mime)
+        cdef const char* c = PyByteArray_AS_STRING(cids)
+        cdef const char* nm = PyByteArray_AS_STRING(names)
+        cdef const unsigned long long* no = name_off.data.as_ulonglongs
+        cdef const unsigned int* mi = doc_mime.data.as_uints
+        for d in range(n):
+            self.append(c + 32 * d, mi[d], nm + no[d], no[d + 1] - no[d])
+            if self.wlen >= (4 << 20):
+                self.flush()
+        self.flush()
+
+
+cdef inline unsigned int _u32le(const char* p) noexcept nogil:
+    cdef const unsigned char* u = <const unsigned char*>p
+    return u[0] | (<unsigned int>u[1] << 8) | (<unsigned int>u[2] << 16) | (<unsigned int>u[3] << 24)
+
+
 class NState(_State):
     """The shared state layout, with NPostings for both posting sets and the term, prefix and
     tagset dictionaries in C (``Dict``: the image's blobs and offsets plus C hashes) instead of
     Python lists and dicts of str."""
 
-    def __init__(self):
+    def __init__(self, doc_dir=None):
         _State.__init__(self)
         self.lists = [NPostings(), NPostings()]
+        del self.names, self.name_off, self.cids, self.doc_mime
+        self.docs = DocStore(doc_dir)
         del self.term_ids, self.terms, self.pfx_ids, self.pfx_list, self.tagset_keys, self.tagset_ids
         del self.sorted_terms, self.pending_terms
         self.pfx_blob = bytearray()
@@ -439,6 +678,18 @@ class NState(_State):
 
     def untrack_lists(self):
         self.untrack(self.mimes)
+
+    def doc_items(self, lo, hi):
+        return self.docs.items(lo, hi, self.mimes)
+
+    def section(self, name):
+        if name in ("names", "cids", "doc_mime", "name_off"):
+            return self.docs.section(name)
+        return getattr(self, name)
+
+    def adopt_docs(self):
+        self.docs.adopt(self.cids, self.names, self.name_off, self.doc_mime)
+        del self.names, self.name_off, self.cids, self.doc_mime
 
     @property
     def nterms(self):
@@ -1139,6 +1390,8 @@ def prepare(items):
             tp = type(it)
             direct = _item_layout(tp)
         cid = bytes(_field(it, 0, direct))
+        if PyBytes_GET_SIZE(cid) != 32:
+            raise SearchError("content ids must be 32 bytes")
         if cid in seen:
             continue
         seen.add(cid)
@@ -1215,20 +1468,6 @@ cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned in
     return nids
 
 
-cdef extern from "Python.h":
-    ctypedef struct PyByteArrayObject:
-        Py_ssize_t ob_alloc
-
-
-cdef int _reserve(bytearray b, Py_ssize_t extra) except -1:
-    """Room for ``extra`` more bytes; when it must grow, grow by half (resize up, then back)."""
-    cdef Py_ssize_t n = PyByteArray_GET_SIZE(b), need = n + extra
-    if need + 1 > (<PyByteArrayObject*><void*>b).ob_alloc:
-        PyByteArray_Resize(b, need + need // 2)
-        PyByteArray_Resize(b, n)
-    return 0
-
-
 cdef list _addresses(tuple bufs):
     """(data address, size in bytes) of each array / bytearray."""
     cdef list out = []
@@ -1255,10 +1494,11 @@ cdef bint _moved(tuple bufs, list before) except -1:
 def add_share(st, unsigned int slot, Rows rows):
     """Append one share's items (``rows`` from prepare, in rank order) as docs."""
     cdef unsigned int lo = len(st.doc_share), d, t, p
-    cdef array doc_share = st.doc_share, doc_size = st.doc_size, doc_mime = st.doc_mime
+    cdef array doc_share = st.doc_share, doc_size = st.doc_size
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
-    cdef array name_off = st.name_off, term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
-    cdef bytearray names = st.names, cids = st.cids
+    cdef array term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
+    cdef DocStore docs = st.docs
+    cdef bytes nb
     cdef dict mime_ids = st.mime_ids
     TL, PL = st.lists
     cdef unsigned int ids[512]
@@ -1280,14 +1520,8 @@ def add_share(st, unsigned int slot, Rows rows):
     ts_pfx = st.ts_pfx
     ts_poff = st.ts_poff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
-    cdef tuple watch = (doc_share, doc_size, doc_mime, doc_ext, doc_tagset, fwd, fwd_off, name_off, st.ts_toks,
-                        st.ts_toff, st.ts_pfx, st.ts_poff, names, cids, (<Dict>st.dict).kblob)
-    # names and content ids are bytearrays (which grow by 1/8): reserve half as much again
-    nlen = 0
-    for i in range(rows.n):
-        nlen += PyUnicode_GET_LENGTH(<str>PyList_GET_ITEM(rows.names, i))
-    _reserve(names, nlen)
-    _reserve(cids, 32 * rows.n)
+    cdef tuple watch = (doc_share, doc_size, doc_ext, doc_tagset, fwd, fwd_off, docs.off, st.ts_toks,
+                        st.ts_toff, st.ts_pfx, st.ts_poff, (<Dict>st.dict).kblob)
     cdef list before = _addresses(watch)
     cdef unsigned int tids[64]
     cdef object last_mime = _NO_MIME
@@ -1308,7 +1542,6 @@ def add_share(st, unsigned int slot, Rows rows):
                 mo = mime_ids.get(mime or "")
                 last_mid = st.mime_id(mime) if mo is None else mo
                 last_mime = mime
-            push(doc_mime, last_mid)
             push(doc_tagset, ts)
             nids = 0
             first = len(fwd)
@@ -1341,17 +1574,12 @@ def add_share(st, unsigned int slot, Rows rows):
                     if len(et) == 1:
                         t = D.term_of(et[0])
             push(doc_ext, t)
-            if o is None:  # ASCII: its bytes are its UTF-8
-                n0 = PyByteArray_GET_SIZE(names)
-                PyByteArray_Resize(names, n0 + nlen)
-                memcpy(PyByteArray_AS_STRING(names) + n0, PyUnicode_1BYTE_DATA(name), nlen)
-            else:
-                names += name.encode()
-            push_q(name_off, len(names))
             cid = <bytes>PyList_GET_ITEM(r_cids, i)
-            n0 = PyByteArray_GET_SIZE(cids)
-            PyByteArray_Resize(cids, n0 + PyBytes_GET_SIZE(cid))
-            memcpy(PyByteArray_AS_STRING(cids) + n0, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid))
+            if o is None:  # ASCII: its bytes are its UTF-8
+                docs.append(PyBytes_AS_STRING(cid), last_mid, PyUnicode_1BYTE_DATA(name), nlen)
+            else:
+                nb = name.encode()
+                docs.append(PyBytes_AS_STRING(cid), last_mid, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb))
             for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
                 t = ts_toks.data.as_uints[k]
                 if t:
@@ -1383,6 +1611,7 @@ def add_share(st, unsigned int slot, Rows rows):
     finally:
         free(tb.v)
         free(pb.v)
+        docs.flush()
     # a big buffer that moved (realloc inside the C heap) left a hole glibc keeps resident:
     # give it back now (~2-3 ms at 1M items; big buffers grow by half, so this is rare)
     if _moved(watch, before):
@@ -1866,7 +2095,7 @@ def run(st, plan, bint exhaustive=False):
     cdef int ntop = 0, pos, no = 0, oi, bt
     cdef long long matched = 0, left
     cdef object blocked = plan.blocked
-    cdef bytearray cids = st.cids
+    cdef DocStore cids = st.docs
     cdef bint stopped = False, skipped = False
     cdef int pt
     cdef Py_ssize_t nfirst
@@ -2077,7 +2306,7 @@ cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int lo, unsigned int hi
     return marks
 
 
-cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blocked, bytearray cids,
+cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blocked, DocStore cids,
                unsigned int lo, unsigned int hi, unsigned char* marks, int want, unsigned int s, unsigned int rank,
                unsigned long long* top_s, unsigned int* top_r, unsigned int* top_d, int ntop, int k,
                long long* matched, bint stop=False, unsigned long long bound=0, long long* left=NULL) except -1:
@@ -2101,12 +2330,12 @@ cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blo
     return ntop
 
 
-cdef int _consider(Ctx* c, object blocked, bytearray cids, unsigned int d, long long sc, unsigned int rank,
+cdef int _consider(Ctx* c, object blocked, DocStore cids, unsigned int d, long long sc, unsigned int rank,
                    unsigned long long* top_s, unsigned int* top_r, unsigned int* top_d, int ntop, int k,
                    long long* matched) except -1:
     cdef int pos
     cdef unsigned long long s = <unsigned long long>sc
-    if blocked is not None and bytes(cids[32 * d:32 * d + 32]) in blocked:
+    if blocked is not None and cids.cid(d) in blocked:
         return ntop
     matched[0] += 1
     if k == 0:
@@ -2194,10 +2423,11 @@ def make_hits(st, list found, q, highlight, Hit):
     """Hit records for (score, doc) pairs (see _index_py.make_hits). The frozen dataclass's
     fields are written straight into its slots (what its __init__ does through nine
     object.__setattr__ calls), and tag tuples are cached per tagset."""
-    cdef array name_off = st.name_off, doc_share = st.doc_share, doc_size = st.doc_size
-    cdef array doc_mime = st.doc_mime, doc_tagset = st.doc_tagset
-    cdef const char* names = PyByteArray_AS_STRING(st.names)
-    cdef const char* cids = PyByteArray_AS_STRING(st.cids)
+    cdef array doc_share = st.doc_share, doc_size = st.doc_size
+    cdef array doc_tagset = st.doc_tagset
+    cdef DocStore docs = st.docs
+    cdef const char* rec
+    cdef Py_ssize_t rlen
     cdef list slot_ids = st.slot_ids, mimes = st.mimes, out = []
     cdef dict tcache = st.tag_tuples
     cdef unsigned long long a, b
@@ -2207,18 +2437,17 @@ def make_hits(st, list found, q, highlight, Hit):
     tags_of = st.tags_of
     for score, d in found:
         doc = d
-        a = name_off.data.as_ulonglongs[doc]
-        b = name_off.data.as_ulonglongs[doc + 1]
+        rec = docs.get(doc, &rlen)  # content id, mime id, name: one pread
         ts = doc_tagset.data.as_uints[doc]
         tags = tcache.get(ts)
         if tags is None:
             tags = tags_of(ts)
-        mime = mimes[doc_mime.data.as_uints[doc]] or None
+        mime = mimes[_u32le(rec + 32)] or None
         if fast:
             h = PyType_GenericAlloc(<void*>Hit, 0)
             _put(h, 0, slot_ids[doc_share.data.as_uints[doc]])
-            _put(h, 1, PyBytes_FromStringAndSize(cids + 32 * doc, 32))
-            _put(h, 2, PyUnicode_DecodeUTF8(names + a, b - a, NULL))
+            _put(h, 1, PyBytes_FromStringAndSize(rec, 32))
+            _put(h, 2, PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen - REC_FIXED, NULL))
             _put(h, 3, doc_size.data.as_ulonglongs[doc])
             _put(h, 4, mime)
             _put(h, 5, tags)
@@ -2226,8 +2455,8 @@ def make_hits(st, list found, q, highlight, Hit):
             _put(h, 7, q)
             _put(h, 8, highlight)
         else:
-            h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(cids + 32 * doc, 32),
-                    PyUnicode_DecodeUTF8(names + a, b - a, NULL), doc_size.data.as_ulonglongs[doc],
+            h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(rec, 32),
+                    PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen - REC_FIXED, NULL), doc_size.data.as_ulonglongs[doc],
                     mime, tags, score / scale, q, highlight)
         out.append(h)
     return tuple(out)

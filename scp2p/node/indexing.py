@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..catalog.manifest import decode_manifest
@@ -36,17 +37,29 @@ def wanted_shares(store: Any) -> list[tuple[bytes, Any, float, str]]:
     return out
 
 
+def index_doc_dir(store: Any) -> str | None:
+    """The directory of the index's on-disk document store (an unlinked temporary file of
+    content ids, names and mimes): the node's data directory, beside the store's database;
+    None (the system temp directory) if the store has no directory."""
+    path = getattr(store, "path", None)
+    if not isinstance(path, (str, Path)):
+        return None
+    d = Path(path).parent
+    return str(d) if d.is_dir() else None
+
+
 def load_index(store: Any) -> tuple[Index, dict[bytes, int], bool]:
     """(index, indexed seq per share, changed?) from a sync Store; rebuilds what is stale."""
+    doc_dir = index_doc_dir(store)
     try:
-        index = Index.load(store)
+        index = Index.load(store, doc_dir=doc_dir)
         blob = store.blob(INDEX_SEQS_BLOB)
         seqs = {bytes.fromhex(k): v for k, v in json.loads(blob.data).items()} if blob is not None else {}
     except (Scp2pError, ValueError) as exc:  # a damaged image is rebuilt from the manifests
         log.warning("search index could not be loaded (%s); rebuilding", exc)
         index = None
     if index is None:
-        index, seqs = Index(), {}
+        index, seqs = Index(doc_dir=doc_dir), {}
     changed = False
     want = wanted_shares(store)
     have = set(index.share_ids())

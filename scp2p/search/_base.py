@@ -131,9 +131,11 @@ class Plan:
 
 
 class State:
-    """The index data (see the module docstring)."""
+    """The index data (see the module docstring). ``doc_dir`` is for a twin that keeps cold
+    per-document data on disk (the native twin's document store); this layout keeps it all in
+    memory and ignores it."""
 
-    def __init__(self) -> None:
+    def __init__(self, doc_dir=None) -> None:
         self.term_ids: dict[str, int] = {"": 0}
         self.terms: list[str] = [""]
         self.term_blob = bytearray()
@@ -257,6 +259,19 @@ class State:
             self.ts_poff.append(len(self.ts_pfx))
         return i
 
+    # cold per-document data (content id, name, mime): in memory here; a twin may keep it elsewhere
+    def doc_items(self, lo: int, hi: int) -> list[tuple[bytes, str, str | None]]:
+        """(content id, name, mime) of docs lo..hi-1."""
+        c, nb, no, mimes, dm = self.cids, self.names, self.name_off, self.mimes, self.doc_mime
+        return [(bytes(c[32 * d:32 * d + 32]), nb[no[d]:no[d + 1]].decode(), mimes[dm[d]] or None) for d in range(lo, hi)]
+
+    def section(self, name: str):
+        """An image section's data: an array, a bytes-like object or a :class:`LazySection`."""
+        return getattr(self, name)
+
+    def adopt_docs(self) -> None:
+        """Called once a loaded image is validated (a twin may move its cold document data out)."""
+
     def tags_of(self, ts: int) -> tuple[str, ...]:
         t = self.tag_tuples.get(ts)
         if t is None:
@@ -372,6 +387,15 @@ def _keep(lst: list) -> list:
     return lst
 
 
+class LazySection:
+    """An image section produced in chunks (arrays or bytes) when the image is written."""
+
+    __slots__ = ("typecode", "nbytes", "chunks")
+
+    def __init__(self, typecode: str, nbytes: int, chunks) -> None:
+        self.typecode, self.nbytes, self.chunks = typecode, nbytes, chunks
+
+
 def _tags_key(tags: tuple) -> str:
     """A string that identifies a tag tuple (NUL-joined; JSON when that would be ambiguous)."""
     if not tags:
@@ -398,6 +422,8 @@ def _prepare_items(items, tokenize) -> list[tuple]:
     rows = []
     for it in items:
         cid = bytes(it.content_id)
+        if len(cid) != 32:
+            raise SearchError("content ids must be 32 bytes")
         if cid in seen:
             continue
         seen.add(cid)
@@ -413,8 +439,12 @@ class IndexBase:
 
     _k = None  # kernel module: tokenize, add_share(state, slot, rows), run(state, plan), ExactNames
 
-    def __init__(self) -> None:
-        self._st = getattr(self._k, "State", State)()  # a twin may keep its own in-memory layout
+    def __init__(self, *, doc_dir=None) -> None:
+        """``doc_dir``: the directory of the native twin's on-disk document store (an unlinked
+        temporary file holding content ids, names and mimes); None = the system temp directory.
+        The pure twin keeps everything in memory and ignores it."""
+        self._doc_dir = doc_dir
+        self._st = getattr(self._k, "State", State)(doc_dir)  # a twin may keep its own in-memory layout
         self._st.exact = self._k.ExactNames()
         self._st.untrack = getattr(self._k, "untrack", _keep)
         self._st.untrack_lists()
@@ -518,7 +548,7 @@ class IndexBase:
     def compact(self) -> None:
         """Drop dead items and removed shares (renumbers internal ids; results are unchanged)."""
         old = self._st
-        new = type(self)()
+        new = type(self)(doc_dir=self._doc_dir)
         live = [s for s in range(len(old.slot_ids)) if old.slot_alive[s]]
         for s in live:
             new.replace_share(old.slot_ids[s], list(_Items(old, s)), title=old.slot_title[s],
@@ -721,10 +751,9 @@ class _ItemRow:
 
 
 def _Items(st: State, slot: int):
-    for d in range(st.slot_lo[slot], st.slot_hi[slot]):
-        yield _ItemRow(bytes(st.cids[32 * d:32 * d + 32]), st.doc_size[d],
-                       st.names[st.name_off[d]:st.name_off[d + 1]].decode(),
-                       st.mimes[st.doc_mime[d]] or None, st.tags_of(st.doc_tagset[d]))
+    lo = st.slot_lo[slot]
+    for d, (cid, name, mime) in enumerate(st.doc_items(lo, st.slot_hi[slot]), lo):
+        yield _ItemRow(cid, st.doc_size[d], name, mime, st.tags_of(st.doc_tagset[d]))
 
 
 # ---------------------------------------------------------------------- persistence
@@ -758,11 +787,8 @@ def _text_blob(strings: list[str]) -> tuple[bytes, array]:
 def _image(st: State):
     """An iterator of the image's pieces (the index is merged first, so there are no deltas)."""
     sections = []
-    for name in _ARRAYS:
-        a = getattr(st, name)
-        sections.append((name, a))
-    for name in _BYTES:
-        sections.append((name, getattr(st, name)))
+    for name in _ARRAYS + _BYTES:
+        sections.append((name, st.section(name)))
     for i, L in enumerate(st.lists):
         for name in _LIST_ARRAYS:
             sections.append((f"{name}{i}", getattr(L, name)))
@@ -771,7 +797,8 @@ def _image(st: State):
         sections += [(name, blob), (name + "#", off)]
     meta = {
         "version": 2, "ndead": st.ndead,
-        "sections": [[n, a.typecode if isinstance(a, array) else "B", len(a) * (a.itemsize if isinstance(a, array) else 1)]
+        "sections": [[n, a.typecode, a.nbytes] if isinstance(a, LazySection) else
+                     [n, a.typecode if isinstance(a, array) else "B", len(a) * (a.itemsize if isinstance(a, array) else 1)]
                      for n, a in sections],
         "slot_ids": [x.hex() for x in st.slot_ids], "titles": st.slot_title, "descs": st.slot_desc,
         "plens": list(ranking.PREFIX_LIST_LENGTHS),
@@ -781,7 +808,8 @@ def _image(st: State):
     def body():
         yield _MAGIC + struct.pack("<I", len(mj)) + mj
         for _, a in sections:
-            yield _le(a) if isinstance(a, array) else bytes(a)
+            for c in (a.chunks() if isinstance(a, LazySection) else (a,)):
+                yield _le(c) if isinstance(c, array) else bytes(c)
 
     return body()
 
@@ -818,7 +846,7 @@ def _texts(raw, name) -> list[str]:
     return [blob[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
 
 
-def _read_image(cls, data: bytes):
+def _read_image(cls, data: bytes, doc_dir=None):
     mv = memoryview(data)
     try:
         if bytes(mv[:8]) != _MAGIC:
@@ -840,7 +868,7 @@ def _read_image(cls, data: bytes):
             pos += nbytes
         if pos != len(mv):
             raise IndexImageError("trailing bytes after the search index image")
-        ix = cls()
+        ix = cls(doc_dir=doc_dir)
         st = ix._st
         for name in _ARRAYS:
             setattr(st, name, raw[name])
@@ -864,6 +892,7 @@ def _read_image(cls, data: bytes):
         st.untrack_lists()
         ix._ranks_dirty = True
         _validate(st, ix._k)
+        st.adopt_docs()
         for x in range(len(st.slot_ids)):
             if st.slot_alive[x]:
                 st.exact.add_range(st, st.slot_lo[x], st.slot_hi[x])
@@ -880,15 +909,15 @@ def _save(self, store, name: str = BLOB_NAME) -> int:
     return store.put_blob(name, _image(self._st))
 
 
-def _load(cls, store, name: str = BLOB_NAME):
+def _load(cls, store, name: str = BLOB_NAME, *, doc_dir=None):
     """The index saved under ``name``, or None if there is none (IndexImageError if damaged)."""
     blob = store.blob(name)
-    return None if blob is None else _read_image(cls, blob.data)
+    return None if blob is None else _read_image(cls, blob.data, doc_dir)
 
 
 IndexBase.save = _save
 IndexBase.load = classmethod(_load)
-IndexBase.from_bytes = classmethod(lambda cls, data: _read_image(cls, data))
+IndexBase.from_bytes = classmethod(lambda cls, data, *, doc_dir=None: _read_image(cls, data, doc_dir))
 
 
 def _to_bytes(self) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from search_helpers import cid, item, sid
 
@@ -255,3 +257,24 @@ def test_out_of_range_ids_rejected_on_load(twin, mutate):
     data = b"".join(bytes(p) for p in __import__("scp2p.search._base", fromlist=["_image"])._image(ix._st))
     with pytest.raises(IndexImageError):
         twin.Index.from_bytes(data)
+
+
+def test_doc_dir_round_trip_and_compaction(twin, tmp_path, monkeypatch):
+    """The native twin keeps content ids, names and mimes in an on-disk document store in
+    ``doc_dir``; hits, blocklists, images and compaction read them back."""
+    from scp2p.search import _base
+
+    monkeypatch.setattr(_base, "_COMPACT_MIN_DEAD", 10)
+    ix = twin.Index(doc_dir=tmp_path)
+    ix.replace_share(sid(90), [item("Ünïcödé notes.txt", ["doc"], mime="text/plain"), item("beta.bin", ["x"])])
+    ix.replace_share(sid(91), [item(f"gamma {i}.so", ["lib"], key=f"g{i}") for i in range(30)])
+    page = ix.search("unicode")
+    assert [(h.name, h.mime, h.content_id) for h in page.hits] == [("Ünïcödé notes.txt", "text/plain", cid("Ünïcödé notes.txt"))]
+    assert ix.search("beta", blocklist=[cid("beta.bin")]).hits == ()
+    back = twin.Index.from_bytes(ix.to_bytes(), doc_dir=tmp_path)
+    assert back.to_bytes() == ix.to_bytes() and back.search("gamma", limit=50) == ix.search("gamma", limit=50)
+    for rnd in range(2):  # dead items outnumber live ones: compacted, the store rebuilt
+        back.replace_share(sid(91), [item(f"gamma {i}.so", ["lib"], key=f"r{rnd}.{i}") for i in range(30)])
+    assert back._st.ndead == 0 and [h.name for h in back.search("notes").hits] == ["Ünïcödé notes.txt"]
+    with pytest.raises(SearchError):
+        ix.replace_share(sid(92), [SimpleNamespace(content_id=b"short", size=1, name="x", mime=None, tags=())])
