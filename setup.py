@@ -22,6 +22,7 @@ NATIVE_MODULES = {
     "codec": "scp2p.wire._codec_c",
     "routing": "scp2p.dht._routing_c",
     "search": "scp2p.search._index_c",
+    "datapath": "scp2p.transport._datapath_c",
 }
 
 

@@ -48,7 +48,7 @@ def backend() -> str:
 
 
 #: every selector module (each calls :func:`pick` at import); add new twins here
-SELECTORS: tuple[str, ...] = ("scp2p.wire.codec", "scp2p.dht.routing", "scp2p.search.index")
+SELECTORS: tuple[str, ...] = ("scp2p.wire.codec", "scp2p.dht.routing", "scp2p.search.index", "scp2p.transport.datapath")
 
 
 def _load_all() -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from ..errors import LimitExceeded
 from ..limits import ID_LEN, MAX_PAYLOAD, U32_MAX
+from ..transport.datapath import chunk_fields, chunk_tail
 from ..wire import codec as _codec
 from ..wire._codec_py import _BYTE_AS_UINT, _head
 from ..wire.messages import ChunkData
@@ -50,30 +50,6 @@ def chunk_data_header(content_id: bytes, chunk_index: int, length: int) -> bytes
     return b"".join((_cid_prefix(content_id), _K_IDX, _head(0, chunk_index), _K_BYTES, _head(2, length)))
 
 
-def _read_uint(b, i: int):
-    """Shortest-form unsigned int at ``b[i]``: (value, next index) or None."""
-    n = len(b)
-    if i >= n:
-        return None
-    ib = b[i]
-    major, ai = ib >> 5, ib & 0x1F
-    if major != 0:
-        return None
-    if ai < 24:
-        return ai, i + 1
-    if ai == 24:
-        if i + 2 > n or b[i + 1] < 24:
-            return None
-        return b[i + 1], i + 2
-    width = {25: 2, 26: 4}.get(ai)
-    if width is None or i + 1 + width > n:
-        return None
-    v = int.from_bytes(b[i + 1 : i + 1 + width], "big")
-    if v < (0x100 if width == 2 else 0x10000):
-        return None
-    return v, i + 1 + width
-
-
 def _cid_prefix(content_id: bytes) -> bytes:
     """The canonical CHUNK_DATA bytes up to the end of ``content_id`` (cached)."""
     if type(content_id) is not bytes:
@@ -90,11 +66,11 @@ _PREFIXES: dict[bytes, bytes] = {}
 
 
 def _fast(b, expect: Optional[bytes] = None) -> ChunkView | None:
-    n = len(b)
     if expect is not None:  # the expected content id, compared in its encoded form (one memcmp)
-        prefix = _cid_prefix(expect)
-        if n > len(prefix) and b[: len(prefix)] == prefix:
-            return _fast_tail(b, n, len(prefix), expect)
+        r = chunk_fields(b, _cid_prefix(expect))
+        if r is not None:
+            return expect, r[0], r[1], r[2]
+    n = len(b)
     if n < 48 or b[:14] != _K_CID:
         return None
     i = 14
@@ -111,32 +87,8 @@ def _fast(b, expect: Optional[bytes] = None) -> ChunkView | None:
             return None
         if i >= n:
             return None
-    return _fast_tail(b, n, i, bytes(cid))
-
-
-def _fast_tail(b, n: int, i: int, cid: bytes) -> ChunkView | None:
-    if b[i : i + 12] != _K_IDX:
-        return None
-    r = _read_uint(b, i + 12)
-    if r is None or r[0] > U32_MAX:
-        return None
-    idx, i = r
-    if b[i : i + 6] != _K_BYTES or i + 6 >= n:
-        return None
-    i += 6
-    head = b[i]
-    if head >> 5 != 2:
-        return None
-    r = _read_uint(bytes((head & 0x1F,)) + bytes(b[i + 1 : i + 5]), 0)
-    if r is None:
-        return None
-    length, used = r
-    start = i + used
-    if length > MAX_PAYLOAD:
-        raise LimitExceeded(f"chunk of {length} bytes exceeds the limit of {MAX_PAYLOAD}", offset=i)
-    if n - start != length:
-        return None  # truncated or trailing bytes: let the codec name the error
-    return cid, idx, start, length
+    r = chunk_tail(b, i)
+    return None if r is None else (bytes(cid), r[0], r[1], r[2])
 
 
 def parse_chunk_data(payload: Buffer) -> ChunkView | None:

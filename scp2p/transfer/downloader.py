@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..limits import ID_LEN
 from ..store.records import PartialDownload
+from ..transport.datapath import uint
 from ..wire.messages import GetChunk, MsgType, encode_payload
 from .chunkdata import chunk_slice
 from .progress import Progress
@@ -125,6 +126,7 @@ class Downloader:
         self.window = window
         self.write_thread = write_thread
         self._worker: Optional[ChunkWorker] = None
+        self._get_head: Optional[bytes] = None
         self._specs: dict[Any, Any] = {}
         self._sessions: dict[Any, Any] = {}
         self._initial = list(providers)
@@ -375,7 +377,11 @@ class Downloader:
         return s
 
     def _payload(self, index: int) -> bytes:
-        return encode_payload(GetChunk(self.spec.content_id, index))
+        # the GET_CHUNK payload is the encoded content id part (built once) + the index
+        head = self._get_head
+        if head is None:
+            head = self._get_head = encode_payload(GetChunk(self.spec.content_id, 0))[:-1]
+        return head + uint(index)
 
     async def _fetch(self, key: Any, index: int, deadline: float) -> bool:
         """Request one chunk in a task (connecting first, or waiting for a free slot); True when

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..errors import FrameTooLarge
-from ..limits import MAX_FRAME, MAX_PAYLOAD, U16_MAX, U32_MAX
+from ..limits import MAX_FRAME
 from ..wire.messages import decode_envelope
+from .datapath import envelope_fields, envelope_header, free_buffer, uint as _uint
 
 HEADER_LEN = 4
 SCRATCH_SIZE = 64 * 1024
@@ -73,19 +74,11 @@ class RecvPool:
         """A buffer of at least ``n`` bytes that nobody else references."""
         bufs = self._bufs
         if self._refcounts:
-            getrefcount = sys.getrefcount
-            m = len(bufs)
-            i = self._next if self._next < m else 0
-            for _ in range(m):
-                b = bufs[i]
-                i += 1
-                if i == m:
-                    i = 0
-                # references: the list, ``b``, getrefcount's argument
-                if getrefcount(b) <= 3 and len(b) >= n:
-                    self.reused += 1
-                    self._next = i
-                    return b
+            i = free_buffer(bufs, self._next, n)
+            if i >= 0:
+                self.reused += 1
+                self._next = i + 1
+                return bufs[i]
         b = bytearray(max(n, self.min_size)) if self._refcounts else bytearray(n)
         self.allocated += 1
         if self._refcounts:
@@ -269,42 +262,15 @@ class FrameReader:
 
 
 # --------------------------------------------------------------------------- envelopes
-def _uint(v: int) -> bytes:
-    if v < 24:
-        return bytes((v,))
-    if v < 0x100:
-        return bytes((0x18, v))
-    if v < 0x10000:
-        return b"\x19" + v.to_bytes(2, "big")
-    if v < 0x1_0000_0000:
-        return b"\x1a" + v.to_bytes(4, "big")
-    return b"\x1b" + v.to_bytes(8, "big")
-
-
 def _bstr_head(n: int) -> bytes:
     h = _uint(n)
     return bytes((h[0] | 0x40,)) + h[1:]
 
 
-_K_TYPE = b"\xa4\x64type"
-_K_REQ = b"\x66req_id"
-_K_FLAGS = b"\x65flags"
-_K_PAYLOAD = b"\x67payload"
-
-
-def encode_envelope_header(msg_type: int, req_id: int, flags: int, payload_len: int) -> bytes:
-    """Frame length prefix plus the Envelope map up to (not including) the payload bytes.
-
-    ``header + payload`` is byte for byte ``encode_frame(encode_envelope(Envelope(...)))``.
-    """
-    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= flags <= U16_MAX):
-        raise ValueError("envelope field out of range")
-    if payload_len > MAX_PAYLOAD:
-        raise FrameTooLarge(f"payload of {payload_len} bytes exceeds the limit of {MAX_PAYLOAD}")
-    env = b"".join(
-        (_K_TYPE, _uint(msg_type), _K_REQ, _uint(req_id), _K_FLAGS, _uint(flags), _K_PAYLOAD, _bstr_head(payload_len))
-    )
-    return (len(env) + payload_len).to_bytes(HEADER_LEN, "big") + env
+#: frame length prefix plus the Envelope map up to (not including) the payload bytes:
+#: ``header + payload`` is byte for byte ``encode_frame(encode_envelope(Envelope(...)))``
+#: (``encode_envelope_header(msg_type, req_id, flags, payload_len)``; the data-path twin)
+encode_envelope_header = envelope_header
 
 
 def encode_envelope_frame(msg_type: int, req_id: int, flags: int, payload: Buffer) -> bytes:
@@ -329,63 +295,11 @@ class RawEnvelope:
         return bool(self.flags & 2)
 
 
-def _read_uint(b, i: int, limit: int):
-    """Shortest-form CBOR uint at ``b[i]``: (value, next index), or None if not canonical."""
-    if i >= len(b):
-        return None
-    ib = b[i]
-    if ib < 24:
-        return ib, i + 1
-    if ib == 0x18:
-        if i + 2 > len(b) or b[i + 1] < 24:
-            return None
-        v, j = b[i + 1], i + 2
-    elif ib == 0x19:
-        v, j = int.from_bytes(b[i + 1 : i + 3], "big"), i + 3
-        if j > len(b) or v < 0x100:
-            return None
-    elif ib == 0x1A:
-        v, j = int.from_bytes(b[i + 1 : i + 5], "big"), i + 5
-        if j > len(b) or v < 0x10000:
-            return None
-    else:
-        return None
-    return (v, j) if v <= limit else None
-
-
-def _fast(body) -> RawEnvelope | None:
-    n = len(body)
-    if n < 30 or body[:6] != _K_TYPE:
-        return None
-    r = _read_uint(body, 6, U16_MAX)
-    if r is None or body[r[1] : r[1] + 7] != _K_REQ:
-        return None
-    t = r[0]
-    r = _read_uint(body, r[1] + 7, U32_MAX)
-    if r is None or body[r[1] : r[1] + 6] != _K_FLAGS:
-        return None
-    req = r[0]
-    r = _read_uint(body, r[1] + 6, U16_MAX)
-    if r is None or body[r[1] : r[1] + 8] != _K_PAYLOAD:
-        return None
-    flags = r[0]
-    i = r[1] + 8
-    if i >= n or body[i] >> 5 != 2:
-        return None
-    ln = _read_uint(bytes((body[i] & 0x1F,)) + bytes(body[i + 1 : i + 5]), 0, MAX_PAYLOAD)
-    if ln is None:
-        return None
-    start = i + ln[1]
-    if n - start != ln[0]:
-        return None
-    return RawEnvelope(t, req, flags, memoryview(body)[start:])
-
-
 def parse_envelope(body: Buffer) -> RawEnvelope:
     """Decode one envelope frame body; the generic codec decides (and names) every error."""
-    env = _fast(body)
-    if env is not None:
-        return env
+    f = envelope_fields(body)
+    if f is not None:
+        return RawEnvelope(f[0], f[1], f[2], memoryview(body)[f[3] :])
     e = decode_envelope(body)
     return RawEnvelope(e.type, e.req_id, e.flags, e.payload)
 
