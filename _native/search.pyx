@@ -444,20 +444,26 @@ def _open_tmp(dirname):
 
 
 cdef enum:
-    REC_FIXED = 36          # a record's content id (32) and mime id (uint32, little-endian)
+    REC_FIXED = 48          # content id (32), mime id (u32), name length (u32), size (u64); little-endian
     SECTION_DOCS = 65536    # docs per chunk when the image's sections are written
+
+#: in-memory doc_size values are capped here; the record holds the size (a size filter reads it)
+cdef unsigned int SIZE_CAP = 0xFFFFFFFFU
 
 
 cdef class DocStore:
-    """Cold per-document data on disk: one record per doc, ``content id (32) | mime id (u32 LE)
-    | name (UTF-8)``, appended to an unlinked temporary file; ``off`` (in memory, n + 1
-    entries) holds where each record starts. A query reads only its hits' records (one
-    ``pread`` each), so the data is not part of the process's resident memory (the kernel's
-    page cache keeps it while memory is free and drops it under pressure). A share's records
-    are collected in ``wbuf`` and written with one ``pwrite`` at the end of ``add_share``."""
+    """Cold per-document data on disk: one record per doc, ``content id (32) | mime id (u32) |
+    name length (u32) | size (u64) | name (UTF-8) | zero padding to 4 bytes`` (little-endian),
+    appended to an unlinked temporary file; ``off`` (in memory, n + 1 uint32 entries) holds
+    where each record starts, in 4-byte units (so the file may grow to 16 GiB). A query reads
+    only its hits' records (one ``pread`` each), so the data is not part of the process's
+    resident memory (the kernel's page cache keeps it while memory is free and drops it under
+    pressure). A share's records are collected in ``wbuf`` and written with one ``pwrite`` at
+    the end of ``add_share``."""
 
     cdef int fd
     cdef public array off
+    cdef public unsigned long long name_bytes   # total name length (the image's names section)
     cdef unsigned long long flushed   # bytes written to the file
     cdef char* wbuf
     cdef size_t wlen, wcap
@@ -467,7 +473,7 @@ cdef class DocStore:
     def __cinit__(self, dirname=None):
         self.fd = -1
         self.fd = _open_tmp(dirname)
-        self.off = array("Q", [0])
+        self.off = array("I", [0])
 
     def __dealloc__(self):
         if self.fd >= 0:
@@ -478,10 +484,14 @@ cdef class DocStore:
     def __len__(self):
         return len(self.off) - 1
 
-    cdef int append(self, const char* cid, unsigned int mime, const char* name, Py_ssize_t nlen) except -1:
-        cdef size_t need = self.wlen + REC_FIXED + nlen, cap
+    cdef int append(self, const char* cid, unsigned int mime, unsigned long long size, const char* name,
+                    Py_ssize_t nlen) except -1:
+        cdef size_t rl = (REC_FIXED + nlen + 3) & ~(<size_t>3)
+        cdef size_t need = self.wlen + rl, cap
         cdef char* nb
         cdef char* w
+        if (self.flushed + need) >> 2 > 0xFFFFFFFFULL:
+            raise SearchError("search document store over 16 GiB")
         if need > self.wcap:
             cap = self.wcap * 2 if self.wcap * 2 > need else need + 65536
             nb = <char*>realloc(self.wbuf, cap)
@@ -490,13 +500,14 @@ cdef class DocStore:
             self.wbuf, self.wcap = nb, cap
         w = self.wbuf + self.wlen
         memcpy(w, cid, 32)
-        w[32] = <char>(mime & 0xFF)
-        w[33] = <char>((mime >> 8) & 0xFF)
-        w[34] = <char>((mime >> 16) & 0xFF)
-        w[35] = <char>((mime >> 24) & 0xFF)
+        _put_le(w + 32, mime, 4)
+        _put_le(w + 36, <unsigned long long>nlen, 4)
+        _put_le(w + 40, size, 8)
         memcpy(w + REC_FIXED, name, nlen)
+        memset(w + REC_FIXED + nlen, 0, rl - REC_FIXED - nlen)
         self.wlen = need
-        push_q(self.off, self.flushed + need)
+        self.name_bytes += nlen
+        push(self.off, <unsigned int>((self.flushed + need) >> 2))
         return 0
 
     cdef int flush(self) except -1:
@@ -534,12 +545,11 @@ cdef class DocStore:
             done += r
         return 0
 
-    cdef const char* get(self, unsigned int d, Py_ssize_t* n) except NULL:
-        """Record d (valid until the next call): n = its length."""
-        cdef const unsigned long long* o = self.off.data.as_ulonglongs
-        cdef unsigned long long a = o[d], b = o[d + 1]
+    cdef const char* get(self, unsigned int d) except NULL:
+        """Record d (valid until the next call)."""
+        cdef const unsigned int* o = self.off.data.as_uints
+        cdef unsigned long long a = <unsigned long long>o[d] << 2, b = <unsigned long long>o[d + 1] << 2
         cdef char* nb
-        n[0] = b - a
         if a >= self.flushed:
             return self.wbuf + (a - self.flushed)
         if b - a > self.rcap:
@@ -551,111 +561,139 @@ cdef class DocStore:
         return self.rbuf
 
     cdef bytes cid(self, unsigned int d):
-        cdef Py_ssize_t n
-        cdef const char* r = self.get(d, &n)
-        return PyBytes_FromStringAndSize(r, 32)
+        return PyBytes_FromStringAndSize(self.get(d), 32)
+
+    cdef unsigned long long size(self, unsigned int d) except? 0xFFFFFFFFFFFFFFFFULL:
+        return _get_le(self.get(d) + 40, 8)
 
     cdef bytes span(self, Py_ssize_t lo, Py_ssize_t hi):
         """The records of docs lo..hi-1 (flushed), as one bytes."""
-        cdef const unsigned long long* o = self.off.data.as_ulonglongs
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, o[hi] - o[lo])
-        self.read_at(PyBytes_AS_STRING(out), o[hi] - o[lo], o[lo])
+        cdef unsigned long long a = <unsigned long long>self.off.data.as_uints[lo] << 2
+        cdef unsigned long long b = <unsigned long long>self.off.data.as_uints[hi] << 2
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, b - a)
+        self.read_at(PyBytes_AS_STRING(out), b - a, a)
         return out
 
     def items(self, Py_ssize_t lo, Py_ssize_t hi, list mimes):
-        """(content id, name, mime) of docs lo..hi-1."""
-        cdef const unsigned long long* o
+        """(content id, name, mime, size) of docs lo..hi-1."""
         cdef bytes raw = self.span(lo, hi)
         cdef const char* r = PyBytes_AS_STRING(raw)
-        cdef Py_ssize_t d, a, b
+        cdef Py_ssize_t d
         cdef list out = []
-        o = self.off.data.as_ulonglongs
         for d in range(lo, hi):
-            a = o[d] - o[lo]
-            b = o[d + 1] - o[lo]
-            out.append((PyBytes_FromStringAndSize(r + a, 32), PyUnicode_DecodeUTF8(r + a + REC_FIXED, b - a - REC_FIXED, NULL),
-                        mimes[_u32le(r + a + 32)] or None))
+            out.append((PyBytes_FromStringAndSize(r, 32), PyUnicode_DecodeUTF8(r + REC_FIXED, _get_le(r + 36, 4), NULL),
+                        mimes[_get_le(r + 32, 4)] or None, _get_le(r + 40, 8)))
+            r += (REC_FIXED + _get_le(r + 36, 4) + 3) & ~3
         return out
 
     def section(self, str name):
-        """The image section ``name`` (cids, names, doc_mime, name_off) as a LazySection."""
+        """The image section ``name`` (cids, names, doc_mime, doc_size, name_off) as a LazySection."""
         cdef Py_ssize_t n = len(self.off) - 1
-        cdef unsigned long long nb
         if name == "cids":
             return LazySection("B", 32 * n, lambda: self._chunks(0))
         if name == "names":
-            nb = self.off.data.as_ulonglongs[n] - REC_FIXED * n
-            return LazySection("B", nb, lambda: self._chunks(1))
+            return LazySection("B", self.name_bytes, lambda: self._chunks(1))
         if name == "doc_mime":
             return LazySection("I", 4 * n, lambda: self._chunks(2))
+        if name == "doc_size":
+            return LazySection("Q", 8 * n, lambda: self._chunks(3))
         if name == "name_off":
-            return LazySection("Q", 8 * (n + 1), self._name_off)
+            return LazySection("Q", 8 * (n + 1), lambda: self._chunks(4))
         raise KeyError(name)
 
-    def _name_off(self):
-        """name_off[d] = off[d] - 36 d (every record has 36 bytes before its name)."""
-        cdef Py_ssize_t n = len(self.off), lo = 0, hi, d
-        cdef array a
-        while lo < n:
-            hi = min(n, lo + SECTION_DOCS)
-            a = array("Q")
-            resize_smart(a, hi - lo)
-            for d in range(lo, hi):
-                a.data.as_ulonglongs[d - lo] = self.off.data.as_ulonglongs[d] - <unsigned long long>REC_FIXED * d
-            yield a
-            lo = hi
-
     def _chunks(self, int which):
-        cdef Py_ssize_t n = len(self.off) - 1, lo = 0, hi, d, a, b, m
-        cdef const unsigned long long* o
+        """One section's data, SECTION_DOCS docs at a time: content ids (0), names (1), mime ids
+        (2), sizes (3), name offsets (4: n + 1 entries, from the records' name lengths)."""
+        cdef Py_ssize_t n = len(self.off) - 1, lo = 0, hi, d, m, nl
+        cdef unsigned long long noff = 0
         cdef bytes raw, out
-        cdef array mi
+        cdef array a
         cdef const char* r
+        cdef const char* r0
         cdef char* w
+        if which == 4:
+            a = array("Q", [0])
+            yield a
         while lo < n:
             hi = min(n, lo + SECTION_DOCS)
             raw = self.span(lo, hi)
-            r = PyBytes_AS_STRING(raw)
-            o = self.off.data.as_ulonglongs
-            if which == 2:
-                mi = array("I")
-                resize_smart(mi, hi - lo)
-                for d in range(lo, hi):
-                    mi.data.as_uints[d - lo] = _u32le(r + o[d] - o[lo] + 32)
-                yield mi
+            r = r0 = PyBytes_AS_STRING(raw)
+            if which >= 2:
+                a = array("Q" if which >= 3 else "I")
+                resize_smart(a, hi - lo)
+                for d in range(hi - lo):
+                    nl = _get_le(r + 36, 4)
+                    if which == 2:
+                        a.data.as_uints[d] = _get_le(r + 32, 4)
+                    elif which == 3:
+                        a.data.as_ulonglongs[d] = _get_le(r + 40, 8)
+                    else:
+                        noff += nl
+                        a.data.as_ulonglongs[d] = noff
+                    r += (REC_FIXED + nl + 3) & ~3
+                yield a
             else:
-                m = 32 * (hi - lo) if which == 0 else (o[hi] - o[lo]) - REC_FIXED * (hi - lo)
+                m = 0
+                if which == 0:
+                    m = 32 * (hi - lo)
+                else:
+                    for d in range(hi - lo):
+                        nl = _get_le(r + 36, 4)
+                        m += nl
+                        r += (REC_FIXED + nl + 3) & ~3
+                    r = r0
                 out = PyBytes_FromStringAndSize(NULL, m)
                 w = PyBytes_AS_STRING(out)
-                for d in range(lo, hi):
-                    a = o[d] - o[lo]
-                    b = o[d + 1] - o[lo]
+                for d in range(hi - lo):
+                    nl = _get_le(r + 36, 4)
                     if which == 0:
-                        memcpy(w, r + a, 32)
+                        memcpy(w, r, 32)
                         w += 32
                     else:
-                        memcpy(w, r + a + REC_FIXED, b - a - REC_FIXED)
-                        w += b - a - REC_FIXED
+                        memcpy(w, r + REC_FIXED, nl)
+                        w += nl
+                    r += (REC_FIXED + nl + 3) & ~3
                 yield out
             lo = hi
 
-    def adopt(self, bytearray cids, bytearray names, array name_off, array doc_mime):
+    def adopt(self, bytearray cids, bytearray names, array name_off, array doc_mime, array doc_size):
         """Append the docs of a loaded (validated) image."""
         cdef Py_ssize_t d, n = len(doc_mime)
         cdef const char* c = PyByteArray_AS_STRING(cids)
         cdef const char* nm = PyByteArray_AS_STRING(names)
         cdef const unsigned long long* no = name_off.data.as_ulonglongs
         cdef const unsigned int* mi = doc_mime.data.as_uints
+        cdef const unsigned long long* sz = doc_size.data.as_ulonglongs
         for d in range(n):
-            self.append(c + 32 * d, mi[d], nm + no[d], no[d + 1] - no[d])
+            self.append(c + 32 * d, mi[d], sz[d], nm + no[d], no[d + 1] - no[d])
             if self.wlen >= (4 << 20):
                 self.flush()
         self.flush()
 
 
-cdef inline unsigned int _u32le(const char* p) noexcept nogil:
+cdef inline void _put_le(char* p, unsigned long long v, int n) noexcept nogil:
+    cdef int i
+    for i in range(n):
+        p[i] = <char>((v >> (8 * i)) & 0xFF)
+
+
+cdef inline unsigned long long _get_le(const char* p, int n) noexcept nogil:
     cdef const unsigned char* u = <const unsigned char*>p
-    return u[0] | (<unsigned int>u[1] << 8) | (<unsigned int>u[2] << 16) | (<unsigned int>u[3] << 24)
+    cdef unsigned long long v = 0
+    cdef int i
+    for i in range(n):
+        v |= <unsigned long long>u[i] << (8 * i)
+    return v
+
+
+cdef array _capped(array q):
+    """array('I') of min(v, SIZE_CAP) for each v of array('Q') q."""
+    cdef array out = array("I")
+    cdef Py_ssize_t i, n = len(q)
+    resize_smart(out, n)
+    for i in range(n):
+        out.data.as_uints[i] = q.data.as_ulonglongs[i] if q.data.as_ulonglongs[i] < SIZE_CAP else SIZE_CAP
+    return out
 
 
 class NState(_State):
@@ -667,6 +705,7 @@ class NState(_State):
         _State.__init__(self)
         self.lists = [NPostings(), NPostings()]
         del self.names, self.name_off, self.cids, self.doc_mime
+        self.doc_size = array("I")  # min(size, SIZE_CAP); the record holds the size
         self.docs = DocStore(doc_dir)
         del self.term_ids, self.terms, self.pfx_ids, self.pfx_list, self.tagset_keys, self.tagset_ids
         del self.sorted_terms, self.pending_terms
@@ -683,13 +722,14 @@ class NState(_State):
         return self.docs.items(lo, hi, self.mimes)
 
     def section(self, name):
-        if name in ("names", "cids", "doc_mime", "name_off"):
+        if name in ("names", "cids", "doc_mime", "doc_size", "name_off"):
             return self.docs.section(name)
         return getattr(self, name)
 
     def adopt_docs(self):
-        self.docs.adopt(self.cids, self.names, self.name_off, self.doc_mime)
+        self.docs.adopt(self.cids, self.names, self.name_off, self.doc_mime, self.doc_size)
         del self.names, self.name_off, self.cids, self.doc_mime
+        self.doc_size = _capped(self.doc_size)
 
     @property
     def nterms(self):
@@ -1537,7 +1577,7 @@ def add_share(st, unsigned int slot, Rows rows):
             d = len(doc_share)
             ts = _tagset(st, <tuple>PyList_GET_ITEM(r_tags, i), tcache, D)
             push(doc_share, slot)
-            push_q(doc_size, rows.sizes[i])
+            push(doc_size, rows.sizes[i] if rows.sizes[i] < SIZE_CAP else SIZE_CAP)
             if mime is not last_mime:  # items of a share mostly share their mime objects
                 mo = mime_ids.get(mime or "")
                 last_mid = st.mime_id(mime) if mo is None else mo
@@ -1576,10 +1616,10 @@ def add_share(st, unsigned int slot, Rows rows):
             push(doc_ext, t)
             cid = <bytes>PyList_GET_ITEM(r_cids, i)
             if o is None:  # ASCII: its bytes are its UTF-8
-                docs.append(PyBytes_AS_STRING(cid), last_mid, PyUnicode_1BYTE_DATA(name), nlen)
+                docs.append(PyBytes_AS_STRING(cid), last_mid, rows.sizes[i], PyUnicode_1BYTE_DATA(name), nlen)
             else:
                 nb = name.encode()
-                docs.append(PyBytes_AS_STRING(cid), last_mid, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb))
+                docs.append(PyBytes_AS_STRING(cid), last_mid, rows.sizes[i], PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb))
             for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
                 t = ts_toks.data.as_uints[k]
                 if t:
@@ -1886,7 +1926,8 @@ cdef struct Ctx:
     const unsigned int* ts_toks
     const unsigned long long* ts_toff
     const unsigned int* doc_ext
-    const unsigned long long* doc_size
+    const unsigned int* doc_size     # capped at SIZE_CAP: a capped size is read from the record
+    void* docs                       # the DocStore
     const unsigned char* term_blob
     const unsigned int* term_pfx
     int npl
@@ -1985,6 +2026,8 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
         else:
             return -1
     size = c.doc_size[d]
+    if size == SIZE_CAP and (c.size_min > SIZE_CAP or c.size_max < 0xFFFFFFFFFFFFFFFFULL):
+        size = (<DocStore>c.docs).size(d)  # 4 GiB or more: the exact size is in the record
     if size < c.size_min or size > c.size_max:
         return -1
     if plan_phrases is not None:
@@ -2122,7 +2165,8 @@ def run(st, plan, bint exhaustive=False):
         a = st.ts_toks; c.ts_toks = a.data.as_uints
         a = st.ts_toff; c.ts_toff = a.data.as_ulonglongs
         a = st.doc_ext; c.doc_ext = a.data.as_uints
-        a = st.doc_size; c.doc_size = a.data.as_ulonglongs
+        a = st.doc_size; c.doc_size = a.data.as_uints
+        c.docs = <void*>cids
         a = st.term_off; c.term_off = a.data.as_ulonglongs
         a = st.term_pfx; c.term_pfx = a.data.as_uints
         c.npl = len(PLENS)
@@ -2423,7 +2467,7 @@ def make_hits(st, list found, q, highlight, Hit):
     """Hit records for (score, doc) pairs (see _index_py.make_hits). The frozen dataclass's
     fields are written straight into its slots (what its __init__ does through nine
     object.__setattr__ calls), and tag tuples are cached per tagset."""
-    cdef array doc_share = st.doc_share, doc_size = st.doc_size
+    cdef array doc_share = st.doc_share
     cdef array doc_tagset = st.doc_tagset
     cdef DocStore docs = st.docs
     cdef const char* rec
@@ -2437,18 +2481,19 @@ def make_hits(st, list found, q, highlight, Hit):
     tags_of = st.tags_of
     for score, d in found:
         doc = d
-        rec = docs.get(doc, &rlen)  # content id, mime id, name: one pread
+        rec = docs.get(doc)  # content id, mime id, size, name: one pread
+        rlen = _get_le(rec + 36, 4)
         ts = doc_tagset.data.as_uints[doc]
         tags = tcache.get(ts)
         if tags is None:
             tags = tags_of(ts)
-        mime = mimes[_u32le(rec + 32)] or None
+        mime = mimes[_get_le(rec + 32, 4)] or None
         if fast:
             h = PyType_GenericAlloc(<void*>Hit, 0)
             _put(h, 0, slot_ids[doc_share.data.as_uints[doc]])
             _put(h, 1, PyBytes_FromStringAndSize(rec, 32))
-            _put(h, 2, PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen - REC_FIXED, NULL))
-            _put(h, 3, doc_size.data.as_ulonglongs[doc])
+            _put(h, 2, PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL))
+            _put(h, 3, _get_le(rec + 40, 8))
             _put(h, 4, mime)
             _put(h, 5, tags)
             _put(h, 6, PyFloat_FromDouble(<unsigned long long>score / scale))
@@ -2456,7 +2501,7 @@ def make_hits(st, list found, q, highlight, Hit):
             _put(h, 8, highlight)
         else:
             h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(rec, 32),
-                    PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen - REC_FIXED, NULL), doc_size.data.as_ulonglongs[doc],
+                    PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL), _get_le(rec + 40, 8),
                     mime, tags, score / scale, q, highlight)
         out.append(h)
     return tuple(out)

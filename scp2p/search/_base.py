@@ -260,10 +260,11 @@ class State:
         return i
 
     # cold per-document data (content id, name, mime): in memory here; a twin may keep it elsewhere
-    def doc_items(self, lo: int, hi: int) -> list[tuple[bytes, str, str | None]]:
-        """(content id, name, mime) of docs lo..hi-1."""
+    def doc_items(self, lo: int, hi: int) -> list[tuple[bytes, str, str | None, int]]:
+        """(content id, name, mime, size) of docs lo..hi-1."""
         c, nb, no, mimes, dm = self.cids, self.names, self.name_off, self.mimes, self.doc_mime
-        return [(bytes(c[32 * d:32 * d + 32]), nb[no[d]:no[d + 1]].decode(), mimes[dm[d]] or None) for d in range(lo, hi)]
+        return [(bytes(c[32 * d:32 * d + 32]), nb[no[d]:no[d + 1]].decode(), mimes[dm[d]] or None, self.doc_size[d])
+                for d in range(lo, hi)]
 
     def section(self, name: str):
         """An image section's data: an array, a bytes-like object or a :class:`LazySection`."""
@@ -752,8 +753,8 @@ class _ItemRow:
 
 def _Items(st: State, slot: int):
     lo = st.slot_lo[slot]
-    for d, (cid, name, mime) in enumerate(st.doc_items(lo, st.slot_hi[slot]), lo):
-        yield _ItemRow(cid, st.doc_size[d], name, mime, st.tags_of(st.doc_tagset[d]))
+    for d, (cid, name, mime, size) in enumerate(st.doc_items(lo, st.slot_hi[slot]), lo):
+        yield _ItemRow(cid, size, name, mime, st.tags_of(st.doc_tagset[d]))
 
 
 # ---------------------------------------------------------------------- persistence

@@ -276,5 +276,14 @@ def test_doc_dir_round_trip_and_compaction(twin, tmp_path, monkeypatch):
     for rnd in range(2):  # dead items outnumber live ones: compacted, the store rebuilt
         back.replace_share(sid(91), [item(f"gamma {i}.so", ["lib"], key=f"r{rnd}.{i}") for i in range(30)])
     assert back._st.ndead == 0 and [h.name for h in back.search("notes").hits] == ["Ünïcödé notes.txt"]
+    big = [item("big.iso", size=5 << 30), item("edge.iso", size=(1 << 32) - 1), item("small.iso", size=3 << 30)]
+    back.replace_share(sid(93), big)  # sizes of 4 GiB and more: exact in hits and in size filters
+    assert {h.name: h.size for h in back.search("iso", limit=5).hits} == {"big.iso": 5 << 30, "edge.iso": (1 << 32) - 1,
+                                                                          "small.iso": 3 << 30}
+    assert [h.name for h in back.search("iso size:>4G").hits] == ["big.iso"]
+    assert sorted(h.name for h in back.search("iso size:<4G").hits) == ["edge.iso", "small.iso"]
+    assert [h.name for h in back.search(f"iso size:={(1 << 32) - 1}").hits] == ["edge.iso"]
+    again = twin.Index.from_bytes(back.to_bytes())
+    assert again.to_bytes() == back.to_bytes() and again.search("iso size:>4G").hits[0].size == 5 << 30
     with pytest.raises(SearchError):
         ix.replace_share(sid(92), [SimpleNamespace(content_id=b"short", size=1, name="x", mime=None, tags=())])
