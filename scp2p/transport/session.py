@@ -174,6 +174,8 @@ class Session:
         self._capacity: list[asyncio.Future] = []
         self._writable = asyncio.Event()
         self._writable.set()
+        #: inline answers still allowed while the write buffer is above its high water mark
+        self._over_budget = local.config.max_concurrent_handlers
         self._reading_paused = False
         self._tasks: set[asyncio.Task] = set()
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -257,6 +259,7 @@ class Session:
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._over_budget = self.config.max_concurrent_handlers
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         reason = self.close_reason or (f"connection lost: {exc}" if exc else "connection closed by peer")
@@ -370,9 +373,19 @@ class Session:
 
     def _answer_now(self, seq: int, env: RawEnvelope) -> bool:
         """Answer a request through its handler's synchronous fast path, inline (no task);
-        False when the fast path defers (or the write buffer is full): ``_serve`` runs it."""
-        if not self._writable.is_set() or self.state is SessionState.CLOSED:
+        False when the fast path defers (or the write buffer stayed full for
+        ``max_concurrent_handlers`` inline answers): ``_serve`` runs it.
+
+        A full write buffer alone does not defer: a deferred answer is read and held by its
+        task just the same (the pipelining peer's requests are bounded), and deferring one
+        answer sends every later request of that peer down the task path behind it. The
+        budget bounds what inline answers add above the high water mark until it drains."""
+        if self.state is SessionState.CLOSED:
             return False
+        if not self._writable.is_set():
+            if self._over_budget <= 0:
+                return False
+            self._over_budget -= 1
         reply = self.local.dispatcher.dispatch_now(RequestContext(self, env.type, env.req_id), env)
         if reply is DEFER:
             return False

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections import deque
 from typing import Callable, Optional
 
 from ..errors import ConnectFailed
@@ -47,6 +48,17 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.made: asyncio.Future = asyncio.get_running_loop().create_future()
         #: the plain TCP socket for vectored writes while the transport's buffer is empty
         self._sock: Optional[socket.socket] = None
+        self._init_queue(asyncio.get_running_loop())
+
+    def _init_queue(self, loop) -> None:
+        #: buffers the socket did not take yet (plain TCP): kept as they are - no copy into
+        #: the transport's buffer - and sent with sendmsg when the socket is writable
+        self._q: deque = deque()
+        self._qbytes = 0
+        self._qpaused = False
+        self._qwriter = False
+        self._close_after = False
+        self._loop = loop
 
     # --------------------------------------------------------------- asyncio protocol
     def connection_made(self, transport) -> None:
@@ -107,6 +119,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self.session.resume_writing()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._close_after = False
+        self._drop_queue()
         if self.session is not None:
             self.session.connection_lost(exc)
         elif not self.made.done():
@@ -115,35 +129,89 @@ class StreamProtocol(asyncio.BufferedProtocol):
     # --------------------------------------------------------------- Link
     def write(self, parts: list) -> None:
         t = self.transport
-        if t is None or t.is_closing():
-            return
-        if len(parts) == 1:
-            t.write(parts[0])
+        if t is None or t.is_closing() or self._close_after:
             return
         sock = self._sock
-        if sock is not None and not t.get_write_buffer_size():
+        q = self._q
+        if sock is None or (not q and t.get_write_buffer_size()):
+            for p in parts:  # TLS (or anything the transport already holds goes first)
+                t.write(p)
+            return
+        if not q:
             # What asyncio's write() does for one buffer (try to send now), for all of them in
-            # one sendmsg: header + chunk, or every request queued in this loop pass. What
-            # does not fit goes through the transport (which buffers it and waits for the socket).
-            head = parts[:_IOV_MAX]
-            try:
-                sent = sock.sendmsg(head)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport's own write reports it and closes
-            i = 0
-            while sent and i < len(parts):
-                n = len(parts[i])
-                if sent < n:
-                    parts = [memoryview(parts[i])[sent:], *parts[i + 1 :]]
-                    i = 0
-                    break
-                sent -= n
-                i += 1
-            parts = parts[i:]
+            # one sendmsg: header + chunk, or every request queued in this loop pass.
+            parts = self._send(sock, parts)
+            if parts is None or not parts:
+                return
         for p in parts:
-            t.write(p)
+            q.append(p)
+            self._qbytes += len(p)
+        if not self._qwriter:
+            self._qwriter = True
+            self._loop._add_writer(sock.fileno(), self._write_ready)
+        if not self._qpaused and self._qbytes > self.local.config.write_high_water:
+            self._qpaused = True
+            self.pause_writing()
+
+    def _send(self, sock: socket.socket, parts: list) -> Optional[list]:
+        """One sendmsg of (up to _IOV_MAX of) ``parts``; what the socket did not take, or None
+        after a socket error (the transport is aborted: connection_lost follows)."""
+        try:
+            sent = sock.sendmsg(parts[:_IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            return parts
+        except OSError as exc:
+            log.debug("send failed: %s", exc)
+            self.abort()
+            return None
+        i = 0
+        n = len(parts)
+        while i < n:
+            k = len(parts[i])
+            if sent < k:
+                if sent:
+                    return [memoryview(parts[i])[sent:], *parts[i + 1 :]]
+                break
+            sent -= k
+            i += 1
+        return parts[i:]
+
+    def _write_ready(self) -> None:
+        q, sock = self._q, self._sock
+        t = self.transport
+        if t is None or sock is None or (t.is_closing() and not self._close_after):
+            self._drop_queue()
+            return
+        while q:
+            head = list(q) if len(q) <= _IOV_MAX else [q[i] for i in range(_IOV_MAX)]
+            rest = self._send(sock, head)
+            if rest is None:
+                return
+            taken = len(head) - len(rest)
+            for _ in range(taken):
+                self._qbytes -= len(q.popleft())
+            if rest and len(rest[0]) != len(q[0]):  # the first one went out in part
+                self._qbytes -= len(q[0]) - len(rest[0])
+                q[0] = rest[0]
+            if rest:
+                break
+        if not q:
+            self._qwriter = False
+            self._loop._remove_writer(sock.fileno())
+            if self._close_after:
+                self._close_after = False
+                t.close()
+        if self._qpaused and self._qbytes <= self.local.config.write_low_water:
+            self._qpaused = False
+            self.resume_writing()
+
+    def _drop_queue(self) -> None:
+        self._q.clear()
+        self._qbytes = 0
+        if self._qwriter:
+            self._qwriter = False
+            if self._sock is not None and self._sock.fileno() >= 0:
+                self._loop._remove_writer(self._sock.fileno())
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -155,9 +223,14 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            if self._q:
+                self._close_after = True  # closed once the queue is written
+                return
             self.transport.close()
 
     def abort(self) -> None:
+        self._close_after = False
+        self._drop_queue()
         if self.transport is not None:
             self.transport.abort()
 

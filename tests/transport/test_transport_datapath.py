@@ -4,12 +4,14 @@ coalescing and the one-timer request deadlines (real sockets on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from transport_util import endpoint, run
 
 from scp2p.errors import RequestTimeout
 from scp2p.transport import Dispatcher
+from scp2p.transport.session import TransportConfig
 from scp2p.transport.frames import FrameReader, RecvPool, encode_envelope_frame, parse_envelope
 from scp2p.transport.tcp import StreamProtocol
 from scp2p.wire import messages as m
@@ -69,6 +71,9 @@ class _FakeSock:
         self.accept = accept
         self.got = b""
 
+    def fileno(self):
+        return 7
+
     def sendmsg(self, parts):
         data = b"".join(bytes(p) for p in parts)[: self.accept]
         self.got += data
@@ -79,9 +84,10 @@ class _FakeTransport:
     def __init__(self) -> None:
         self.written = b""
         self.writes = 0
+        self.closed = False
 
     def is_closing(self):
-        return False
+        return self.closed
 
     def get_write_buffer_size(self):
         return len(self.written)
@@ -90,19 +96,68 @@ class _FakeTransport:
         self.writes += 1
         self.written += bytes(data)
 
+    def close(self):
+        self.closed = True
 
-@pytest.mark.parametrize("accept", [0, 3, 10, 11, 25, 1000])
-def test_vectored_write_hands_the_unsent_rest_to_the_transport_in_order(accept):
+
+class _FakeLoop:
+    def __init__(self) -> None:
+        self.writers: dict = {}
+
+    def _add_writer(self, fd, cb):
+        self.writers[fd] = cb
+
+    def _remove_writer(self, fd):
+        self.writers.pop(fd, None)
+
+
+def _protocol(accept: int, high: int = 1 << 20, low: int = 1 << 10) -> StreamProtocol:
     p = StreamProtocol.__new__(StreamProtocol)
     p.transport = _FakeTransport()
     p._sock = _FakeSock(accept)
+    p.session = None
+    p.local = SimpleNamespace(config=TransportConfig(write_high_water=high, write_low_water=low))
+    p._init_queue(_FakeLoop())
+    return p
+
+
+@pytest.mark.parametrize("accept", [0, 3, 10, 11, 25, 1000])
+def test_vectored_write_queues_the_unsent_rest_in_order(accept):
+    """What the socket does not take waits in the protocol's own queue (never copied into the
+    transport's buffer) and leaves in order, with later writes behind it, when it is writable."""
+    p = _protocol(accept)
     parts = [b"0123456789", b"a", memoryview(b"bcdefghijklmnopqrstu"), b"vwxyz"]
     p.write(parts)
-    assert p._sock.got + p.transport.written == b"".join(bytes(x) for x in parts)
-    # once the transport buffers something, later writes go behind it (never around it)
-    if p.transport.written:
-        p.write([b"X", b"Y"])
-        assert p.transport.written.endswith(b"XY")
+    p.write([b"X", b"Y"])
+    want = b"".join(bytes(x) for x in parts) + b"XY"
+    assert p.transport.writes == 0
+    loop = p._loop
+    rounds = 0
+    while loop.writers:
+        p._sock.accept = 4
+        loop.writers[7]()
+        rounds += 1
+        assert rounds < 100
+    assert p._sock.got == want and p._qbytes == 0 and not p._q
+
+
+def test_write_queue_pauses_the_session_and_closes_after_draining():
+    p = _protocol(0, high=10, low=4)
+    events = []
+    p.session = SimpleNamespace(pause_writing=lambda: events.append("pause"),
+                                resume_writing=lambda: events.append("resume"))  # fmt: skip
+    p.write([b"x" * 8])
+    assert events == []
+    p.write([b"y" * 8])
+    assert events == ["pause"]
+    p.close()
+    assert not p.transport.closed  # waits for the queue
+    p.write([b"late"])  # after close: dropped
+    p._sock.accept = 12
+    p._loop.writers[7]()
+    assert events == ["pause", "resume"] and not p.transport.closed
+    p._loop.writers[7]()
+    assert p._sock.got == b"x" * 8 + b"y" * 8 and p.transport.closed and not p._loop.writers
 
 
 def test_requests_of_one_loop_pass_leave_in_one_write():
