@@ -706,6 +706,7 @@ class NState(_State):
         self.lists = [NPostings(), NPostings()]
         del self.names, self.name_off, self.cids, self.doc_mime
         self.doc_size = array("I")  # min(size, SIZE_CAP); the record holds the size
+        del self.ts_pfx, self.ts_poff  # derived from ts_toks (derive_ts_pfx)
         self.docs = DocStore(doc_dir)
         del self.term_ids, self.terms, self.pfx_ids, self.pfx_list, self.tagset_keys, self.tagset_ids
         del self.sorted_terms, self.pending_terms
@@ -724,12 +725,15 @@ class NState(_State):
     def section(self, name):
         if name in ("names", "cids", "doc_mime", "doc_size", "name_off"):
             return self.docs.section(name)
+        if name in ("ts_pfx", "ts_poff"):
+            return derive_ts_pfx(self)[name == "ts_poff"]
         return getattr(self, name)
 
     def adopt_docs(self):
         self.docs.adopt(self.cids, self.names, self.name_off, self.doc_mime, self.doc_size)
         del self.names, self.name_off, self.cids, self.doc_mime
         self.doc_size = _capped(self.doc_size)
+        del self.ts_pfx, self.ts_poff  # validated equal to derive_ts_pfx
 
     @property
     def nterms(self):
@@ -1205,10 +1209,10 @@ cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
     if i:
         cache[tags] = i
         return i
-    cdef int ntok = 0, j, npl = len(PLENS)
-    cdef array toks = st.ts_toks, ts_pfx = st.ts_pfx, term_pfx
-    cdef Py_ssize_t start = len(toks), pstart = len(ts_pfx), k
-    cdef unsigned int tid, p
+    cdef int ntok = 0
+    cdef array toks = st.ts_toks
+    cdef Py_ssize_t start = len(toks)
+    cdef unsigned int tid
     cdef tuple tt
     cdef bint whole
     D.kh.add(D.kblob, D.koff, _hash_bytes(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)), PyBytes_AS_STRING(key),
@@ -1238,17 +1242,7 @@ cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
         for t in tt:
             tid = t
             push(toks, tid)
-            term_pfx = D.tpfx
-            for j in range(npl):
-                p = term_pfx.data.as_uints[npl * tid + j]
-                if p:
-                    for k in range(pstart, len(ts_pfx)):
-                        if ts_pfx.data.as_uints[k] == p - 1:
-                            break
-                    else:
-                        push(ts_pfx, p - 1)
     push_q(st.ts_toff, len(toks))
-    push_q(st.ts_poff, len(ts_pfx))
     cache[tags] = i
     return i
 
@@ -1536,7 +1530,7 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef unsigned int lo = len(st.doc_share), d, t, p
     cdef array doc_share = st.doc_share, doc_size = st.doc_size
     cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
-    cdef array term_pfx, ts_toks, ts_toff, ts_pfx, ts_poff
+    cdef array term_pfx, ts_toks, ts_toff
     cdef DocStore docs = st.docs
     cdef bytes nb
     cdef dict mime_ids = st.mime_ids
@@ -1557,11 +1551,9 @@ def add_share(st, unsigned int slot, Rows rows):
     term_pfx = st.term_pfx
     ts_toks = st.ts_toks
     ts_toff = st.ts_toff
-    ts_pfx = st.ts_pfx
-    ts_poff = st.ts_poff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
     cdef tuple watch = (doc_share, doc_size, doc_ext, doc_tagset, fwd, fwd_off, docs.off, st.ts_toks,
-                        st.ts_toff, st.ts_pfx, st.ts_poff, (<Dict>st.dict).kblob)
+                        st.ts_toff, (<Dict>st.dict).kblob)
     cdef list before = _addresses(watch)
     cdef unsigned int tids[64]
     cdef object last_mime = _NO_MIME
@@ -1629,8 +1621,13 @@ def add_share(st, unsigned int slot, Rows rows):
             nposts += nids
             # strict prefixes (the arrays grow in place: their data pointers are re-read per access)
             nids = 0
-            for k in range(ts_poff.data.as_ulonglongs[ts], ts_poff.data.as_ulonglongs[ts + 1]):
-                nids = _flag(ids, fl, nids, ts_pfx.data.as_uints[k], FT)
+            for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
+                t = ts_toks.data.as_uints[k]  # the tag tokens' prefixes (derived: see derive_ts_pfx)
+                if t:
+                    for j in range(npl):
+                        p = term_pfx.data.as_uints[npl * t + j]
+                        if p:
+                            nids = _flag(ids, fl, nids, p - 1, FT)
             for k in range(first, len(fwd)):
                 t = fwd.data.as_uints[k]
                 for j in range(npl):
@@ -2508,6 +2505,31 @@ def make_hits(st, list found, q, highlight, Hit):
 
 
 # ---------------------------------------------------------------------- image validation
+def derive_ts_pfx(st):
+    """See _index_py.derive_ts_pfx (the same arrays)."""
+    cdef array toks = st.ts_toks, toff = st.ts_toff, tp = st.term_pfx
+    cdef array pfx = array("I"), poff = array("Q", [0])
+    cdef Py_ssize_t ts, k, start, m
+    cdef int j, npl = len(PLENS)
+    cdef unsigned int t, p
+    for ts in range(len(toff) - 1):
+        start = len(pfx)
+        for k in range(toff.data.as_ulonglongs[ts], toff.data.as_ulonglongs[ts + 1]):
+            t = toks.data.as_uints[k]
+            if not t:
+                continue
+            for j in range(npl):
+                p = tp.data.as_uints[npl * t + j]
+                if p:
+                    for m in range(start, len(pfx)):
+                        if pfx.data.as_uints[m] == p - 1:
+                            break
+                    else:
+                        push(pfx, p - 1)
+        push_q(poff, len(pfx))
+    return pfx, poff
+
+
 def max_of(array a):
     """The largest value of an array, -1 if it is empty."""
     cdef Py_ssize_t i, n = len(a)
@@ -2578,6 +2600,7 @@ _K.make_hits = make_hits
 _K.max_of = max_of
 _K.is_monotonic = is_monotonic
 _K.check_blocks = check_blocks
+_K.derive_ts_pfx = derive_ts_pfx
 _K.merge = merge
 _K.ExactNames = ExactNames
 _K.untrack = untrack

@@ -832,6 +832,8 @@ def _validate(st: State, k) -> None:
           and k.max_of(st.term_pfx) <= npfx and k.max_of(st.ts_pfx) < npfx and k.max_of(st.slot_trust) < 3
           and all(len(a) == nslots for a in (st.slot_lo, st.slot_hi, st.slot_wq, st.slot_trust, st.slot_alive, st.slot_rank))
           and all(st.slot_lo[x] <= st.slot_hi[x] <= n for x in range(nslots)))
+    # the tagsets' prefix ids are a function of their tokens (the native twin derives them)
+    ok = ok and (st.ts_pfx, st.ts_poff) == k.derive_ts_pfx(st)
     for L, nl in zip(st.lists, (nterms, npfx)):
         ok = ok and (len(L.poff) <= nl + 1 and len(L.boff) == len(L.poff)
                      and offsets(L.poff, len(L.post), len(L.poff) - 1) and offsets(L.boff, len(L.blk), len(L.poff) - 1)

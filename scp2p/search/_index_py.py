@@ -15,7 +15,7 @@ from ._base import IndexBase, State, _prepare_items
 from .text import tokenize
 
 __all__ = ["Index", "tokenize", "prepare", "make_hits", "add_share", "merge", "run", "ExactNames", "max_of", "is_monotonic",
-           "check_blocks"]
+           "check_blocks", "derive_ts_pfx"]
 
 
 def make_hits(st: State, found, q, highlight, Hit) -> tuple:
@@ -32,6 +32,26 @@ def make_hits(st: State, found, q, highlight, Hit) -> tuple:
 def max_of(a) -> int:
     """The largest value of an array, -1 if it is empty."""
     return max(a, default=-1)
+
+
+def derive_ts_pfx(st: State) -> tuple[array, array]:
+    """(ts_pfx, ts_poff) from the tagsets' tokens: per tagset, the strict-prefix ids of its tag
+    tokens in token order, each once (what State.tagset_id stores; the native twin keeps only
+    this derivation, and a loaded image must agree with it)."""
+    npl = len(ranking.PREFIX_LIST_LENGTHS)
+    toks, toff, tp = st.ts_toks, st.ts_toff, st.term_pfx
+    pfx, poff = array("I"), array("Q", [0])
+    for ts in range(len(toff) - 1):
+        seen: list[int] = []
+        for t in toks[toff[ts]:toff[ts + 1]]:
+            if t:
+                for j in range(npl):
+                    p = tp[npl * t + j]
+                    if p and p - 1 not in seen:
+                        seen.append(p - 1)
+        pfx.extend(seen)
+        poff.append(len(pfx))
+    return pfx, poff
 
 
 def is_monotonic(a) -> bool:
