@@ -38,9 +38,9 @@ from ..errors import (
 )
 from ..limits import ID_LEN
 from ..store.records import PartialDownload
-from ..transport.datapath import uint
+from ..transport.datapath import chunk_fields, uint
 from ..wire.messages import GetChunk, MsgType, encode_payload
-from .chunkdata import chunk_slice
+from .chunkdata import _cid_prefix, chunk_slice
 from .progress import Progress
 from .providers import ProviderDiscovery, provider_key
 from .scheduler import Scheduler, SchedulerConfig, chunk_sizes
@@ -127,6 +127,7 @@ class Downloader:
         self.write_thread = write_thread
         self._worker: Optional[ChunkWorker] = None
         self._get_head: Optional[bytes] = None
+        self._cid_prefix = _cid_prefix(spec.content_id)
         self._specs: dict[Any, Any] = {}
         self._sessions: dict[Any, Any] = {}
         self._initial = list(providers)
@@ -415,16 +416,25 @@ class Downloader:
                 self.discovery.forget(self._specs[key])
             return False
         now = loop.time()
-        if env.is_error or env.type != MsgType.CHUNK_DATA:
+        if env.flags & 2 or env.type != MsgType.CHUNK_DATA:
             s.request_failed(key, index, now, "error response")
             self._last_error[key] = bytes(env.payload[:200]).decode("utf-8", "replace") if env.is_error else "bad reply"
             return False
+        payload = env.payload
         try:
-            cid, idx, data = chunk_slice(env.payload, self.spec.content_id)
+            # the canonical layout with our content id (one call); anything else: chunk_slice
+            f = chunk_fields(payload, self._cid_prefix)
+            if f is not None:
+                idx, start, n = f
+                data = (payload if type(payload) is memoryview else memoryview(payload))[start : start + n]
+            else:
+                cid, idx, data = chunk_slice(payload, self.spec.content_id)
+                if cid != self.spec.content_id:
+                    idx = -1
         except DecodeError:
             self._bad(key, index, now)
             return False
-        if cid != self.spec.content_id or idx != index:
+        if idx != index:
             self._bad(key, index, now)
             return False
         if not s.received(key, index, now):

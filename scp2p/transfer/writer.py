@@ -403,6 +403,13 @@ class ChunkWorker:
         self._wcv = threading.Condition()
         self._writing = 0  # write threads in the middle of a write (under _wcv)
         self._stop = False
+        #: the verify thread waits for input (under _cv): only then does a submit notify it
+        self._idle = False
+        #: results waiting for the loop, and whether a delivery is already scheduled (under
+        #: _rlock): results posted while one is pending ride along (one loop wake-up for them)
+        self._results: list = []
+        self._posted = False
+        self._rlock = threading.Lock()
         self._thread = threading.Thread(target=self._verify, name="scp2p-chunk-verify", daemon=True)
         self._writers = [
             threading.Thread(target=self._write, name=f"scp2p-chunk-writer-{i}", daemon=True) for i in range(max(1, writers))
@@ -424,7 +431,8 @@ class ChunkWorker:
             if self._stop:
                 raise RuntimeError("chunk worker stopped")
             self._q.append((index, data, callback))
-            self._cv.notify()
+            if self._idle:  # a busy verify thread takes everything queued on its next round
+                self._cv.notify()
 
     async def drain(self) -> None:
         """Wait until every chunk submitted so far is verified and written."""
@@ -454,11 +462,22 @@ class ChunkWorker:
                 self._wcv.notify()
 
     def _post(self, results: list) -> bool:
+        with self._rlock:
+            self._results.extend(results)
+            if self._posted:
+                return True
+            self._posted = True
         try:
-            self.loop.call_soon_threadsafe(_deliver, results)
+            self.loop.call_soon_threadsafe(self._deliver)
             return True
         except RuntimeError:  # the loop is closed: nobody waits any more
             return False
+
+    def _deliver(self) -> None:
+        with self._rlock:
+            results, self._results = self._results, []
+            self._posted = False
+        _deliver(results)
 
     def _verify(self) -> None:
         part = self.part
@@ -466,7 +485,9 @@ class ChunkWorker:
             while True:
                 with self._cv:
                     while not self._q and not self._stop:
+                        self._idle = True
                         self._cv.wait()
+                        self._idle = False
                     if not self._q:
                         return
                     items = list(self._q)

@@ -243,6 +243,20 @@ class Connection:
         except DecodeError as exc:
             raise ProtocolViolation(f"bad frame: {exc}") from exc
 
+    @property
+    def has_events(self) -> bool:
+        """Events are queued ahead of the frames still buffered."""
+        return bool(self._events)
+
+    def take_response(self, req_id: int) -> bool:
+        """The driver takes the next frame, a response to our application request ``req_id``,
+        itself (what :meth:`next_event` would turn into a :class:`ResponseReceived`); False -
+        nothing changed - when ``req_id`` is not one of ours in flight."""
+        if self._pending.pop(req_id, None) is None:
+            return False
+        self._last_activity = self._last_rx
+        return True
+
     def next_event(self) -> Optional[Event]:
         """The next event, or None when more bytes are needed. Raises :class:`ProtocolViolation`."""
         while True:

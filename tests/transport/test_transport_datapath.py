@@ -221,3 +221,17 @@ def test_many_request_deadlines_share_one_timer():
             assert all(e[2].done() for e in s._deadlines)
 
     run(go())
+
+
+def test_take_response_only_for_our_requests_in_flight():
+    """The session's fast lane takes a response itself only for a request the core holds in
+    flight; anything else (late, internal, unknown) stays for next_event."""
+    from scp2p.transport.connection import Connection
+
+    c = Connection(initiator=True, now=0.0)  # its FEATURES probe is an internal request
+    probe = c._features_probe
+    rid = c.send_request(m.MsgType.GET_CHUNK, b"x", 0.0)
+    assert c.in_flight == 1 and not c.has_events
+    assert not c.take_response(probe) and not c.take_response(rid + 100)
+    assert c.take_response(rid) and c.in_flight == 0
+    assert not c.take_response(rid)  # a second (late) copy is not ours any more
