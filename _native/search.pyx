@@ -953,6 +953,97 @@ cdef class TermHash:
         return 0
 
 
+cdef struct KSlot:
+    unsigned int h      # 32-bit hash
+    unsigned int v      # value (0 = empty)
+
+
+cdef class KeyHash:
+    """TermHash for long keys (the tagset keys: directory paths, rarely 7 bytes or less):
+    8-byte slots of (hash, value), every candidate compared against the blob -- half the
+    memory of TermHash's 16-byte slots, whose inline key would almost never be used. Values
+    are entry + 1 (shift 1 is not needed: entry 0, the empty key, is never inserted)."""
+    cdef KSlot* slots
+    cdef size_t cap, count, synced
+
+    def __cinit__(self, size_t first=1):
+        self.cap = 1024
+        self.count = 0
+        self.synced = first
+        self.slots = <KSlot*>calloc(self.cap, sizeof(KSlot))
+        if self.slots == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef unsigned int find(self, unsigned int h, const char* buf, Py_ssize_t blen, const char* blob,
+                           const unsigned long long* off) noexcept:
+        """The entry stored for buf[:blen] (hash h), 0 if absent."""
+        cdef size_t mask = self.cap - 1, i = h & mask
+        cdef KSlot* e
+        cdef unsigned int t
+        while True:
+            e = &self.slots[i]
+            if e.v == 0:
+                return 0
+            if e.h == h:
+                t = e.v
+                if <Py_ssize_t>(off[t + 1] - off[t]) == blen and _eq(blob + off[t], buf, blen):
+                    return t
+            i = (i + 1) & mask
+
+    cdef int insert(self, unsigned int h, unsigned int v) except -1:
+        cdef KSlot* old = self.slots
+        cdef size_t oldcap = self.cap, i, j, mask
+        if (self.count + 1) * 2 > self.cap:
+            self.slots = <KSlot*>calloc(oldcap * 2, sizeof(KSlot))
+            if self.slots == NULL:
+                self.slots = old
+                raise MemoryError()
+            self.cap = oldcap * 2
+            mask = self.cap - 1
+            for j in range(oldcap):
+                if old[j].v:
+                    i = old[j].h & mask
+                    while self.slots[i].v:
+                        i = (i + 1) & mask
+                    self.slots[i] = old[j]
+            free(old)
+        mask = self.cap - 1
+        i = h & mask
+        while self.slots[i].v:
+            i = (i + 1) & mask
+        self.slots[i].h = h
+        self.slots[i].v = v
+        self.count += 1
+        return 0
+
+    cdef int sync(self, bytearray blob, array off) except -1:
+        """See TermHash.sync."""
+        cdef size_t t, n = len(off) - 1
+        cdef const char* b = PyByteArray_AS_STRING(blob)
+        cdef const unsigned long long* o = off.data.as_ulonglongs
+        cdef unsigned int h
+        for t in range(self.synced, n):
+            h = _hash_bytes(b + o[t], <Py_ssize_t>(o[t + 1] - o[t]))
+            if self.find(h, b + o[t], <Py_ssize_t>(o[t + 1] - o[t]), b, o):
+                return 0
+            self.insert(h, <unsigned int>t)
+        self.synced = n
+        return 1
+
+    cdef int add(self, bytearray blob, array off, unsigned int h, const char* buf, Py_ssize_t blen) except -1:
+        """See TermHash.add."""
+        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(blob)
+        PyByteArray_Resize(blob, n0 + blen)
+        memcpy(PyByteArray_AS_STRING(blob) + n0, buf, blen)
+        push_q(off, n0 + blen)
+        self.insert(h, <unsigned int>(len(off) - 2))
+        self.synced = len(off) - 1
+        return 0
+
+
 cdef inline unsigned int _hash_bytes(const char* buf, Py_ssize_t n) noexcept:
     """FNV-1a (64-bit), folded to 32 bits."""
     cdef unsigned long long h = 14695981039346656037ULL
@@ -983,7 +1074,8 @@ cdef class Dict:
     no tags)."""
     cdef bytearray tblob, pblob, kblob
     cdef array toff, tpfx, poff, koff
-    cdef TermHash th, ph, kh
+    cdef TermHash th, ph
+    cdef KeyHash kh
     cdef array sorted_ids     # term ids sorted by their bytes (prefix expansion), the first nsorted terms
     cdef size_t nsorted
     # a small direct-mapped cache of short terms (hash, id, bytes): names repeat their tokens
@@ -1005,7 +1097,7 @@ cdef class Dict:
         self.tblob, self.toff, self.tpfx = st.term_blob, st.term_off, st.term_pfx
         self.pblob, self.poff = st.pfx_blob, st.pfx_off
         self.kblob, self.koff = st.tsk_blob, st.tsk_off
-        self.th, self.ph, self.kh = TermHash(0, 1), TermHash(1, 0), TermHash(0, 1)
+        self.th, self.ph, self.kh = TermHash(0, 1), TermHash(1, 0), KeyHash(1)
         self.sorted_ids = array("I")
         self.nsorted = 1
         if not (self.th.sync(self.tblob, self.toff) and self.ph.sync(self.pblob, self.poff)
