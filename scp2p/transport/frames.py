@@ -145,6 +145,11 @@ class FrameReader:
         self.mispredicted = 0
 
     @property
+    def expects_large(self) -> bool:
+        """The next read is offered a whole large frame (a stream of chunks; nothing buffered)."""
+        return self._peek and self._start == self._end and self._big is None and not self.single
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""
         return self._end - self._start + self._big_fill

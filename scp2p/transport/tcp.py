@@ -18,12 +18,14 @@ from typing import Callable, Optional
 
 from ..errors import ConnectFailed
 from .binding import tls_binding
-from .session import LocalNode, Session
+from .session import LocalNode, Session, SessionState
 
 log = logging.getLogger(__name__)
 
 #: buffers per sendmsg (Linux IOV_MAX is 1024)
 _IOV_MAX = 512
+#: socket reads per read event while whole large frames (chunks) arrive (see buffer_updated)
+READ_BURST = 4
 
 
 class StreamProtocol(asyncio.BufferedProtocol):
@@ -59,6 +61,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._qwriter = False
         self._close_after = False
         self._loop = loop
+        #: the session paused reading (no extra reads in buffer_updated then)
+        self._rpaused = False
 
     # --------------------------------------------------------------- asyncio protocol
     def connection_made(self, transport) -> None:
@@ -105,7 +109,27 @@ class StreamProtocol(asyncio.BufferedProtocol):
         return self.session.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.session.buffer_updated(nbytes)
+        session = self.session
+        session.buffer_updated(nbytes)
+        sock = self._sock
+        if sock is None:
+            return
+        # a stream of large frames (chunks): read the socket again at once, up to READ_BURST
+        # reads per read event, instead of one event-loop pass (epoll, callback) per chunk
+        reader = session.reader
+        t = self.transport
+        for _ in range(READ_BURST - 1):
+            if self._rpaused or not reader.expects_large or session.state is SessionState.CLOSED or t.is_closing():
+                return
+            try:
+                n = sock.recv_into(session.get_buffer(-1))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # the transport's next read reports it
+            if not n:
+                return  # end of stream: the transport's next read sees it too
+            session.buffer_updated(n)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -214,10 +238,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 self._loop._remove_writer(self._sock.fileno())
 
     def pause_reading(self) -> None:
+        self._rpaused = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._rpaused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

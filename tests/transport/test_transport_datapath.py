@@ -235,3 +235,51 @@ def test_take_response_only_for_our_requests_in_flight():
     assert not c.take_response(probe) and not c.take_response(rid + 100)
     assert c.take_response(rid) and c.in_flight == 0
     assert not c.take_response(rid)  # a second (late) copy is not ours any more
+
+
+class _BurstSock(_FakeSock):
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__(0)
+        self.data = data
+        self.step = step
+        self.reads = 0
+
+    def recv_into(self, buf):
+        if not self.data:
+            raise BlockingIOError
+        self.reads += 1
+        n = min(len(buf), self.step, len(self.data))
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+def test_stream_of_large_frames_is_read_in_bursts():
+    """After a large frame, buffer_updated reads the socket again itself (up to READ_BURST
+    reads per read event) while whole large frames are expected; small frames and a paused
+    session are left to the event loop."""
+    from scp2p.transport.session import SessionState
+    from scp2p.transport.tcp import READ_BURST
+
+    body = b"\x01" * 100_000
+    frame = len(body).to_bytes(4, "big") + body
+    r = FrameReader()
+    r.feed(frame)  # a first large frame: the next read is offered a whole frame
+    session = SimpleNamespace(reader=r, state=SessionState.OPEN, get_buffer=r.get_buffer,
+                              buffer_updated=r.buffer_updated)  # fmt: skip
+    p = _protocol(0)
+    p.session = session
+    sock = p._sock = _BurstSock(frame * 10, len(frame))
+
+    def read_event():  # what asyncio does on a read event
+        p.buffer_updated(sock.recv_into(p.session.get_buffer(-1)))
+
+    read_event()
+    assert sock.reads == READ_BURST and len(r.frames) == 1 + READ_BURST
+    p._rpaused = True
+    read_event()
+    assert sock.reads == READ_BURST + 1  # paused: only the event's own read
+    p._rpaused = False
+    sock.step = 10  # a short read: the frame is not whole, the loop takes over
+    read_event()
+    assert sock.reads == READ_BURST + 2
