@@ -42,10 +42,9 @@ def index_doc_dir(store: Any) -> str | None:
     content ids, names and mimes): the node's data directory, beside the store's database;
     None (the system temp directory) if the store has no directory."""
     path = getattr(store, "path", None)
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
         return None
-    d = Path(path).parent
-    return str(d) if d.is_dir() else None
+    return str(Path(path).parent)
 
 
 def load_index(store: Any) -> tuple[Index, dict[bytes, int], bool]:

@@ -287,3 +287,13 @@ def test_doc_dir_round_trip_and_compaction(twin, tmp_path, monkeypatch):
     assert again.to_bytes() == back.to_bytes() and again.search("iso size:>4G").hits[0].size == 5 << 30
     with pytest.raises(SearchError):
         ix.replace_share(sid(92), [SimpleNamespace(content_id=b"short", size=1, name="x", mime=None, tags=())])
+
+
+def test_node_puts_the_document_store_beside_the_database(tmp_path):
+    from scp2p.node.indexing import index_doc_dir, load_index
+
+    with Store.open(tmp_path / "node.db") as store:
+        assert index_doc_dir(store) == str(tmp_path)
+        index, seqs, changed = load_index(store)
+        assert len(index) == 0 and seqs == {} and not changed
+    assert index_doc_dir(object()) is None
