@@ -46,12 +46,28 @@ cdef extern from *:
     """
     #if defined(__GLIBC__)
     #include <malloc.h>
-    static int scp2p_trim(void) { return malloc_trim(0); }
+    static int scp2p_mmap_big(void) { return mallopt(M_MMAP_THRESHOLD, 1 << 20); }
     #else
-    static int scp2p_trim(void) { return 0; }
+    static int scp2p_mmap_big(void) { return 0; }
     #endif
     """
-    int scp2p_trim() nogil
+    int scp2p_mmap_big() nogil
+
+cdef bint _malloc_set = False
+
+
+cdef void _big_buffers_mapped() noexcept:
+    """Allocations of 1 MiB or more get their own mmap (glibc's M_MMAP_THRESHOLD, set once
+    when the first native index is made). glibc otherwise raises its mmap threshold after the
+    first big frees and serves big buffers from the heap, where a moved or freed one leaves a
+    hole that stays resident (session 3 handed them back with malloc_trim after every merge,
+    Seg fold and big-buffer move: a walk of the whole heap each time). Mapped, a freed buffer
+    goes back to the kernel at once and a growing one is moved by mremap (no copy). This is
+    process-wide: every allocation of 1 MiB or more in the process is mapped from then on."""
+    global _malloc_set
+    if not _malloc_set:
+        scp2p_mmap_big()
+        _malloc_set = True
 
 cdef extern from *:
     """
@@ -371,9 +387,6 @@ class NPostings(_Postings):
             post, poff, blk, boff = _fold(st, _Postings(), self.segs[self.nfolded:], False)
             self.segs[self.nfolded:] = [_sparse_seg(post, poff, blk, boff)]
             self.nfolded += 1
-            # the fold's dense per-list scratch arrays (~8 MB at 1M items) were just freed inside
-            # the C heap: hand the pages back rather than keep them resident until reused
-            scp2p_trim()
             self.ddir = DeltaDir()
             for i, x in enumerate(self.segs):
                 (<DeltaDir>self.ddir).add(i, <Seg>x)
@@ -702,6 +715,7 @@ class NState(_State):
     Python lists and dicts of str."""
 
     def __init__(self, doc_dir=None):
+        _big_buffers_mapped()
         _State.__init__(self)
         self.lists = [NPostings(), NPostings()]
         del self.names, self.name_off, self.cids, self.doc_mime
@@ -1594,29 +1608,6 @@ cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned in
     return nids
 
 
-cdef list _addresses(tuple bufs):
-    """(data address, size in bytes) of each array / bytearray."""
-    cdef list out = []
-    cdef array a
-    for o in bufs:
-        if type(o) is bytearray:
-            out.append((<size_t>PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o)))
-        else:
-            a = <array>o
-            out.append((<size_t>a.data.as_voidptr, len(a) * a.ob_descr.itemsize))
-    return out
-
-
-cdef bint _moved(tuple bufs, list before) except -1:
-    """Whether a buffer of at least 4 MiB moved since ``before``."""
-    cdef list now = _addresses(bufs)
-    cdef Py_ssize_t i
-    for i in range(len(now)):
-        if now[i][0] != before[i][0] and before[i][1] >= (4 << 20):
-            return True
-    return False
-
-
 def add_share(st, unsigned int slot, Rows rows):
     """Append one share's items (``rows`` from prepare, in rank order) as docs."""
     cdef unsigned int lo = len(st.doc_share), d, t, p
@@ -1644,9 +1635,6 @@ def add_share(st, unsigned int slot, Rows rows):
     ts_toks = st.ts_toks
     ts_toff = st.ts_toff
     cdef Py_ssize_t ri, i, ntok, nlen, n0
-    cdef tuple watch = (doc_share, doc_size, doc_ext, doc_tagset, fwd, fwd_off, docs.off, st.ts_toks,
-                        st.ts_toff, (<Dict>st.dict).kblob)
-    cdef list before = _addresses(watch)
     cdef unsigned int tids[64]
     cdef object last_mime = _NO_MIME
     cdef unsigned int last_mid = 0
@@ -1741,10 +1729,6 @@ def add_share(st, unsigned int slot, Rows rows):
         free(tb.v)
         free(pb.v)
         docs.flush()
-    # a big buffer that moved (realloc inside the C heap) left a hole glibc keeps resident:
-    # give it back now (~2-3 ms at 1M items; big buffers grow by half, so this is rare)
-    if _moved(watch, before):
-        scp2p_trim()
 
 
 cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list segs, const unsigned int* lo_,
@@ -1863,9 +1847,6 @@ def merge(st, L):
     L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
     L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
-    # the old arrays and the Segs leave free holes in the C heap; glibc keeps them resident
-    # unless asked (~30 MB at 1M items); a merge is rare enough to pay for the walk
-    scp2p_trim()
 
 
 # ---------------------------------------------------------------------- exact names
