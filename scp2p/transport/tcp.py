@@ -76,7 +76,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             except OSError:  # pragma: no cover
                 pass
             raw = getattr(sock, "_sock", None)  # asyncio's TransportSocket wraps the real one
-            if self.scheme == "tcp" and hasattr(raw, "sendmsg"):
+            # the own write queue needs a selector loop's fd writer (not Proactor, not uvloop)
+            if self.scheme == "tcp" and hasattr(raw, "sendmsg") and hasattr(self._loop, "_add_writer"):
                 self._sock = raw
         peer = transport.get_extra_info("peername") or ("?", 0)
         binding = None
