@@ -14,7 +14,6 @@ from .index import IMPLEMENTATION, Index, tokenize
 from .query import Query, Term, parse_query
 
 
-
 def __getattr__(name):  # Blocklist lives in scp2p.catalog, imported on first use (see _base._blocklist_of)
     if name == "Blocklist":
         from ..catalog.blocklist import Blocklist
