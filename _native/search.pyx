@@ -14,7 +14,6 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from posix.unistd cimport pread, pwrite, close
 from libc.errno cimport errno, EINTR
 
 from scp2p.search import ranking
@@ -41,6 +40,47 @@ cdef extern from "Python.h":
         int flags
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
+
+cdef extern from *:
+    """
+    /* positioned file I/O for the document store: POSIX pread/pwrite, or ReadFile/WriteFile
+       with an OVERLAPPED offset on Windows (no POSIX headers there) */
+    #ifdef _WIN32
+    #include <io.h>
+    #include <errno.h>
+    #include <string.h>
+    #include <windows.h>
+    static Py_ssize_t scp2p_prw(int fd, void* buf, size_t n, unsigned long long off, int wr) {
+        HANDLE h = (HANDLE)_get_osfhandle(fd);
+        OVERLAPPED ov;
+        DWORD done = 0;
+        BOOL ok;
+        if (h == INVALID_HANDLE_VALUE) { errno = EBADF; return -1; }
+        memset(&ov, 0, sizeof ov);
+        ov.Offset = (DWORD)off;
+        ov.OffsetHigh = (DWORD)(off >> 32);
+        if (n > 0x40000000u) n = 0x40000000u;
+        ok = wr ? WriteFile(h, buf, (DWORD)n, &done, &ov) : ReadFile(h, buf, (DWORD)n, &done, &ov);
+        if (!ok) {
+            if (!wr && GetLastError() == ERROR_HANDLE_EOF) return 0;
+            errno = GetLastError() == ERROR_DISK_FULL ? ENOSPC : EIO;
+            return -1;
+        }
+        return (Py_ssize_t)done;
+    }
+    #define scp2p_pread(fd, b, n, o) scp2p_prw((fd), (b), (n), (o), 0)
+    #define scp2p_pwrite(fd, b, n, o) scp2p_prw((fd), (void*)(b), (n), (o), 1)
+    #define scp2p_close(fd) _close(fd)
+    #else
+    #include <unistd.h>
+    #define scp2p_pread(fd, b, n, o) pread((fd), (b), (n), (off_t)(o))
+    #define scp2p_pwrite(fd, b, n, o) pwrite((fd), (b), (n), (off_t)(o))
+    #define scp2p_close(fd) close(fd)
+    #endif
+    """
+    Py_ssize_t scp2p_pread(int fd, void* buf, size_t n, unsigned long long off) nogil
+    Py_ssize_t scp2p_pwrite(int fd, const void* buf, size_t n, unsigned long long off) nogil
+    int scp2p_close(int fd) nogil
 
 cdef extern from *:
     """
@@ -444,6 +484,15 @@ def _open_tmp(dirname):
     if dirname is None:
         import tempfile
         dirname = tempfile.gettempdir()
+    if os.name == "nt":  # an open file cannot be unlinked there: delete-on-close instead
+        import secrets
+        while True:
+            path = os.path.join(dirname, "scp2p-search-docs-" + secrets.token_hex(8))
+            try:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_BINARY | os.O_TEMPORARY
+                               | os.O_NOINHERIT, 0o600)
+            except FileExistsError:
+                continue
     flag = getattr(os, "O_TMPFILE", 0)
     if flag:
         try:
@@ -490,7 +539,7 @@ cdef class DocStore:
 
     def __dealloc__(self):
         if self.fd >= 0:
-            close(self.fd)
+            scp2p_close(self.fd)
         free(self.wbuf)
         free(self.rbuf)
 
@@ -526,9 +575,9 @@ cdef class DocStore:
     cdef int flush(self) except -1:
         """Write the collected records (the file's end is ``flushed``)."""
         cdef size_t done = 0
-        cdef ssize_t r
+        cdef Py_ssize_t r
         while done < self.wlen:
-            r = pwrite(self.fd, self.wbuf + done, self.wlen - done, self.flushed + done)
+            r = scp2p_pwrite(self.fd, self.wbuf + done, self.wlen - done, self.flushed + done)
             if r < 0:
                 if errno == EINTR:
                     continue
@@ -545,9 +594,9 @@ cdef class DocStore:
 
     cdef int read_at(self, char* buf, size_t n, unsigned long long at) except -1:
         cdef size_t done = 0
-        cdef ssize_t r
+        cdef Py_ssize_t r
         while done < n:
-            r = pread(self.fd, buf + done, n - done, at + done)
+            r = scp2p_pread(self.fd, buf + done, n - done, at + done)
             if r < 0:
                 if errno == EINTR:
                     continue
