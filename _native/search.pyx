@@ -914,6 +914,45 @@ cdef struct HSlot:
 cdef unsigned long long LONG_KEY = 0xFF00000000000000ULL
 
 
+cdef struct KSlot:
+    unsigned int h      # 32-bit hash
+    unsigned int v      # value (0 = empty)
+
+
+ctypedef fused slot_t:
+    HSlot
+    KSlot
+
+
+cdef slot_t* _slot_for(slot_t** slots, size_t* cap, size_t count, unsigned int h) except NULL:
+    """The empty slot where hash ``h`` goes in an open-addressing table (linear probing, value
+    0 = empty), after doubling the table when it would pass half full (shared by TermHash
+    and KeyHash, whose slots differ only in TermHash's inline short key)."""
+    cdef slot_t* old = slots[0]
+    cdef slot_t* new
+    cdef size_t oldcap = cap[0], i, j, mask
+    if (count + 1) * 2 > oldcap:
+        new = <slot_t*>calloc(oldcap * 2, sizeof(slot_t))
+        if new == NULL:
+            raise MemoryError()
+        mask = oldcap * 2 - 1
+        for j in range(oldcap):
+            if old[j].v:
+                i = old[j].h & mask
+                while new[i].v:
+                    i = (i + 1) & mask
+                new[i] = old[j]
+        free(old)
+        slots[0], cap[0] = new, oldcap * 2
+    mask = cap[0] - 1
+    i = h & mask
+    while slots[0][i].v:
+        i = (i + 1) & mask
+    return &slots[0][i]
+
+
+
+
 cdef inline unsigned long long _key8(const char* buf, Py_ssize_t blen) noexcept:
     cdef unsigned long long k = 0
     if blen > 7:
@@ -964,29 +1003,10 @@ cdef class TermHash:
             i = (i + 1) & mask
 
     cdef int insert(self, unsigned int h, unsigned int v, unsigned long long k8) except -1:
-        cdef HSlot* old = self.slots
-        cdef size_t oldcap = self.cap, i, j, mask
-        if (self.count + 1) * 2 > self.cap:
-            self.slots = <HSlot*>calloc(oldcap * 2, sizeof(HSlot))
-            if self.slots == NULL:
-                self.slots = old
-                raise MemoryError()
-            self.cap = oldcap * 2
-            mask = self.cap - 1
-            for j in range(oldcap):
-                if old[j].v:
-                    i = old[j].h & mask
-                    while self.slots[i].v:
-                        i = (i + 1) & mask
-                    self.slots[i] = old[j]
-            free(old)
-        mask = self.cap - 1
-        i = h & mask
-        while self.slots[i].v:
-            i = (i + 1) & mask
-        self.slots[i].h = h
-        self.slots[i].v = v
-        self.slots[i].k8 = k8
+        cdef HSlot* e = _slot_for(&self.slots, &self.cap, self.count, h)
+        e.h = h
+        e.v = v
+        e.k8 = k8
         self.count += 1
         return 0
 
@@ -1014,11 +1034,6 @@ cdef class TermHash:
         self.insert(h, <unsigned int>(len(off) - 2) + self.shift, _key8(buf, blen))
         self.synced = len(off) - 1
         return 0
-
-
-cdef struct KSlot:
-    unsigned int h      # 32-bit hash
-    unsigned int v      # value (0 = empty)
 
 
 cdef class KeyHash:
@@ -1057,28 +1072,9 @@ cdef class KeyHash:
             i = (i + 1) & mask
 
     cdef int insert(self, unsigned int h, unsigned int v) except -1:
-        cdef KSlot* old = self.slots
-        cdef size_t oldcap = self.cap, i, j, mask
-        if (self.count + 1) * 2 > self.cap:
-            self.slots = <KSlot*>calloc(oldcap * 2, sizeof(KSlot))
-            if self.slots == NULL:
-                self.slots = old
-                raise MemoryError()
-            self.cap = oldcap * 2
-            mask = self.cap - 1
-            for j in range(oldcap):
-                if old[j].v:
-                    i = old[j].h & mask
-                    while self.slots[i].v:
-                        i = (i + 1) & mask
-                    self.slots[i] = old[j]
-            free(old)
-        mask = self.cap - 1
-        i = h & mask
-        while self.slots[i].v:
-            i = (i + 1) & mask
-        self.slots[i].h = h
-        self.slots[i].v = v
+        cdef KSlot* e = _slot_for(&self.slots, &self.cap, self.count, h)
+        e.h = h
+        e.v = v
         self.count += 1
         return 0
 
