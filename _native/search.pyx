@@ -513,6 +513,20 @@ cdef enum:
 cdef unsigned int SIZE_CAP = 0xFFFFFFFFU
 
 
+cdef struct RecAt:       # DocStore.fetch: a record's byte range and its place in the page
+    unsigned long long a, b
+    Py_ssize_t i
+
+
+cdef enum:
+    FETCH_GAP = 4096        # records this close share one pread (reading the gap is cheaper)
+
+
+cdef int _cmp_recat(const void* x, const void* y) noexcept nogil:
+    cdef unsigned long long a = (<const RecAt*>x).a, b = (<const RecAt*>y).a
+    return -1 if a < b else (1 if a > b else 0)
+
+
 cdef class DocStore:
     """Cold per-document data on disk: one record per doc, ``content id (32) | mime id (u32) |
     name length (u32) | size (u64) | name (UTF-8) | zero padding to 4 bytes`` (little-endian),
@@ -531,6 +545,8 @@ cdef class DocStore:
     cdef size_t wlen, wcap
     cdef char* rbuf
     cdef size_t rcap
+    cdef char* bbuf   # fetch(): the records of a page of hits
+    cdef size_t bcap
 
     def __cinit__(self, dirname=None):
         self.fd = -1
@@ -542,6 +558,7 @@ cdef class DocStore:
             scp2p_close(self.fd)
         free(self.wbuf)
         free(self.rbuf)
+        free(self.bbuf)
 
     def __len__(self):
         return len(self.off) - 1
@@ -621,6 +638,59 @@ cdef class DocStore:
             self.rbuf, self.rcap = nb, b - a + 256
         self.read_at(self.rbuf, b - a, a)
         return self.rbuf
+
+    cdef int fetch(self, const unsigned int* ds, Py_ssize_t n, const char** out) except -1:
+        """Records of docs ds[0..n-1] into out[] (valid until the next fetch): the flushed ones
+        sorted by position and read with one ``pread`` per run of records that lie within
+        FETCH_GAP bytes of each other (a page's hits often come from a few shares, whose
+        records are adjacent in the file), instead of one ``pread`` per hit."""
+        cdef const unsigned int* o = self.off.data.as_uints
+        cdef RecAt* at = <RecAt*>malloc(n * sizeof(RecAt) + 1)
+        cdef Py_ssize_t i, j, k, m = 0
+        cdef unsigned long long a, b, lo, hi, total = 0
+        cdef char* nb
+        if at == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                a = <unsigned long long>o[ds[i]] << 2
+                if a >= self.flushed:
+                    out[i] = self.wbuf + (a - self.flushed)
+                else:
+                    at[m].a, at[m].b, at[m].i = a, <unsigned long long>o[ds[i] + 1] << 2, i
+                    m += 1
+            if m == 0:
+                return 0
+            qsort(at, m, sizeof(RecAt), _cmp_recat)
+            i = 0  # pass 1: the bytes the runs cover
+            while i < m:
+                lo, hi, j = at[i].a, at[i].b, i + 1
+                while j < m and at[j].a <= hi + FETCH_GAP:
+                    if at[j].b > hi:
+                        hi = at[j].b
+                    j += 1
+                total += hi - lo
+                i = j
+            if total > self.bcap:
+                nb = <char*>realloc(self.bbuf, total)
+                if nb == NULL:
+                    raise MemoryError()
+                self.bbuf, self.bcap = nb, total
+            i, total = 0, 0  # pass 2: read each run, point at its records
+            while i < m:
+                lo, hi, j = at[i].a, at[i].b, i + 1
+                while j < m and at[j].a <= hi + FETCH_GAP:
+                    if at[j].b > hi:
+                        hi = at[j].b
+                    j += 1
+                self.read_at(self.bbuf + total, hi - lo, lo)
+                for k in range(i, j):
+                    out[at[k].i] = self.bbuf + total + (at[k].a - lo)
+                total += hi - lo
+                i = j
+            return 0
+        finally:
+            free(at)
 
     cdef bytes cid(self, unsigned int d):
         return PyBytes_FromStringAndSize(self.get(d), 32)
@@ -2594,31 +2664,48 @@ def make_hits(st, list found, q, highlight, Hit):
     cdef double scale = ranking.WEIGHT_SCALE
     cdef bint fast = _hit_layout(Hit)
     tags_of = st.tags_of
-    for score, d in found:
-        doc = d
-        rec = docs.get(doc)  # content id, mime id, size, name: one pread
-        rlen = _get_le(rec + 36, 4)
-        ts = doc_tagset.data.as_uints[doc]
-        tags = tcache.get(ts)
-        if tags is None:
-            tags = tags_of(ts)
-        mime = mimes[_get_le(rec + 32, 4)] or None
-        if fast:
-            h = PyType_GenericAlloc(<void*>Hit, 0)
-            _put(h, 0, slot_ids[doc_share.data.as_uints[doc]])
-            _put(h, 1, PyBytes_FromStringAndSize(rec, 32))
-            _put(h, 2, PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL))
-            _put(h, 3, _get_le(rec + 40, 8))
-            _put(h, 4, mime)
-            _put(h, 5, tags)
-            _put(h, 6, PyFloat_FromDouble(<unsigned long long>score / scale))
-            _put(h, 7, q)
-            _put(h, 8, highlight)
-        else:
-            h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(rec, 32),
-                    PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL), _get_le(rec + 40, 8),
-                    mime, tags, score / scale, q, highlight)
-        out.append(h)
+    cdef Py_ssize_t n = len(found), i = 0
+    cdef unsigned int* ds = <unsigned int*>malloc(n * sizeof(unsigned int) + 1)
+    cdef const char** recs = <const char**>malloc(n * sizeof(char*) + 1)
+    if ds == NULL or recs == NULL:
+        free(ds)
+        free(recs)
+        raise MemoryError()
+    try:
+        for score, d in found:
+            ds[i] = d
+            i += 1
+        docs.fetch(ds, n, recs)  # content id, mime id, size, name of every hit
+        i = 0
+        for score, d in found:
+            doc = d
+            rec = recs[i]
+            i += 1
+            rlen = _get_le(rec + 36, 4)
+            ts = doc_tagset.data.as_uints[doc]
+            tags = tcache.get(ts)
+            if tags is None:
+                tags = tags_of(ts)
+            mime = mimes[_get_le(rec + 32, 4)] or None
+            if fast:
+                h = PyType_GenericAlloc(<void*>Hit, 0)
+                _put(h, 0, slot_ids[doc_share.data.as_uints[doc]])
+                _put(h, 1, PyBytes_FromStringAndSize(rec, 32))
+                _put(h, 2, PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL))
+                _put(h, 3, _get_le(rec + 40, 8))
+                _put(h, 4, mime)
+                _put(h, 5, tags)
+                _put(h, 6, PyFloat_FromDouble(<unsigned long long>score / scale))
+                _put(h, 7, q)
+                _put(h, 8, highlight)
+            else:
+                h = Hit(slot_ids[doc_share.data.as_uints[doc]], PyBytes_FromStringAndSize(rec, 32),
+                        PyUnicode_DecodeUTF8(rec + REC_FIXED, rlen, NULL), _get_le(rec + 40, 8),
+                        mime, tags, score / scale, q, highlight)
+            out.append(h)
+    finally:
+        free(ds)
+        free(recs)
     return tuple(out)
 
 

@@ -289,6 +289,24 @@ def test_doc_dir_round_trip_and_compaction(twin, tmp_path, monkeypatch):
         ix.replace_share(sid(92), [SimpleNamespace(content_id=b"short", size=1, name="x", mime=None, tags=())])
 
 
+def test_hit_records_read_in_runs_match_the_pure_twin(twin, tmp_path):
+    """A page's hit records are read a run of nearby records at a time (native): hits spread
+    over shares far apart in the document store and hits side by side in one share come back
+    with their own names, content ids, sizes and mimes, the same as the pure twin's."""
+    ref = _index_py.Index()
+    ix = twin.Index(doc_dir=tmp_path)
+    for s in range(12):  # ~300 records a share: shares lie tens of KiB apart in the store
+        items = [item(f"{'needle' if i % 97 == s else 'hay'} {s}-{i} {'x' * (i % 40)}.dat", ["t"],
+                      size=s * 1000 + i, mime=f"a/{i % 3}") for i in range(300)]
+        for target in (ix, ref):
+            target.replace_share(sid(s + 1), items)
+    for q, limit in (("needle", 50), ("hay 3", 200), ("dat", 500)):
+        got, want = ix.search(q, limit=limit), ref.search(q, limit=limit)
+        assert len(got.hits) > 1
+        assert [(h.name, h.content_id, h.size, h.mime) for h in got.hits] == \
+            [(h.name, h.content_id, h.size, h.mime) for h in want.hits]
+
+
 def test_node_puts_the_document_store_beside_the_database(tmp_path):
     from scp2p.node.indexing import index_doc_dir, load_index
 
