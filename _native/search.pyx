@@ -692,6 +692,13 @@ cdef class DocStore:
         finally:
             free(at)
 
+    cdef void release(self) noexcept:
+        """After a page's hits are built: a fetch buffer a very large page grew is not kept."""
+        if self.bcap > (1 << 20):
+            free(self.bbuf)
+            self.bbuf = NULL
+            self.bcap = 0
+
     cdef bytes cid(self, unsigned int d):
         return PyBytes_FromStringAndSize(self.get(d), 32)
 
@@ -2706,6 +2713,7 @@ def make_hits(st, list found, q, highlight, Hit):
     finally:
         free(ds)
         free(recs)
+        docs.release()
     return tuple(out)
 
 
