@@ -1038,15 +1038,56 @@ cdef inline unsigned long long _key8(const char* buf, Py_ssize_t blen) noexcept:
     return k | (<unsigned long long>(blen + 1) << 56)
 
 
-cdef class TermHash:
-    """A C hash from UTF-8 bytes to an id: entry i of a blob + offsets table (``off[i]`` ..
+cdef class BlobHash:
+    """A C hash from UTF-8 bytes to an id over a blob + offsets table: entry i (``off[i]`` ..
     ``off[i + 1]``) is stored under the value ``i + shift``; a value of 0 means empty, so
-    tables whose entry 0 is a real key (the prefixes) use shift 1. Open addressing; a slot holds
-    the hash, the value and a key of up to 7 bytes itself (most tokens: a hit touches only the
-    slot), longer keys are compared against the blob. ``synced`` = entries inserted."""
-    cdef HSlot* slots
+    tables whose entry 0 is a real key (the prefixes) use shift 1. Open addressing (see
+    _slot_for); the slot layout, ``find`` and ``put`` are the subclasses'. ``synced`` =
+    entries inserted."""
     cdef size_t cap, count, synced
     cdef unsigned int shift
+
+    cdef unsigned int find(self, unsigned int h, const char* buf, Py_ssize_t blen, const char* blob,
+                           const unsigned long long* off) noexcept:
+        """The value stored for buf[:blen] (hash h), 0 if absent."""
+        return 0
+
+    cdef int put(self, unsigned int h, unsigned int v, const char* buf, Py_ssize_t blen) except -1:
+        """Store value v for the key buf[:blen] (hash h), known to be absent."""
+        raise TypeError("BlobHash is abstract")
+
+    cdef int sync(self, bytearray blob, array off) except -1:
+        """Insert the entries synced .. len(off) - 2; False (0) if one of them duplicates an
+        earlier key (a damaged image), else 1."""
+        cdef size_t t, n = len(off) - 1
+        cdef const char* b = PyByteArray_AS_STRING(blob)
+        cdef const unsigned long long* o = off.data.as_ulonglongs
+        cdef unsigned int h
+        cdef Py_ssize_t kl
+        for t in range(self.synced, n):
+            kl = <Py_ssize_t>(o[t + 1] - o[t])
+            h = _hash_bytes(b + o[t], kl)
+            if self.find(h, b + o[t], kl, b, o):
+                return 0
+            self.put(h, <unsigned int>t + self.shift, b + o[t], kl)
+        self.synced = n
+        return 1
+
+    cdef int add(self, bytearray blob, array off, unsigned int h, const char* buf, Py_ssize_t blen) except -1:
+        """Append buf[:blen] to the table (a key known to be absent) and hash it."""
+        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(blob)
+        PyByteArray_Resize(blob, n0 + blen)
+        memcpy(PyByteArray_AS_STRING(blob) + n0, buf, blen)
+        push_q(off, n0 + blen)
+        self.put(h, <unsigned int>(len(off) - 2) + self.shift, buf, blen)
+        self.synced = len(off) - 1
+        return 0
+
+
+cdef class TermHash(BlobHash):
+    """BlobHash whose 16-byte slots hold the hash, the value and a key of up to 7 bytes itself
+    (most tokens: a hit touches only the slot); longer keys are compared against the blob."""
+    cdef HSlot* slots
 
     def __cinit__(self, unsigned int shift=0, size_t first=0):
         self.shift = shift
@@ -1062,7 +1103,6 @@ cdef class TermHash:
 
     cdef unsigned int find(self, unsigned int h, const char* buf, Py_ssize_t blen, const char* blob,
                            const unsigned long long* off) noexcept:
-        """The value stored for buf[:blen] (hash h), 0 if absent."""
         cdef size_t mask = self.cap - 1, i = h & mask
         cdef unsigned long long k8 = _key8(buf, blen)
         cdef HSlot* e
@@ -1079,49 +1119,24 @@ cdef class TermHash:
                     return e.v
             i = (i + 1) & mask
 
-    cdef int insert(self, unsigned int h, unsigned int v, unsigned long long k8) except -1:
+    cdef int put(self, unsigned int h, unsigned int v, const char* buf, Py_ssize_t blen) except -1:
         cdef HSlot* e = _slot_for(&self.slots, &self.cap, self.count, h)
         e.h = h
         e.v = v
-        e.k8 = k8
+        e.k8 = _key8(buf, blen)
         self.count += 1
         return 0
 
-    cdef int sync(self, bytearray blob, array off) except -1:
-        """Insert the entries synced .. len(off) - 2; False (0) if one of them duplicates an
-        earlier key (a damaged image), else 1."""
-        cdef size_t t, n = len(off) - 1
-        cdef const char* b = PyByteArray_AS_STRING(blob)
-        cdef const unsigned long long* o = off.data.as_ulonglongs
-        cdef unsigned int h
-        for t in range(self.synced, n):
-            h = _hash_bytes(b + o[t], <Py_ssize_t>(o[t + 1] - o[t]))
-            if self.find(h, b + o[t], <Py_ssize_t>(o[t + 1] - o[t]), b, o):
-                return 0
-            self.insert(h, <unsigned int>t + self.shift, _key8(b + o[t], <Py_ssize_t>(o[t + 1] - o[t])))
-        self.synced = n
-        return 1
 
-    cdef int add(self, bytearray blob, array off, unsigned int h, const char* buf, Py_ssize_t blen) except -1:
-        """Append buf[:blen] to the table (a key known to be absent) and hash it."""
-        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(blob)
-        PyByteArray_Resize(blob, n0 + blen)
-        memcpy(PyByteArray_AS_STRING(blob) + n0, buf, blen)
-        push_q(off, n0 + blen)
-        self.insert(h, <unsigned int>(len(off) - 2) + self.shift, _key8(buf, blen))
-        self.synced = len(off) - 1
-        return 0
-
-
-cdef class KeyHash:
-    """TermHash for long keys (the tagset keys: directory paths, rarely 7 bytes or less):
+cdef class KeyHash(BlobHash):
+    """BlobHash for long keys (the tagset keys: directory paths, rarely 7 bytes or less):
     8-byte slots of (hash, value), every candidate compared against the blob -- half the
-    memory of TermHash's 16-byte slots, whose inline key would almost never be used. Values
-    are entry + 1 (shift 1 is not needed: entry 0, the empty key, is never inserted)."""
+    memory of TermHash's 16-byte slots, whose inline key would almost never be used. Shift 0:
+    entry 0, the empty key, is never inserted."""
     cdef KSlot* slots
-    cdef size_t cap, count, synced
 
     def __cinit__(self, size_t first=1):
+        self.shift = 0
         self.cap = 1024
         self.count = 0
         self.synced = first
@@ -1134,7 +1149,6 @@ cdef class KeyHash:
 
     cdef unsigned int find(self, unsigned int h, const char* buf, Py_ssize_t blen, const char* blob,
                            const unsigned long long* off) noexcept:
-        """The entry stored for buf[:blen] (hash h), 0 if absent."""
         cdef size_t mask = self.cap - 1, i = h & mask
         cdef KSlot* e
         cdef unsigned int t
@@ -1148,35 +1162,11 @@ cdef class KeyHash:
                     return t
             i = (i + 1) & mask
 
-    cdef int insert(self, unsigned int h, unsigned int v) except -1:
+    cdef int put(self, unsigned int h, unsigned int v, const char* buf, Py_ssize_t blen) except -1:
         cdef KSlot* e = _slot_for(&self.slots, &self.cap, self.count, h)
         e.h = h
         e.v = v
         self.count += 1
-        return 0
-
-    cdef int sync(self, bytearray blob, array off) except -1:
-        """See TermHash.sync."""
-        cdef size_t t, n = len(off) - 1
-        cdef const char* b = PyByteArray_AS_STRING(blob)
-        cdef const unsigned long long* o = off.data.as_ulonglongs
-        cdef unsigned int h
-        for t in range(self.synced, n):
-            h = _hash_bytes(b + o[t], <Py_ssize_t>(o[t + 1] - o[t]))
-            if self.find(h, b + o[t], <Py_ssize_t>(o[t + 1] - o[t]), b, o):
-                return 0
-            self.insert(h, <unsigned int>t)
-        self.synced = n
-        return 1
-
-    cdef int add(self, bytearray blob, array off, unsigned int h, const char* buf, Py_ssize_t blen) except -1:
-        """See TermHash.add."""
-        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(blob)
-        PyByteArray_Resize(blob, n0 + blen)
-        memcpy(PyByteArray_AS_STRING(blob) + n0, buf, blen)
-        push_q(off, n0 + blen)
-        self.insert(h, <unsigned int>(len(off) - 2))
-        self.synced = len(off) - 1
         return 0
 
 
