@@ -24,6 +24,7 @@ import sys
 
 from ..errors import FrameTooLarge, LimitExceeded
 from ..limits import MAX_PAYLOAD, U16_MAX, U32_MAX
+from ..wire._codec_py import _head
 
 _K_TYPE = b"\xa4\x64type"
 _K_REQ = b"\x66req_id"
@@ -38,15 +39,7 @@ __all__ = ["chunk_fields", "chunk_tail", "envelope_fields", "envelope_header", "
 def uint(v: int) -> bytes:
     if v < 0 or v > 0xFFFF_FFFF_FFFF_FFFF:
         raise ValueError("unsigned integer out of range")
-    if v < 24:
-        return bytes((v,))
-    if v < 0x100:
-        return bytes((0x18, v))
-    if v < 0x10000:
-        return b"\x19" + v.to_bytes(2, "big")
-    if v < 0x1_0000_0000:
-        return b"\x1a" + v.to_bytes(4, "big")
-    return b"\x1b" + v.to_bytes(8, "big")
+    return _head(0, v)  # the pure codec's head encoder (major type 0)
 
 
 def envelope_header(msg_type: int, req_id: int, flags: int, payload_len: int) -> bytes:
