@@ -410,11 +410,144 @@ cdef class DeltaDir:
 SEG_FOLD = 16  #: new Segs folded into one (a list then spans a few dozen Segs at most)
 
 
-class NPostings(_Postings):
-    """Postings with the delta part as Segs (see _base.Postings)."""
+cdef int _pio(int fd, char* buf, size_t n, unsigned long long at, bint wr, str what) except -1:
+    """Read (or write) exactly n bytes at ``at`` (retrying short transfers and EINTR)."""
+    cdef size_t done = 0
+    cdef Py_ssize_t r
+    while done < n:
+        if wr:
+            r = scp2p_pwrite(fd, buf + done, n - done, at + done)
+        else:
+            r = scp2p_pread(fd, buf + done, n - done, at + done)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            import os
+            raise OSError(errno, what + ": " + os.strerror(errno))
+        if r == 0:
+            raise OSError(what + ": short read")
+        done += r
+    return 0
 
-    def __init__(self):
+
+#: a merged list of at most this many postings is read whole when a query plans it (one pread);
+#: a longer one is read a share run at a time, only for the shares the query visits
+EAGER_POSTS = 16384
+cdef Py_ssize_t _eager_posts = EAGER_POSTS
+
+
+def set_eager_posts(Py_ssize_t n):
+    """Change EAGER_POSTS (tests use 0: every on-disk list is read run by run); returns the old value."""
+    global _eager_posts
+    old = _eager_posts
+    _eager_posts = n
+    return old
+
+
+cdef class PostFile:
+    """A merged posting set's ``post`` and ``blk`` arrays on disk (session 5): an unlinked temporary
+    file (like the DocStore's) holding ``post`` (npost uint32, native byte order) then ``blk``
+    (nblk uint32). ``poff``/``boff`` stay in memory. Queries read a list's block table with one
+    ``pread`` and its postings whole (short lists) or one share run at a time, so the data lives in
+    the kernel's page cache, not in the process's resident memory. A merge reads the arrays back,
+    folds the deltas in and rewrites the file.
+
+    Liveness of a run without reading its postings: ``lo``/``hi`` are the slot ranges when the file
+    was written and ``dead`` the (sorted) run numbers -- block-table index / 2 -- that were dead
+    then (a loaded image may hold dead runs; a merge keeps only live ones). A run of slot s is live
+    iff it is not in ``dead`` and the slot's range is still (lo[s], hi[s]): doc ids are never
+    reused, so a replaced or removed share always has another range."""
+
+    cdef int fd
+    cdef public unsigned long long npost, nblk, size
+    cdef array lo, hi, dead
+    cdef const unsigned int* lo_
+    cdef const unsigned int* hi_
+    cdef const unsigned int* dead_
+    cdef Py_ssize_t nslots
+    cdef readonly Py_ssize_t ndead
+
+    def __cinit__(self, dirname=None):
+        self.fd = -1
+        self.fd = _open_tmp(dirname)
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            scp2p_close(self.fd)
+
+    def write(self, st, array post, array poff, array blk, array boff):
+        cdef const unsigned int* P = post.data.as_uints
+        cdef const unsigned int* B = blk.data.as_uints
+        cdef const unsigned long long* PO = poff.data.as_ulonglongs
+        cdef const unsigned long long* BO = boff.data.as_ulonglongs
+        cdef Py_ssize_t t, r, nb
+        cdef unsigned int s, d
+        cdef array lo = array("I", st.slot_lo), hi = array("I", st.slot_hi), dead = array("I")
+        _pio(self.fd, post.data.as_chars, 4 * len(post), 0, True, "search postings")
+        _pio(self.fd, blk.data.as_chars, 4 * len(blk), 4 * len(post), True, "search postings")
+        if 4 * <unsigned long long>(len(post) + len(blk)) < self.size:
+            import os
+            os.ftruncate(self.fd, 4 * (len(post) + len(blk)))
+        self.npost, self.nblk = len(post), len(blk)
+        self.size = 4 * (self.npost + self.nblk)
+        for t in range(len(poff) - 1):
+            nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
+            for r in range(nb):
+                s = B[BO[t] + 2 * r] >> 2
+                d = P[PO[t] + B[BO[t] + 2 * r + 1]]
+                if not (lo.data.as_uints[s] <= d < hi.data.as_uints[s]):
+                    push(dead, <unsigned int>((BO[t] >> 1) + r))
+        self.lo, self.hi, self.dead = lo, hi, dead
+        self.lo_, self.hi_, self.dead_ = lo.data.as_uints, hi.data.as_uints, dead.data.as_uints
+        self.nslots, self.ndead = len(lo), len(dead)
+
+    cdef inline bint live(self, unsigned int run, unsigned int s, const unsigned int* lo_,
+                          const unsigned int* hi_) noexcept nogil:
+        cdef Py_ssize_t a = 0, b = self.ndead, m
+        if <Py_ssize_t>s >= self.nslots or lo_[s] != self.lo_[s] or hi_[s] != self.hi_[s] or lo_[s] >= hi_[s]:
+            return False
+        while a < b:
+            m = (a + b) >> 1
+            if self.dead_[m] < run:
+                a = m + 1
+            else:
+                b = m
+        return not (a < self.ndead and self.dead_[a] == run)
+
+    cdef int read(self, unsigned int* buf, unsigned long long at, size_t n) except -1:
+        """n uint32 from position ``at`` (uint32 units: postings from 0, block entries from npost)."""
+        return _pio(self.fd, <char*>buf, 4 * n, 4 * at, False, "search postings")
+
+    def read_all(self):
+        """(post, blk) as arrays (a merge folds them with the deltas)."""
+        cdef array post = array("I"), blk = array("I")
+        resize_smart(post, self.npost)
+        resize_smart(blk, self.nblk)
+        self.read(post.data.as_uints, 0, self.npost)
+        self.read(blk.data.as_uints, self.npost, self.nblk)
+        return post, blk
+
+    def chunks(self, bint blocks):
+        """The ``post`` (or ``blk``) array in arrays of up to 1 Mi entries (the image's section)."""
+        cdef unsigned long long at = self.npost if blocks else 0, end = at + (self.nblk if blocks else self.npost), m
+        cdef array a
+        while at < end:
+            m = min(end - at, <unsigned long long>(1 << 20))
+            a = array("I")
+            resize_smart(a, m)
+            self.read(a.data.as_uints, at, m)
+            yield a
+            at += m
+
+
+class NPostings(_Postings):
+    """Postings with the delta part as Segs (see _base.Postings) and the merged part's ``post`` and
+    ``blk`` arrays on disk (``disk``, a PostFile; the arrays are then empty)."""
+
+    def __init__(self, doc_dir=None):
         _Postings.__init__(self)
+        self.doc_dir = doc_dir
+        self.disk = None
         self.segs = []
         self.nfolded = 0  # segs[:nfolded] are folded Segs, the rest one per share update
         self.ddir = DeltaDir()
@@ -433,13 +566,30 @@ class NPostings(_Postings):
         (<DeltaDir>self.ddir).add(len(self.segs), g)
         self.segs.append(g)
 
+    def to_disk(self, st):
+        """Move the merged part's post / blk arrays to the PostFile (after a merge or a load)."""
+        if self.disk is None:
+            if not len(self.post) and not len(self.blk):
+                return
+            self.disk = PostFile(self.doc_dir)
+        (<PostFile>self.disk).write(st, self.post, self.poff, self.blk, self.boff)
+        self.post, self.blk = array("I"), array("I")
+
+    def section(self, name):
+        if self.disk is not None and name in ("post", "blk"):
+            n = (<PostFile>self.disk).nblk if name == "blk" else (<PostFile>self.disk).npost
+            return LazySection("I", 4 * n, lambda: (<PostFile>self.disk).chunks(name == "blk"))
+        return getattr(self, name)
+
     def segments(self, Py_ssize_t t, strict=0):
         cdef list out = []
         cdef array poff = self.poff, boff = self.boff
         cdef Seg g
         cdef Py_ssize_t i
+        cdef object post = self.post if self.disk is None else self.disk
+        cdef object blk = self.blk if self.disk is None else self.disk
         if t + 1 < len(poff) and poff.data.as_ulonglongs[t] < poff.data.as_ulonglongs[t + 1]:
-            out.append((self.post, poff.data.as_ulonglongs[t], poff.data.as_ulonglongs[t + 1], self.blk,
+            out.append((post, poff.data.as_ulonglongs[t], poff.data.as_ulonglongs[t + 1], blk,
                         boff.data.as_ulonglongs[t], boff.data.as_ulonglongs[t + 1], strict))
         cdef DeltaDir dd = self.ddir
         cdef list segs = self.segs
@@ -591,16 +741,7 @@ cdef class DocStore:
 
     cdef int flush(self) except -1:
         """Write the collected records (the file's end is ``flushed``)."""
-        cdef size_t done = 0
-        cdef Py_ssize_t r
-        while done < self.wlen:
-            r = scp2p_pwrite(self.fd, self.wbuf + done, self.wlen - done, self.flushed + done)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                import os
-                raise OSError(errno, "search document store: " + os.strerror(errno))
-            done += r
+        _pio(self.fd, self.wbuf, self.wlen, self.flushed, True, "search document store")
         self.flushed += self.wlen
         self.wlen = 0
         if self.wcap > (4 << 20):  # a load's big batch: do not keep its buffer
@@ -610,19 +751,7 @@ cdef class DocStore:
         return 0
 
     cdef int read_at(self, char* buf, size_t n, unsigned long long at) except -1:
-        cdef size_t done = 0
-        cdef Py_ssize_t r
-        while done < n:
-            r = scp2p_pread(self.fd, buf + done, n - done, at + done)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                import os
-                raise OSError(errno, "search document store: " + os.strerror(errno))
-            if r == 0:
-                raise OSError("search document store: short read")
-            done += r
-        return 0
+        return _pio(self.fd, buf, n, at, False, "search document store")
 
     cdef const char* get(self, unsigned int d) except NULL:
         """Record d (valid until the next call)."""
@@ -843,7 +972,7 @@ class NState(_State):
     def __init__(self, doc_dir=None):
         _big_buffers_mapped()
         _State.__init__(self)
-        self.lists = [NPostings(), NPostings()]
+        self.lists = [NPostings(doc_dir), NPostings(doc_dir)]
         del self.names, self.name_off, self.cids, self.doc_mime
         self.doc_size = array("I")  # min(size, SIZE_CAP); the record holds the size
         del self.ts_pfx, self.ts_poff  # derived from ts_toks (derive_ts_pfx)
@@ -874,6 +1003,8 @@ class NState(_State):
         del self.names, self.name_off, self.cids, self.doc_mime
         self.doc_size = _capped(self.doc_size)
         del self.ts_pfx, self.ts_poff  # validated equal to derive_ts_pfx
+        for L in self.lists:
+            L.to_disk(self)
 
     @property
     def nterms(self):
@@ -1956,9 +2087,12 @@ def merge(st, L):
     """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
     _index_py.merge: the same result). Every run of the merged part is live if no share died
     since this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
+    if L.disk is not None:
+        L.post, L.blk = L.disk.read_all()
     L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
     L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
+    L.to_disk(st)
 
 
 # ---------------------------------------------------------------------- exact names
@@ -2087,11 +2221,18 @@ cdef struct TermC:
     int l0, l1          # lists[l0:l1]
 
 cdef struct ListC:
-    const unsigned int* post
+    const unsigned int* post     # NULL for an on-disk list read run by run (lazy)
     Py_ssize_t npost
     const unsigned int* blk
     Py_ssize_t nblk
     int strict
+    void* disk                   # the PostFile of an on-disk list, else NULL
+    unsigned long long at        # on disk: the list's first posting (file position, uint32 units)
+    unsigned int run0            # on disk: the list's first run number (PostFile.live)
+    unsigned int* own            # on disk: the block table (and, if not lazy, the postings) read
+    unsigned int* srun           # lazy: per slot, 1 + the index of its live run (0: none)
+    unsigned int* rbuf           # lazy: the postings of the last run read
+    size_t rcap
 
 cdef struct SeqC:       # a phrase (a, b) or an id sequence (ids[o0:o1])
     int a, b
@@ -2326,6 +2467,7 @@ def run(st, plan, bint exhaustive=False):
     cdef Py_ssize_t nfirst
     cdef unsigned int* rank_to_slot = NULL
     cdef object phrases = plan.phrases or None, excludes = plan.excludes or None, ptags = plan.tags or None
+    cdef const unsigned int* rp
     for term in plan.terms:
         nl += len(term[3])
     c.terms = <TermC*>calloc(nt + 1, sizeof(TermC))
@@ -2379,13 +2521,16 @@ def run(st, plan, bint exhaustive=False):
             c.terms[ti].sd = <const unsigned char*>(<bytes>term[4]) if nslots else <const unsigned char*>""
             c.terms[ti].l0 = li
             for post, p0, p1, blk, b0, b1, strict in term[3]:
-                a = post
-                c.lists[li].post = a.data.as_uints + <Py_ssize_t>p0
                 c.lists[li].npost = p1 - p0
-                a = blk
-                c.lists[li].blk = a.data.as_uints + <Py_ssize_t>b0
                 c.lists[li].nblk = b1 - b0
                 c.lists[li].strict = strict
+                if type(post) is PostFile:
+                    _open_list(&c.lists[li], <PostFile>post, p0, b0, nslots)
+                else:
+                    a = post
+                    c.lists[li].post = a.data.as_uints + <Py_ssize_t>p0
+                    a = blk
+                    c.lists[li].blk = a.data.as_uints + <Py_ssize_t>b0
                 li += 1
             c.terms[ti].l1 = li
         # per-share bounds and counts from the block tables
@@ -2397,7 +2542,11 @@ def run(st, plan, bint exhaustive=False):
                     key = L.blk[2 * r]
                     start = L.blk[2 * r + 1]
                     s = key >> 2
-                    if not mask[s] or not (lo_[s] <= L.post[start] < hi_[s]):
+                    if L.post == NULL:
+                        if not mask[s] or not (<PostFile>L.disk).live(L.run0 + <unsigned int>r, s, lo_, hi_):
+                            continue
+                        L.srun[s] = <unsigned int>r + 1
+                    elif not mask[s] or not (lo_[s] <= L.post[start] < hi_[s]):
                         continue
                     end = L.blk[2 * r + 3] if r + 1 < nb else L.npost
                     cc = ((NPFX if L.strict else NAME) if key & FN else TAG)
@@ -2463,7 +2612,7 @@ def run(st, plan, bint exhaustive=False):
                 pt = priority(&c, cnt, nt, nslots, s)
             if pt >= 0:
                 # every term matches this share's title/description (see _index_py.run)
-                marks = _mark_union(&c, pt, lo, hi)
+                marks = _mark_union(&c, pt, s, lo, hi)
                 nfirst = 0
                 for i in range(hi - lo):
                     nfirst += marks[i]
@@ -2483,17 +2632,16 @@ def run(st, plan, bint exhaustive=False):
                 marks = NULL
                 continue
             if bt >= 0 and c.terms[bt].l1 - c.terms[bt].l0 > 1:
-                marks = _mark_union(&c, bt, lo, hi)
+                marks = _mark_union(&c, bt, s, lo, hi)
             left = -1  # candidates of this share left unscored when the k-th best beats them all
             if bt < 0 or marks != NULL:
                 ntop = _scan(&c, phrases, excludes, ptags, blocked, cids, lo, hi, marks, 1, s, rk[s],
                              top_s, top_r, top_d, ntop, k, &matched, not exhaustive, bound, &left)
             if bt >= 0 and marks == NULL:
                 L = &c.lists[c.terms[bt].l0]
-                i = lower_bound(L.post, 0, L.npost, lo)
-                j = lower_bound(L.post, i, L.npost, hi)
-                for i in range(i, j):
-                    d = L.post[i]
+                rp = _share_posts(L, s, lo, hi, &j)
+                for i in range(j):
+                    d = rp[i]
                     if not exhaustive and k and ntop >= k and \
                             not _better(bound, rk[s], d, top_s[k - 1], top_r[k - 1], top_d[k - 1]):
                         left = j - i
@@ -2511,11 +2659,14 @@ def run(st, plan, bint exhaustive=False):
                 break
         return [(top_s[i], top_d[i]) for i in range(ntop)], matched, stopped or skipped
     finally:
+        if c.lists != NULL:
+            for li in range(nl):
+                free(c.lists[li].own); free(c.lists[li].srun); free(c.lists[li].rbuf)
         free(c.terms); free(c.lists); free(maxc); free(cnt); free(order)
         free(top_s); free(top_r); free(top_d); free(marks); free(rank_to_slot)
 
 
-cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int lo, unsigned int hi) except NULL:
+cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int s, unsigned int lo, unsigned int hi) except NULL:
     """A byte per doc of [lo, hi): 1 if it is in one of term ti's posting lists."""
     cdef unsigned char* marks = <unsigned char*>calloc(hi - lo + 1, 1)
     cdef ListC* L
@@ -2523,13 +2674,69 @@ cdef unsigned char* _mark_union(Ctx* c, int ti, unsigned int lo, unsigned int hi
     cdef int li
     if marks == NULL:
         raise MemoryError()
-    for li in range(c.terms[ti].l0, c.terms[ti].l1):
-        L = &c.lists[li]
-        i = lower_bound(L.post, 0, L.npost, lo)
-        while i < L.npost and L.post[i] < hi:
-            marks[L.post[i] - lo] = 1
-            i += 1
+    cdef const unsigned int* rp
+    cdef Py_ssize_t n
+    try:
+        for li in range(c.terms[ti].l0, c.terms[ti].l1):
+            L = &c.lists[li]
+            rp = _share_posts(L, s, lo, hi, &n)
+            for i in range(n):
+                marks[rp[i] - lo] = 1
+    except BaseException:
+        free(marks)
+        raise
     return marks
+
+
+cdef int _open_list(ListC* L, PostFile f, Py_ssize_t p0, Py_ssize_t b0, int nslots) except -1:
+    """Set up an on-disk list: read its block table, and its postings too if it is short (else the
+    bounds pass records each slot's live run in ``srun`` and _share_posts reads runs on demand)."""
+    cdef bint lazy = L.npost > _eager_posts
+    L.disk = <void*>f
+    L.at = p0
+    L.run0 = <unsigned int>(b0 >> 1)
+    L.own = <unsigned int*>malloc((L.nblk + (0 if lazy else L.npost) + 1) * sizeof(unsigned int))
+    if L.own == NULL:
+        raise MemoryError()
+    f.read(L.own, f.npost + b0, L.nblk)
+    L.blk = L.own
+    if lazy:
+        L.srun = <unsigned int*>calloc(nslots + 1, sizeof(unsigned int))
+        if L.srun == NULL:
+            raise MemoryError()
+        L.post = NULL
+    else:
+        f.read(L.own + L.nblk, p0, L.npost)
+        L.post = L.own + L.nblk
+    return 0
+
+
+cdef const unsigned int* _share_posts(ListC* L, unsigned int s, unsigned int lo, unsigned int hi,
+                                      Py_ssize_t* n) except? NULL:
+    """The list's postings in share s's live range [lo, hi): a slice of the list in memory, or its
+    live run of s read from disk (lazy lists; n = 0 if s has none)."""
+    cdef Py_ssize_t i, j, r, nb
+    cdef unsigned int* nbuf
+    if L.post != NULL:
+        i = lower_bound(L.post, 0, L.npost, lo)
+        j = lower_bound(L.post, i, L.npost, hi)
+        n[0] = j - i
+        return L.post + i
+    r = <Py_ssize_t>L.srun[s] - 1
+    n[0] = 0
+    if r < 0:
+        return L.blk
+    nb = L.nblk >> 1
+    i = L.blk[2 * r + 1]
+    j = L.blk[2 * r + 3] if r + 1 < nb else L.npost
+    if <size_t>(j - i) > L.rcap:
+        nbuf = <unsigned int*>realloc(L.rbuf, (j - i) * sizeof(unsigned int))
+        if nbuf == NULL:
+            raise MemoryError()
+        L.rbuf, L.rcap = nbuf, j - i
+    (<PostFile>L.disk).read(L.rbuf, L.at + i, j - i)
+    n[0] = j - i
+    return L.rbuf
 
 
 cdef int _scan(Ctx* c, object phrases, object excludes, object ptags, object blocked, DocStore cids,

@@ -372,6 +372,11 @@ class Postings:
         self.dblk: list = []
         self.ndelta = 0
 
+    def section(self, name: str):
+        """The merged part's array ``name`` (post, poff, blk, boff) for the image (a twin may keep
+        some of them elsewhere and give a LazySection)."""
+        return getattr(self, name)
+
     def segments(self, t: int, strict: int = 0) -> list:
         """List t's segments (post, p0, p1, blk, b0, b1, strict): the merged part, then the delta."""
         out = []
@@ -538,7 +543,7 @@ class IndexBase:
         st = self._st
         frac = getattr(self._k, "MERGE_FRACTION", MERGE_FRACTION)  # a twin's deltas may be cheaper to hold
         for L in st.lists:
-            if L.ndelta and (force or L.ndelta > max(MERGE_MIN, len(L.post) // frac)):
+            if L.ndelta and (force or L.ndelta > max(MERGE_MIN, L.poff[-1] // frac)):
                 self._k.merge(st, L)
 
     def _maybe_compact(self) -> None:
@@ -792,7 +797,7 @@ def _image(st: State):
         sections.append((name, st.section(name)))
     for i, L in enumerate(st.lists):
         for name in _LIST_ARRAYS:
-            sections.append((f"{name}{i}", getattr(L, name)))
+            sections.append((f"{name}{i}", L.section(name)))
     for name in _TEXTS:
         blob, off = st.text_section(name)
         sections += [(name, blob), (name + "#", off)]
