@@ -15,6 +15,7 @@ from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.errno cimport errno, EINTR
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 from scp2p.search import ranking
 from scp2p.errors import IndexImageError, SearchError
@@ -517,6 +518,14 @@ cdef class PostFile:
     cdef int read(self, unsigned int* buf, unsigned long long at, size_t n) except -1:
         """n uint32 from position ``at`` (uint32 units: postings from 0, block entries from npost)."""
         return _pio(self.fd, <char*>buf, 4 * n, 4 * at, False, "search postings")
+
+    def mapped(self):
+        """The file as a read-only mmap (a merge reads it in place; the caller closes it)."""
+        import mmap
+        m = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ)
+        if hasattr(m, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+            m.madvise(mmap.MADV_SEQUENTIAL)
+        return m
 
     def read_all(self):
         """(post, blk) as arrays (a merge folds them with the deltas)."""
@@ -1974,7 +1983,8 @@ def add_share(st, unsigned int slot, Rows rows):
         docs.flush()
 
 
-cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list segs, const unsigned int* lo_,
+cdef int _merge_pass(const unsigned int* P, array opoff, const unsigned int* B, array oboff, list segs,
+                     const unsigned int* lo_,
                      const unsigned int* hi_, unsigned long long* pc, unsigned long long* bc, unsigned int* post,
                      unsigned int* blk, const unsigned long long* poff, bint all_live) except -1:
     """One pass over the live runs, in merged order (the merged part's, then each Seg's): without
@@ -1982,8 +1992,6 @@ cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list seg
     the write cursors pc / bc (block starts relative to poff[t]). ``all_live``: no share died
     since the merged part was made, so each list's merged part is copied whole (it comes first
     in the new list, so its block starts stay as they are)."""
-    cdef const unsigned int* P = opost.data.as_uints
-    cdef const unsigned int* B = oblk.data.as_uints
     cdef const unsigned long long* PO = opoff.data.as_ulonglongs
     cdef const unsigned long long* BO = oboff.data.as_ulonglongs
     cdef Py_ssize_t t, r, nb, start, end, i, nold = len(opoff) - 1
@@ -2038,12 +2046,15 @@ cdef int _merge_pass(array opost, array opoff, array oblk, array oboff, list seg
     return 0
 
 
-cdef tuple _fold(st, L, list segs, bint all_live):
-    """L's merged part (post/poff/blk/boff) and ``segs`` folded into new dense CSR arrays
-    (post, poff, blk, boff), dead runs dropped: count each list's live postings and blocks,
-    then copy the merged part's live runs and scatter each Seg's runs into place, in order."""
+cdef tuple _fold(st, L, list segs, bint all_live, const unsigned int* P=NULL, const unsigned int* B=NULL):
+    """L's merged part (post/poff/blk/boff; or post / blk at P / B: the mapped PostFile) and
+    ``segs`` folded into new dense CSR arrays (post, poff, blk, boff), dead runs dropped: count
+    each list's live postings and blocks, then copy the merged part's live runs and scatter each
+    Seg's runs into place, in order."""
     cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
     cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff
+    if P == NULL:
+        P, B = opost.data.as_uints, oblk.data.as_uints
     cdef Seg g
     cdef Py_ssize_t t, m, nlists = len(opoff) - 1
     for o in segs:
@@ -2058,7 +2069,7 @@ cdef tuple _fold(st, L, list segs, bint all_live):
     try:
         if pc == NULL or bc == NULL:
             raise MemoryError()
-        _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
+        _merge_pass(P, opoff, B, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
                     NULL, NULL, NULL, all_live)
         resize_smart(poff, nlists + 1)
         resize_smart(boff, nlists + 1)
@@ -2075,7 +2086,7 @@ cdef tuple _fold(st, L, list segs, bint all_live):
         boff.data.as_ulonglongs[nlists] = nbk
         resize_smart(post, np_)
         resize_smart(blk, nbk)
-        _merge_pass(opost, opoff, oblk, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
+        _merge_pass(P, opoff, B, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
                     post.data.as_uints, blk.data.as_uints, poff.data.as_ulonglongs, all_live)
     finally:
         free(pc)
@@ -2087,9 +2098,21 @@ def merge(st, L):
     """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
     _index_py.merge: the same result). Every run of the merged part is live if no share died
     since this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
-    if L.disk is not None:
-        L.post, L.blk = L.disk.read_all()
-    L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
+    cdef Py_buffer view
+    cdef const unsigned int* P
+    cdef PostFile f = L.disk
+    if f is not None and f.size:
+        # the file mapped for the fold (page-cache pages, no copy; unmapped right after)
+        m = f.mapped()
+        PyObject_GetBuffer(m, &view, PyBUF_SIMPLE)
+        try:
+            P = <const unsigned int*>view.buf
+            L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills, P, P + f.npost)
+        finally:
+            PyBuffer_Release(&view)
+            m.close()
+    else:
+        L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
     L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
     L.to_disk(st)
