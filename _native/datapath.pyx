@@ -5,7 +5,7 @@ Same API, results and exceptions as the pure twin (the reference); see its docst
 are read through the buffer protocol (bytes, bytearray, memoryview; C-contiguous), no copies.
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
@@ -24,7 +24,10 @@ cdef uint64_t MAX_PAYLOAD = _MAX_PAYLOAD_PY
 cdef uint64_t U16_MAX = 0xFFFF
 cdef uint64_t U32_MAX = 0xFFFFFFFF
 
-__all__ = ["chunk_fields", "chunk_tail", "envelope_fields", "envelope_header", "free_buffer", "uint"]
+__all__ = [
+    "chunk_fields", "chunk_frame", "chunk_tail", "content_id_at", "envelope_fields", "envelope_header", "free_buffer",
+    "get_chunk_fields", "uint",
+]
 
 cdef const unsigned char* K_TYPE = b"\xa4\x64type"
 cdef const unsigned char* K_REQ = b"\x66req_id"
@@ -202,33 +205,41 @@ def uint(v):
     return PyBytes_FromStringAndSize(<char*>out, n)
 
 
-def envelope_header(msg_type, req_id, flags, payload_len):
-    cdef unsigned char out[64]
+cdef Py_ssize_t _env_head(unsigned char* out, uint64_t msg_type, uint64_t req_id, uint64_t flags,
+                          uint64_t payload_len) noexcept nogil:
+    """Frame length + Envelope map up to the payload bytes into out (at most 64 bytes)."""
     cdef Py_ssize_t n = 4
+    cdef Py_ssize_t h
     cdef uint64_t total
-    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= flags <= U16_MAX and payload_len >= 0):
-        raise ValueError("envelope field out of range")
-    if payload_len > MAX_PAYLOAD:
-        raise FrameTooLarge(f"payload of {payload_len} bytes exceeds the limit of {MAX_PAYLOAD}")
     memcpy(out + n, K_TYPE, 6)
     n += 6
-    n += _put(out + n, <uint64_t>msg_type)
+    n += _put(out + n, msg_type)
     memcpy(out + n, K_REQ, 7)
     n += 7
-    n += _put(out + n, <uint64_t>req_id)
+    n += _put(out + n, req_id)
     memcpy(out + n, K_FLAGS, 6)
     n += 6
-    n += _put(out + n, <uint64_t>flags)
+    n += _put(out + n, flags)
     memcpy(out + n, K_PAYLOAD, 8)
     n += 8
-    cdef Py_ssize_t h = _put(out + n, <uint64_t>payload_len)
+    h = _put(out + n, payload_len)
     out[n] |= 0x40
     n += h
-    total = <uint64_t>(n - 4) + <uint64_t>payload_len
+    total = <uint64_t>(n - 4) + payload_len
     out[0] = <unsigned char>(total >> 24)
     out[1] = <unsigned char>(total >> 16)
     out[2] = <unsigned char>(total >> 8)
     out[3] = <unsigned char>total
+    return n
+
+
+def envelope_header(msg_type, req_id, flags, payload_len):
+    cdef unsigned char out[64]
+    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= flags <= U16_MAX and payload_len >= 0):
+        raise ValueError("envelope field out of range")
+    if payload_len > MAX_PAYLOAD:
+        raise FrameTooLarge(f"payload of {payload_len} bytes exceeds the limit of {MAX_PAYLOAD}")
+    cdef Py_ssize_t n = _env_head(out, <uint64_t>msg_type, <uint64_t>req_id, <uint64_t>flags, <uint64_t>payload_len)
     return PyBytes_FromStringAndSize(<char*>out, n)
 
 
@@ -252,3 +263,129 @@ def free_buffer(list bufs, Py_ssize_t start, Py_ssize_t n):
         if i == m:
             i = 0
     return -1
+
+
+# ---------------------------------------------------------------- the provider's GET_CHUNK lane
+cdef const unsigned char* K_GET = b"\xa2\x6acontent_id\x98\x20"
+
+
+cdef Py_ssize_t _cid_at(const unsigned char* b, Py_ssize_t i, Py_ssize_t n, unsigned char* cid) noexcept nogil:
+    """A content id as 32 canonical CBOR uints (0..255) at b[i] into cid: next index, or -1."""
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    for k in range(32):
+        if i >= n:
+            return -1
+        c = b[i]
+        if c < 24:
+            cid[k] = c
+            i += 1
+        elif c == 0x18 and i + 1 < n and b[i + 1] >= 24:
+            cid[k] = b[i + 1]
+            i += 2
+        else:
+            return -1
+    return i
+
+
+def content_id_at(payload, Py_ssize_t i):
+    cdef Py_buffer view
+    cdef unsigned char cid[32]
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        if i < 0:
+            return None
+        i = _cid_at(<const unsigned char*>view.buf, i, view.len, cid)
+        return None if i < 0 else (PyBytes_FromStringAndSize(<char*>cid, 32), i)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def get_chunk_fields(payload):
+    cdef Py_buffer view
+    cdef const unsigned char* b
+    cdef Py_ssize_t n, i
+    cdef unsigned char cid[32]
+    cdef uint64_t idx
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        b = <const unsigned char*>view.buf
+        n = view.len
+        if n < 14 + 32 + 13 or memcmp(b, K_GET, 14) != 0:
+            return None
+        i = _cid_at(b, 14, n, cid)
+        if not _has(b, i, n, K_IDX, 12):
+            return None
+        i = _uint(b, i + 12, n, U32_MAX, &idx)
+        if i != n:
+            return None
+        return (PyBytes_FromStringAndSize(<char*>cid, 32), idx)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef extern from "<errno.h>":
+    int errno
+    int EINTR
+
+cdef extern from "<unistd.h>":
+    ssize_t c_pread "pread"(int fd, void* buf, size_t count, long long offset) nogil
+
+from cpython.exc cimport PyErr_CheckSignals
+from os import strerror
+
+
+def chunk_frame(buf, msg_type, req_id, bytes prefix, index, int fd, offset, n):
+    cdef Py_buffer view
+    cdef unsigned char tail[32]
+    cdef unsigned char head[64]
+    cdef Py_ssize_t t, h, total, k, pl
+    cdef uint64_t plen
+    cdef long long off
+    cdef ssize_t got = 0
+    cdef ssize_t r
+    cdef unsigned char* dst
+    cdef int err = 0
+    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= index <= U32_MAX
+            and 0 <= n <= MAX_PAYLOAD and offset >= 0):
+        raise ValueError("chunk frame field out of range")
+    pl = len(prefix)
+    memcpy(tail, K_IDX, 12)
+    t = 12
+    t += _put(tail + t, <uint64_t>index)
+    memcpy(tail + t, K_BYTES, 6)
+    t += 6
+    k = _put(tail + t, <uint64_t>n)
+    tail[t] |= 0x40
+    t += k
+    plen = <uint64_t>(pl + t) + <uint64_t>n
+    if plen > MAX_PAYLOAD:
+        raise FrameTooLarge(f"payload of {plen} bytes exceeds the limit of {MAX_PAYLOAD}")
+    h = _env_head(head, <uint64_t>msg_type, <uint64_t>req_id, 1, plen)
+    total = h + pl + t + <Py_ssize_t>n
+    PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+    try:
+        if view.len < total:
+            raise ValueError(f"buffer of {view.len} bytes too short for a {total}-byte frame")
+        dst = <unsigned char*>view.buf
+        memcpy(dst, head, h)
+        memcpy(dst + h, <const char*>prefix, pl)
+        memcpy(dst + h + pl, tail, t)
+        dst += h + pl + t
+        off = offset
+        k = n
+        if k:
+            while True:
+                with nogil:
+                    r = c_pread(fd, dst, k, off)
+                    if r < 0:
+                        err = errno
+                if r >= 0:
+                    got = r
+                    break
+                if err != EINTR:
+                    raise OSError(err, strerror(err))
+                PyErr_CheckSignals()
+        return total if got == k else -1
+    finally:
+        PyBuffer_Release(&view)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from ..limits import ID_LEN, MAX_PAYLOAD, U32_MAX
-from ..transport.datapath import chunk_fields, chunk_tail
+from ..transport.datapath import chunk_fields, chunk_tail, content_id_at
 from ..wire import codec as _codec
 from ..wire._codec_py import _BYTE_AS_UINT, _head
 from ..wire.messages import ChunkData
@@ -70,25 +70,13 @@ def _fast(b, expect: Optional[bytes] = None) -> ChunkView | None:
         r = chunk_fields(b, _cid_prefix(expect))
         if r is not None:
             return expect, r[0], r[1], r[2]
-    n = len(b)
-    if n < 48 or b[:14] != _K_CID:
+    if len(b) < 48 or b[:14] != _K_CID:
         return None
-    i = 14
-    cid = bytearray(ID_LEN)
-    for k in range(ID_LEN):
-        c = b[i]
-        if c < 24:
-            cid[k] = c
-            i += 1
-        elif c == 24 and i + 1 < n and b[i + 1] >= 24:
-            cid[k] = b[i + 1]
-            i += 2
-        else:
-            return None
-        if i >= n:
-            return None
-    r = chunk_tail(b, i)
-    return None if r is None else (bytes(cid), r[0], r[1], r[2])
+    r = content_id_at(b, 14)
+    if r is None:
+        return None
+    t = chunk_tail(b, r[1])
+    return None if t is None else (r[0], t[0], t[1], t[2])
 
 
 def parse_chunk_data(payload: Buffer) -> ChunkView | None:

@@ -38,16 +38,19 @@ from ..errors import RemoteError
 from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
+from ..transport.datapath import chunk_frame, get_chunk_fields
 from ..transport.dispatch import DEFER, Reply
 from ..transport.frames import RecvPool
-from .chunkdata import chunk_data_header
+from .chunkdata import _cid_prefix, chunk_data_header
 from .progress import Bandwidth
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BufferPool", "ChunkServer", "LocalContent", "ProviderBook"]
 
-_HDR_MAX = 112  # CHUNK_DATA header: at most 14 + 64 + 12 + 5 + 6 + 5 = 106 bytes
+#: CHUNK_DATA header: at most 14 + 64 + 12 + 5 + 6 + 5 = 106 bytes; a whole frame laid out by
+#: ``serve_raw`` adds the frame length and the Envelope map (at most 4 + 41)
+_HDR_MAX = 160
 #: response buffers the server keeps: a downloader keeps up to 64 requests on the wire and the
 #: answers wait in the transport's write queue until the socket takes them, so fewer than that
 #: meant a fresh (zeroed, page-faulted) 256 KiB buffer for about one response in five
@@ -293,7 +296,9 @@ class ChunkServer:
 
     # ------------------------------------------------------------------ handlers
     def register(self, dispatcher: Any) -> None:
-        dispatcher.register(MsgType.GET_CHUNK, self.handle_get_chunk, fast=self.get_chunk_now)
+        # the raw lane only where chunks are read the standard way (a subclass may change them)
+        raw = self.serve_raw if type(self).read_chunk is ChunkServer.read_chunk else None
+        dispatcher.register(MsgType.GET_CHUNK, self.handle_get_chunk, fast=self.get_chunk_now, raw=raw)
         dispatcher.register(MsgType.HAVE_CONTENT, self.handle_have_content)
         dispatcher.register(MsgType.PROVIDERS, self.handle_providers)
 
@@ -316,6 +321,44 @@ class ChunkServer:
         if gate is not None and (gate.full or gate.waiters):
             return DEFER  # behind the requests already waiting for this peer's slots
         return self._serve_chunk(cid, src, msg.chunk_index)
+
+    def serve_raw(self, session: Any, req_id: int, payload: memoryview) -> Optional[list]:
+        """GET_CHUNK in its steady state (the dispatcher's raw lane, run by the session on the
+        undecoded request): one native call parses nothing more than the payload's content id and
+        index, and :func:`~scp2p.transport.datapath.chunk_frame` lays the whole CHUNK_DATA frame -
+        frame length, Envelope, payload header - into a pooled buffer and ``pread``s the chunk
+        right behind it; the frame leaves in one ``send``. None - the request then takes the
+        paths above, which answer it the same way or report the error - for anything but the
+        common case: a non-canonical payload, content not resolved in the last ``resolve_ttl``,
+        an index out of range, a peer with requests waiting for its slots, an upload cap, a read
+        that fails or comes back short."""
+        f = get_chunk_fields(payload)
+        if f is None or not self.bucket.unlimited:
+            return None
+        cid, index = f
+        hit = self._resolved.get(cid)
+        if hit is None or hit[1] is None or hit[0] <= self.clock():
+            return None
+        src = hit[1]
+        if self._gates:
+            gate = self._gates.get(session.remote_pubkey)
+            if gate is not None and (gate.full or gate.waiters):
+                return None
+        off = index * CHUNK_SIZE
+        if off >= src.size:
+            return None
+        n = min(CHUNK_SIZE, src.size - off)
+        try:
+            fd = self._fd(src)
+            buf = self._pool.get()
+            total = chunk_frame(buf, MsgType.CHUNK_DATA, req_id, _cid_prefix(cid), index, fd, off, n)
+        except (OSError, RemoteError):
+            return None
+        if total < 0:
+            return None
+        self.chunks_served += 1
+        self.bytes_served += n
+        return [memoryview(buf)[:total]]
 
     async def handle_get_chunk(self, ctx: Any, msg: Any) -> Any:
         cid = bytes(msg.content_id)

@@ -13,6 +13,17 @@ Both twins have the same API, results and exceptions (``tests/transport/test_tra
   the Envelope map up to the payload bytes (``ValueError`` / :class:`FrameTooLarge` out of range);
 * ``uint(v)`` -> the shortest CBOR encoding of an unsigned integer (``ValueError`` if negative or
   above 2**64-1);
+* ``content_id_at(payload, i)`` -> ``(content_id, next index)``: a content id encoded as 32
+  canonical CBOR uints at ``payload[i]``, or None;
+* ``get_chunk_fields(payload)`` -> ``(content_id, chunk_index)`` of a GET_CHUNK payload in the
+  canonical layout (``{content_id: [32 uints], chunk_index: u32}``), or None (the generic codec);
+* ``chunk_frame(buf, msg_type, req_id, prefix, index, fd, offset, n)`` -> lays a whole response
+  frame into the writable ``buf``: the frame length, the Envelope map (flags RESPONSE) and the
+  CHUNK_DATA payload whose encoded bytes up to the end of the content id are ``prefix``, then
+  reads the ``n`` chunk bytes from ``fd`` at ``offset`` right behind them (one positioned read);
+  returns the frame's length, or -1 when the read came back short (the file changed). Fields out
+  of range or a buffer too short raise ``ValueError`` (a read-only one ``BufferError``) (:class:`FrameTooLarge` over the payload
+  limit), a failed read ``OSError``. The provider's inline GET_CHUNK answer is this one call;
 * ``free_buffer(bufs, start, n)`` -> the index of the first buffer in the list ``bufs``, searched
   round from ``start``, that is at least ``n`` long and referenced by nothing but the list
   (CPython reference counts), or -1.
@@ -20,6 +31,7 @@ Both twins have the same API, results and exceptions (``tests/transport/test_tra
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import FrameTooLarge, LimitExceeded
@@ -33,7 +45,10 @@ _K_PAYLOAD = b"\x67payload"
 _K_IDX = b"\x6bchunk_index"
 _K_BYTES = b"\x65bytes"
 
-__all__ = ["chunk_fields", "chunk_tail", "envelope_fields", "envelope_header", "free_buffer", "uint"]
+__all__ = [
+    "chunk_fields", "chunk_frame", "chunk_tail", "content_id_at", "envelope_fields", "envelope_header", "free_buffer",
+    "get_chunk_fields", "uint",
+]  # fmt: skip
 
 
 def uint(v: int) -> bytes:
@@ -168,3 +183,63 @@ def free_buffer(bufs: list, start: int, n: int) -> int:
         if i == m:
             i = 0
     return -1
+
+
+_K_GET = b"\xa2\x6acontent_id\x98\x20"
+
+
+def content_id_at(payload, i: int):
+    b = memoryview(payload).cast("B") if not isinstance(payload, (bytes, bytearray)) else payload
+    n = len(b)
+    if i < 0:
+        return None
+    cid = bytearray(32)
+    for k in range(32):
+        if i >= n:
+            return None
+        c = b[i]
+        if c < 24:
+            cid[k] = c
+            i += 1
+        elif c == 0x18 and i + 1 < n and b[i + 1] >= 24:
+            cid[k] = b[i + 1]
+            i += 2
+        else:
+            return None
+    return bytes(cid), i
+
+
+def get_chunk_fields(payload):
+    b = memoryview(payload).cast("B") if not isinstance(payload, (bytes, bytearray)) else payload
+    n = len(b)
+    if n < 14 + 32 + 13 or b[:14] != _K_GET:
+        return None
+    r = content_id_at(b, 14)
+    if r is None or b[r[1] : r[1] + 12] != _K_IDX:
+        return None
+    cid = r[0]
+    r = _read_uint(b, r[1] + 12, n, U32_MAX)
+    if r is None or r[1] != n:
+        return None
+    return cid, r[0]
+
+
+def chunk_frame(buf, msg_type: int, req_id: int, prefix: bytes, index: int, fd: int, offset: int, n: int) -> int:
+    if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= index <= U32_MAX
+            and 0 <= n <= MAX_PAYLOAD and offset >= 0):  # fmt: skip
+        raise ValueError("chunk frame field out of range")
+    h = uint(n)
+    tail = b"".join((prefix, _K_IDX, uint(index), _K_BYTES, bytes((h[0] | 0x40,)), h[1:]))
+    plen = len(tail) + n
+    if plen > MAX_PAYLOAD:
+        raise FrameTooLarge(f"payload of {plen} bytes exceeds the limit of {MAX_PAYLOAD}")
+    head = envelope_header(msg_type, req_id, 1, plen) + tail
+    total = len(head) + n
+    mv = memoryview(buf).cast("B")
+    if mv.readonly:
+        raise BufferError("Object is not writable.")
+    if len(mv) < total:
+        raise ValueError(f"buffer of {len(mv)} bytes too short for a {total}-byte frame")
+    mv[: len(head)] = head
+    got = os.preadv(fd, [mv[len(head) : total]], offset) if n else 0
+    return total if got == n else -1

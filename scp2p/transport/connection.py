@@ -209,7 +209,18 @@ class Connection:
         """Answer request ``seq``. ``payload`` None means the request gets no response."""
         self._last_activity = now
         self._open -= 1
-        parts = [] if payload is None else self._emit(msg_type, req_id, flags, payload)
+        self._answer(seq, [] if payload is None else self._emit(msg_type, req_id, flags, payload))
+
+    def answer_taken(self, parts: list, now: float) -> None:
+        """The driver took the next frame, a request, itself and answered it at once: ``parts``
+        is the whole response frame (what :meth:`next_event` + :meth:`send_response` would do,
+        with the frame built by the caller). It leaves in turn like any response."""
+        seq = self._recv_seq
+        self._recv_seq += 1
+        self._last_activity = now
+        self._answer(seq, parts)
+
+    def _answer(self, seq: int, parts: list) -> None:
         if self.peer_pipelines or seq == self._resp_next:
             self._write(parts)
             if seq == self._resp_next:

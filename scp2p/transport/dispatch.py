@@ -15,6 +15,13 @@ A handler may come with a synchronous **fast path** (``register(t, handler, fast
 when it cannot (a cache miss, a queue, a throttle), and then the async handler runs. The
 session calls the fast path inline while it parses the request (no task, no extra
 event-loop pass per request: the chunk server answers GET_CHUNK this way).
+
+A type may also have a **raw lane** (``register(t, handler, raw=fn)``): ``fn(session, req_id,
+payload)`` gets a request's undecoded payload (a memoryview, canonical envelope) and returns the
+whole response frame as a list of buffers, or None when it does not answer this request - then
+everything above runs as if the lane did not exist. It is for the steady state of a bulk
+request (the chunk server's GET_CHUNK: payload parsed, chunk read and frame laid out in one
+native call); it must only ever answer what the handler would answer the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 FastHandler = Callable[["RequestContext", Any], Any]
+RawHandler = Callable[["Session", int, memoryview], Optional[list]]
 
 
 class _Defer:
@@ -122,23 +130,35 @@ class Dispatcher:
         self._handlers: dict[int, Handler] = {}
         #: synchronous fast paths (see the module docstring)
         self._fast: dict[int, FastHandler] = {}
+        #: raw lanes (see the module docstring), read by the session
+        self.raw: dict[int, RawHandler] = {}
         self.handler_errors = 0
         #: messages handled, by type (for status counters)
         self.handled: dict[int, int] = {}
 
-    def register(self, msg_type: int, handler: Handler, *, replace: bool = False, fast: Optional[FastHandler] = None) -> None:
+    def register(
+        self,
+        msg_type: int,
+        handler: Handler,
+        *,
+        replace: bool = False,
+        fast: Optional[FastHandler] = None,
+        raw: Optional[RawHandler] = None,
+    ) -> None:
         t = int(msg_type)
         if t in self._handlers and not replace:
             raise ValueError(f"a handler for type {t} is already registered")
         self._handlers[t] = handler
-        if fast is not None:
-            self._fast[t] = fast
-        else:
-            self._fast.pop(t, None)
+        for table, fn in ((self._fast, fast), (self.raw, raw)):
+            if fn is not None:
+                table[t] = fn
+            else:
+                table.pop(t, None)
 
     def unregister(self, msg_type: int) -> None:
         self._handlers.pop(int(msg_type), None)
         self._fast.pop(int(msg_type), None)
+        self.raw.pop(int(msg_type), None)
 
     def has_fast(self, msg_type: int) -> bool:
         return msg_type in self._fast
@@ -220,4 +240,6 @@ class Dispatcher:
             return _error(t, "internal error")
 
 
-__all__ = ["DEFER", "Dispatcher", "FastHandler", "Handler", "Reply", "RequestContext", "encode_payload_parts"]
+__all__ = [
+    "DEFER", "Dispatcher", "FastHandler", "Handler", "RawHandler", "Reply", "RequestContext", "encode_payload_parts",
+]  # fmt: skip

@@ -285,21 +285,27 @@ class Session:
             self._open()
         conn = self.conn
         disp = self.local.dispatcher
+        raw = disp.raw
         frames = conn.reader.frames
         waiters = self._waiters
         while True:
-            # the fast lane: a canonical response to a request_cb request (a downloader's
-            # CHUNK_DATA) goes straight to its callback; everything else is the core's event
+            # the fast lanes: a canonical response to a request_cb request (a downloader's
+            # CHUNK_DATA) goes straight to its callback, a canonical request of a type with a
+            # raw lane (a provider's GET_CHUNK) is answered by it; everything else (and what a
+            # raw lane declines) is the core's event
             while frames and not conn.has_events:
                 body = frames[0]
                 f = envelope_fields(body)
-                if f is None or not f[2] & 1:
+                if f is None:
                     break
-                w = waiters.get(f[1])
-                if type(w) is not _Callback or not conn.take_response(f[1]):
+                if f[2] & 1:
+                    w = waiters.get(f[1])
+                    if type(w) is not _Callback or not conn.take_response(f[1]):
+                        break
+                    frames.popleft()
+                    w.set_result(RawEnvelope(f[0], f[1], f[2], memoryview(body)[f[3] :]))
+                elif not (raw and self._answer_raw(raw, f, body)):
                     break
-                frames.popleft()
-                w.set_result(RawEnvelope(f[0], f[1], f[2], memoryview(body)[f[3] :]))
             ev = conn.next_event()
             if ev is None:
                 break
@@ -413,6 +419,33 @@ class Session:
             # a large response leaves at once: the peer starts receiving it while the next
             # requests of this read are answered (instead of one write after all of them)
             self._flush()
+        else:
+            self._flush_soon()
+        return True
+
+    def _answer_raw(self, raw: dict, f: tuple, body) -> bool:
+        """The next frame, a canonical request ``f`` (``envelope_fields``), answered by its type's
+        raw lane (see :class:`Dispatcher`) and taken off the frames; False - nothing changed -
+        when there is none, it declines, or the write budget is spent (as :meth:`_answer_now`)."""
+        t, rid, flags = f[0], f[1], f[2]
+        fn = raw.get(t)
+        if fn is None or flags or not rid or self.state is SessionState.CLOSED:
+            return False
+        writable = self._writable.is_set()
+        if not writable and self._over_budget <= 0:
+            return False
+        parts = fn(self, rid, memoryview(body)[f[3] :])
+        if parts is None:
+            return False
+        if not writable:
+            self._over_budget -= 1
+        conn = self.conn
+        conn.reader.frames.popleft()
+        conn.answer_taken(parts, self._loop.time())
+        handled = self.local.dispatcher.handled
+        handled[t] = handled.get(t, 0) + 1
+        if conn.pending_output >= FLUSH_NOW:
+            self._flush()  # as _answer_now: a large response leaves at once
         else:
             self._flush_soon()
         return True

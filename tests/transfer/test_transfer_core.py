@@ -512,8 +512,9 @@ def test_server_per_peer_cap_and_upload_bucket(tmp_path):
     asyncio.run(main())
 
 
-def test_server_fast_path_serves_resolved_content_inline_and_defers_otherwise(tmp_path):
-    from scp2p.transport.dispatch import DEFER, Dispatcher
+def _served_file(tmp_path):
+    """A 2-chunk-and-a-bit file served by a ChunkServer (1 slot per peer) on a Dispatcher."""
+    from scp2p.transport.dispatch import Dispatcher
 
     data = os.urandom(2 * CHUNK_SIZE + 5)
     d = describe_bytes(data)
@@ -523,6 +524,13 @@ def test_server_fast_path_serves_resolved_content_inline_and_defers_otherwise(tm
     srv.add_file(d.content_id, str(p), len(data))
     disp = Dispatcher()
     srv.register(disp)
+    return data, d, p, srv, disp
+
+
+def test_server_fast_path_serves_resolved_content_inline_and_defers_otherwise(tmp_path):
+    from scp2p.transport.dispatch import DEFER
+
+    data, d, p, srv, disp = _served_file(tmp_path)
     assert disp.has_fast(MsgType.GET_CHUNK)
 
     async def main():
@@ -556,6 +564,62 @@ def test_server_fast_path_serves_resolved_content_inline_and_defers_otherwise(tm
         with pytest.raises(RemoteError, match="not available"):
             srv.get_chunk_now(_ctx(), GetChunk(b"\x01" * 32, 0))
         srv.close()
+
+    asyncio.run(main())
+
+
+def test_server_raw_lane_lays_the_frame_the_regular_path_sends_and_declines_the_rest(tmp_path):
+    from scp2p.transport.dispatch import Dispatcher
+    from scp2p.transport.frames import encode_envelope_header
+    from scp2p.transfer.server import _PeerGate
+
+    data, d, p, srv, disp = _served_file(tmp_path)
+    assert disp.raw[MsgType.GET_CHUNK] == srv.serve_raw
+    sess = SimpleNamespace(remote_pubkey=b"p" * 32)
+
+    def raw(i, cid=d.content_id, rid=7, session=sess):
+        return srv.serve_raw(session, rid, memoryview(encode_payload(GetChunk(cid, i))))
+
+    async def main():
+        assert raw(0) is None  # not resolved yet: the async handler resolves
+        await srv.has(d.content_id)
+        for i in range(3):
+            parts = raw(i, rid=70000 + i)
+            reply = srv.get_chunk_now(_ctx(), GetChunk(d.content_id, i))
+            want = encode_envelope_header(reply.type, 70000 + i, reply.flags, len(reply.payload)) + bytes(reply.payload)
+            assert len(parts) == 1 and bytes(parts[0]) == want
+        assert srv.chunks_served == 6 and srv.bytes_served == 2 * len(data)
+        assert raw(3) is None  # out of range: the regular path sends the error response
+        # a non-canonical payload (the index in a wider form than needed) goes the regular way
+        odd = encode_payload(GetChunk(d.content_id, 1))[:-1] + b"\x18\x01"
+        assert srv.serve_raw(sess, 1, memoryview(odd)) is None
+        gate = srv._gates[b"p" * 32] = _PeerGate(1)
+        gate.active = 1
+        assert raw(1) is None  # behind the requests waiting for this peer's slots
+        assert raw(1, session=SimpleNamespace(remote_pubkey=b"o" * 32)) is not None
+        del srv._gates[b"p" * 32]
+        await srv.has(b"\x01" * 32)
+        assert raw(0, cid=b"\x01" * 32) is None  # known to be absent: the regular path refuses it
+        # the file shrank under us: the read comes back short, the regular path reports it
+        os.truncate(p, CHUNK_SIZE)
+        assert raw(1) is None
+        with pytest.raises(RemoteError):
+            srv.get_chunk_now(_ctx(), GetChunk(d.content_id, 1))
+        srv.close()
+        # an upload cap, or a server that reads chunks its own way: no raw lane
+        capped = ChunkServer(upload_rate=1e9)
+        capped.add_file(d.content_id, str(p), CHUNK_SIZE)
+        await capped.has(d.content_id)
+        assert capped.serve_raw(sess, 1, memoryview(encode_payload(GetChunk(d.content_id, 0)))) is None
+        capped.close()
+
+        class Own(ChunkServer):
+            def read_chunk(self, content_id, src, index):
+                return super().read_chunk(content_id, src, index)
+
+        disp2 = Dispatcher()
+        Own().register(disp2)
+        assert MsgType.GET_CHUNK not in disp2.raw and disp2.has_fast(MsgType.GET_CHUNK)
 
     asyncio.run(main())
 

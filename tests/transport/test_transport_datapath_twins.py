@@ -131,3 +131,88 @@ def test_free_buffer(dp):
     x = bufs[0]  # noqa: F841 - a reference keeps it busy
     assert dp.free_buffer(bufs, 0, 5) == 1
     assert dp.free_buffer(bufs, 0, 31) == -1
+
+
+# ---------------------------------------------------------------- the provider's GET_CHUNK lane
+def test_get_chunk_fields_match_codec(dp):
+    from scp2p.wire.messages import GetChunk
+
+    for cid in (bytes(32), bytes(range(0, 64, 2)), b"\xff" * 32, bytes(range(10, 42))):
+        for idx in VALUES:
+            payload = encode_payload(GetChunk(cid, idx))
+            assert dp.get_chunk_fields(payload) == (cid, idx)
+            assert dp.content_id_at(payload, 14) == (cid, len(payload) - 12 - len(dp.uint(idx)))
+            assert dp.get_chunk_fields(memoryview(payload)) == (cid, idx)
+            assert dp.get_chunk_fields(payload[:-1]) is None  # truncated
+            assert dp.get_chunk_fields(payload + b"\x00") is None  # trailing bytes
+    # not canonical: a byte item in a wider form than needed, an index in a wider form, keys swapped
+    ok = encode_payload(GetChunk(bytes(32), 5))
+    assert dp.get_chunk_fields(ok.replace(b"\x98\x20\x00", b"\x98\x20\x18\x00", 1)) is None
+    assert dp.get_chunk_fields(ok[:-1] + b"\x18\x05") is None
+    assert dp.get_chunk_fields(ok[:-1] + b"\x1b" + (5).to_bytes(8, "big")) is None  # wider than u32
+    assert dp.get_chunk_fields(b"\xa2" + ok[-13:-1] + b"\x05" + ok[1:-13]) is None
+
+
+def _frame_file(tmp_path, size):
+    import os
+
+    data = random.Random(3).randbytes(size)
+    path = tmp_path / "src.bin"
+    path.write_bytes(data)
+    return os.open(path, os.O_RDONLY), data
+
+
+def test_chunk_frame_matches_codec(dp, tmp_path):
+    import os
+
+    from scp2p.wire.messages import MsgType
+
+    fd, data = _frame_file(tmp_path, 300_000)
+    try:
+        cid = bytes(range(0, 64, 2))
+        for rid in VALUES[1:]:
+            for idx, off, n in ((0, 0, 262144), (1, 262144, 300_000 - 262144), (70000, 5, 0), (2**32 - 1, 17, 4096)):
+                buf = bytearray(262144 + 300)
+                total = dp.chunk_frame(buf, MsgType.CHUNK_DATA, rid, _cid_prefix(cid), idx, fd, off, n)
+                want = encode_frame(encode_envelope(Envelope(MsgType.CHUNK_DATA, rid, 1,
+                                                             encode_payload(ChunkData(cid, idx, data[off : off + n])))))  # fmt: skip
+                assert total == len(want) and bytes(buf[:total]) == want
+        # a read past the end of the file comes back short: -1
+        assert dp.chunk_frame(bytearray(270_000), 501, 1, _cid_prefix(cid), 1, fd, 290_000, 262144) == -1
+        with pytest.raises(ValueError):  # the buffer cannot hold the frame
+            dp.chunk_frame(bytearray(1000), 501, 1, _cid_prefix(cid), 0, fd, 0, 4096)
+        for bad in ((70000, 1, 0, 0, 1), (501, 2**32, 0, 0, 1), (501, 1, -1, 0, 1), (501, 1, 2**32, 0, 1),
+                    (501, 1, 0, -1, 1), (501, 1, 0, 0, -1), (501, 1, 0, 0, MAX_PAYLOAD + 1)):  # fmt: skip
+            t, rid, idx, off, n = bad
+            with pytest.raises(ValueError):
+                dp.chunk_frame(bytearray(1000), t, rid, _cid_prefix(cid), idx, fd, off, n)
+        with pytest.raises(FrameTooLarge):  # the chunk fits, the payload around it does not
+            dp.chunk_frame(bytearray(10), 501, 1, _cid_prefix(cid), 0, fd, 0, MAX_PAYLOAD - 10)
+        with pytest.raises(BufferError):  # read-only
+            dp.chunk_frame(bytes(1000), 501, 1, _cid_prefix(cid), 0, fd, 0, 10)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):  # a closed descriptor
+        dp.chunk_frame(bytearray(1000), 501, 1, _cid_prefix(cid), 0, fd, 0, 10)
+
+
+def test_twins_agree_on_damaged_get_chunk():
+    from scp2p.wire.messages import GetChunk
+
+    twins = [importlib.import_module(TWINS[n]) for n in twin_names()]
+    rng = random.Random(9)
+    for _ in range(400):
+        s = encode_payload(GetChunk(bytes(rng.randrange(256) for _ in range(32)), rng.choice(VALUES)))
+        for _ in range(6):
+            b = bytearray(s)
+            for _ in range(rng.randrange(1, 4)):
+                op = rng.randrange(3)
+                if op == 0 and b:
+                    b[rng.randrange(len(b))] = rng.randrange(256)
+                elif op == 1 and b:
+                    del b[rng.randrange(len(b)) :]
+                else:
+                    b += bytes(rng.randrange(1, 4))
+            i = rng.choice((14, 14, 0, 13, 15, -1, len(b)))
+            results = [(dp.get_chunk_fields(bytes(b)), dp.content_id_at(b, i)) for dp in twins]
+            assert all(r == results[0] for r in results)

@@ -90,6 +90,69 @@ def test_inline_and_deferred_answers_keep_request_order_for_a_v01_peer():
     run(go())
 
 
+def _raw_dispatcher(calls: dict) -> Dispatcher:
+    """The GET_CHUNK dispatcher above plus a raw lane that answers indices divisible by 4 itself
+    (the whole response frame) and declines the others (they take the fast/async paths)."""
+    from scp2p.transport.frames import encode_envelope_frame
+
+    d = _dispatcher(calls)
+
+    def raw(session, req_id, payload):
+        calls["raw_seen"] += 1
+        msg = m.decode_payload(m.MsgType.GET_CHUNK, payload, False)
+        if msg.chunk_index % 4:
+            return None
+        calls["raw"] += 1
+        out = m.encode_payload(m.ChunkData(msg.content_id, msg.chunk_index, b"raw" * 3000))
+        return [encode_envelope_frame(m.MsgType.CHUNK_DATA, req_id, 1, out)]
+
+    d.register(m.MsgType.GET_CHUNK, d._handlers[m.MsgType.GET_CHUNK], fast=d._fast[m.MsgType.GET_CHUNK], raw=raw,
+               replace=True)  # fmt: skip
+    return d
+
+
+def test_raw_lane_answers_declines_and_keeps_order(scheme):
+    calls = {"fast": 0, "slow": 0, "raw": 0, "raw_seen": 0}
+
+    async def go():
+        d = _raw_dispatcher(calls)
+        async with endpoint(scheme, d) as a, endpoint(None) as b:
+            url = a.listen_addrs[0]
+            idx = list(range(13))
+            idx.remove(7)
+            idx.remove(9)
+            res = await asyncio.gather(*(b.pool.request(url, m.GetChunk(CID, i), timeout=10) for i in idx))
+            for i, r in zip(idx, res):
+                want = b"raw" * 3000 if i % 4 == 0 else b"slow" if i % 2 else b"fast" * 2000
+                assert r.chunk_index == i and r.bytes == want
+            with pytest.raises(RemoteError, match="refused fast"):  # declined by the lane: the fast path
+                await b.pool.request(url, m.GetChunk(CID, 7), timeout=10)
+            assert calls["raw"] == 4 and calls["raw_seen"] == 12
+            assert d.handled[m.MsgType.GET_CHUNK] == 12
+            d.unregister(m.MsgType.GET_CHUNK)
+            assert m.MsgType.GET_CHUNK not in d.raw
+
+    run(go())
+
+
+def test_raw_lane_keeps_request_order_for_a_v01_peer():
+    calls = {"fast": 0, "slow": 0, "raw": 0, "raw_seen": 0}
+
+    async def go():
+        async with endpoint("tcp", _raw_dispatcher(calls)) as a:
+            p = await RawPeer.connect(parse_url(a.listen_addrs[0]).port)
+            idx = [0, 1, 2, 3, 4, 5, 6, 8, 11, 12]  # raw (0, 4, 8, 12), inline (2, 6), deferred (odd)
+            for n, i in enumerate(idx):
+                p.send(500, 40 + n, m.encode_payload(m.GetChunk(CID, i)))
+            got = [await p.recv() for _ in idx]
+            assert [e.req_id for e in got] == list(range(40, 40 + len(idx)))
+            assert [m.decode_payload(e.type, e.payload, True).chunk_index for e in got] == idx
+            p.close()
+        assert calls["raw"] == 4
+
+    run(go())
+
+
 # ----------------------------------------------------------------------------- request_cb
 def _gated_dispatcher(gates: dict) -> Dispatcher:
     d = Dispatcher()
