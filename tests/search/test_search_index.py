@@ -249,10 +249,17 @@ def _merged(L):
     return L
 
 
+def _doc_share(st):
+    """doc_share as an array the image is written from (the native twin keeps it as share runs)."""
+    if "doc_share" not in vars(st):
+        st.doc_share = st.section("doc_share")
+    return st.doc_share
+
+
 @pytest.mark.parametrize("mutate", [
     lambda st: _merged(st.lists[0]).post.__setitem__(0, 10**6),
     lambda st: st.fwd.__setitem__(0, 10**6),
-    lambda st: st.doc_share.__setitem__(0, 99),
+    lambda st: _doc_share(st).__setitem__(0, 99),
     lambda st: _merged(st.lists[0]).blk.__setitem__(1, 7),
     lambda st: st.fwd_off.__setitem__(1, 10**6),
     lambda st: st.ts_toks.__setitem__(0, 10**6),
