@@ -1028,6 +1028,88 @@ cdef class DocRuns:
         return out
 
 
+cdef class ExtCodes:
+    """Each doc's extension term id (the image's ``doc_ext``) in 2 bits (session 5: -3.6 MB at
+    1M items): 0 = none, 1 = the name's last token (its last forward-index id -- almost every
+    extension), 2 = another id, kept in ``exc_doc`` / ``exc_term`` (sorted by doc: docs are
+    appended in id order). ``get`` reads the forward index for code 1."""
+
+    cdef public array codes, exc_doc, exc_term
+    cdef public Py_ssize_t n
+
+    def __cinit__(self):
+        self.codes, self.exc_doc, self.exc_term = array("B"), array("I"), array("I")
+        self.n = 0
+
+    cdef int add(self, unsigned int t, const unsigned int* fwd, const unsigned int* fwd_off) except -1:
+        """Append the next doc's extension id t (the doc's forward index is already appended)."""
+        cdef Py_ssize_t d = self.n
+        cdef unsigned int code = 0
+        if t:
+            code = 1 if fwd_off[d + 1] > fwd_off[d] and fwd[fwd_off[d + 1] - 1] == t else 2
+        if (d & 3) == 0:
+            resize_smart(self.codes, (d >> 2) + 1)
+            self.codes.data.as_uchars[d >> 2] = 0
+        self.codes.data.as_uchars[d >> 2] |= <unsigned char>(code << ((d & 3) * 2))
+        if code == 2:
+            push(self.exc_doc, <unsigned int>d)
+            push(self.exc_term, t)
+        self.n = d + 1
+        return 0
+
+    @staticmethod
+    def of(array doc_ext, array fwd, array fwd_off):
+        cdef ExtCodes e = ExtCodes()
+        cdef Py_ssize_t d
+        for d in range(len(doc_ext)):
+            e.add(doc_ext.data.as_uints[d], fwd.data.as_uints, fwd_off.data.as_uints)
+        return e
+
+    def expand(self, array fwd, array fwd_off):
+        """doc_ext as an array."""
+        cdef array out = array("I")
+        cdef Py_ssize_t d
+        cdef ExtC x
+        self.view(&x, fwd, fwd_off)
+        resize_smart(out, self.n)
+        for d in range(self.n):
+            out.data.as_uints[d] = _ext_of(&x, <unsigned int>d)
+        return out
+
+    cdef void view(self, ExtC* x, array fwd, array fwd_off) noexcept:
+        x.codes = self.codes.data.as_uchars
+        x.exc_doc = self.exc_doc.data.as_uints
+        x.exc_term = self.exc_term.data.as_uints
+        x.nexc = len(self.exc_doc)
+        x.fwd = fwd.data.as_uints
+        x.fwd_off = fwd_off.data.as_uints
+
+
+cdef struct ExtC:
+    const unsigned char* codes
+    const unsigned int* exc_doc
+    const unsigned int* exc_term
+    Py_ssize_t nexc
+    const unsigned int* fwd
+    const unsigned int* fwd_off
+
+
+cdef inline unsigned int _ext_of(const ExtC* x, unsigned int d) noexcept nogil:
+    cdef unsigned int code = (x.codes[d >> 2] >> ((d & 3) * 2)) & 3
+    cdef Py_ssize_t a = 0, b = x.nexc, m
+    if code == 0:
+        return 0
+    if code == 1:
+        return x.fwd[x.fwd_off[d + 1] - 1]
+    while a < b:
+        m = (a + b) >> 1
+        if x.exc_doc[m] < d:
+            a = m + 1
+        else:
+            b = m
+    return x.exc_term[a] if a < x.nexc and x.exc_doc[a] == d else 0
+
+
 class NState(_State):
     """The shared state layout, with NPostings for both posting sets and the term, prefix and
     tagset dictionaries in C (``Dict``: the image's blobs and offsets plus C hashes) instead of
@@ -1040,6 +1122,8 @@ class NState(_State):
         del self.names, self.name_off, self.cids, self.doc_mime
         del self.doc_share  # derived from the share runs (DocRuns)
         self.runs = DocRuns()
+        del self.doc_ext  # 2 bits per doc (ExtCodes)
+        self.exts = ExtCodes()
         self.doc_size = array("I")  # min(size, SIZE_CAP); the record holds the size
         del self.ts_pfx, self.ts_poff  # derived from ts_toks (derive_ts_pfx)
         self.docs = DocStore(doc_dir)
@@ -1066,6 +1150,8 @@ class NState(_State):
             return self.docs.section(name)
         if name == "doc_share":
             return self.__dict__.get("doc_share") or (<DocRuns>self.runs).expand(len(self.doc_tagset))
+        if name == "doc_ext":
+            return self.__dict__.get("doc_ext") or (<ExtCodes>self.exts).expand(self.fwd, self.fwd_off)
         if name in ("ts_pfx", "ts_poff"):
             return derive_ts_pfx(self)[name == "ts_poff"]
         return getattr(self, name)
@@ -1075,6 +1161,8 @@ class NState(_State):
         del self.names, self.name_off, self.cids, self.doc_mime
         self.runs = DocRuns.of(self.doc_share)
         del self.doc_share
+        self.exts = ExtCodes.of(self.doc_ext, self.fwd, self.fwd_off)
+        del self.doc_ext
         self.doc_size = _capped(self.doc_size)
         del self.ts_pfx, self.ts_poff  # validated equal to derive_ts_pfx
         for L in self.lists:
@@ -1929,7 +2017,8 @@ def add_share(st, unsigned int slot, Rows rows):
     """Append one share's items (``rows`` from prepare, in rank order) as docs."""
     cdef unsigned int lo = len(st.doc_tagset), d, t, p
     cdef array doc_size = st.doc_size
-    cdef array doc_tagset = st.doc_tagset, doc_ext = st.doc_ext, fwd = st.fwd, fwd_off = st.fwd_off
+    cdef array doc_tagset = st.doc_tagset, fwd = st.fwd, fwd_off = st.fwd_off
+    cdef ExtCodes exts = st.exts
     cdef array term_pfx, ts_toks, ts_toff
     cdef DocStore docs = st.docs
     cdef bytes nb
@@ -2003,7 +2092,7 @@ def add_share(st, unsigned int slot, Rows rows):
                     et = tokenize(name[dot + 1:])
                     if len(et) == 1:
                         t = D.term_of(et[0])
-            push(doc_ext, t)
+            exts.add(t, fwd.data.as_uints, fwd_off.data.as_uints)
             cid = <bytes>PyList_GET_ITEM(r_cids, i)
             if o is None:  # ASCII: its bytes are its UTF-8
                 docs.append(PyBytes_AS_STRING(cid), last_mid, rows.sizes[i], PyUnicode_1BYTE_DATA(name), nlen)
@@ -2337,7 +2426,7 @@ cdef struct Ctx:
     const unsigned int* doc_tagset
     const unsigned int* ts_toks
     const unsigned long long* ts_toff
-    const unsigned int* doc_ext
+    ExtC ext                         # doc_ext (2-bit codes + the forward index)
     const unsigned int* doc_size     # capped at SIZE_CAP: a capped size is read from the record
     void* docs                       # the DocStore
     const unsigned char* term_blob
@@ -2401,6 +2490,7 @@ cdef bint ids_in(const unsigned int* ids, int m, const unsigned int* seq, Py_ssi
 
 cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object plan_tags,
                          unsigned int d, unsigned int slot) except -2:
+    cdef unsigned int ev
     cdef const unsigned int* name = c.fwd + c.fwd_off[d]
     cdef Py_ssize_t nn = c.fwd_off[d + 1] - c.fwd_off[d], i
     cdef unsigned int ts = c.doc_tagset[d]
@@ -2432,8 +2522,9 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
             return -1
         raw += cc
     if c.exts != NULL:
+        ev = _ext_of(&c.ext, d)
         for j in range(c.nexts):
-            if c.doc_ext[d] == c.exts[j]:
+            if ev == c.exts[j]:
                 break
         else:
             return -1
@@ -2577,7 +2668,7 @@ def run(st, plan, bint exhaustive=False):
         a = st.doc_tagset; c.doc_tagset = a.data.as_uints
         a = st.ts_toks; c.ts_toks = a.data.as_uints
         a = st.ts_toff; c.ts_toff = a.data.as_ulonglongs
-        a = st.doc_ext; c.doc_ext = a.data.as_uints
+        (<ExtCodes>st.exts).view(&c.ext, st.fwd, st.fwd_off)
         a = st.doc_size; c.doc_size = a.data.as_uints
         c.docs = <void*>cids
         a = st.term_off; c.term_off = a.data.as_ulonglongs
