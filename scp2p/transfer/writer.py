@@ -405,6 +405,8 @@ class ChunkWorker:
         self._stop = False
         #: the verify thread waits for input (under _cv): only then does a submit notify it
         self._idle = False
+        #: a notification of the verify thread is scheduled on the loop (under _cv)
+        self._wake_pending = False
         #: results waiting for the loop, and whether a delivery is already scheduled (under
         #: _rlock): results posted while one is pending ride along (one loop wake-up for them)
         self._results: list = []
@@ -431,7 +433,17 @@ class ChunkWorker:
             if self._stop:
                 raise RuntimeError("chunk worker stopped")
             self._q.append((index, data, callback))
-            if self._idle:  # a busy verify thread takes everything queued on its next round
+            if self._idle and not self._wake_pending:
+                # a waiting verify thread is woken once per event-loop pass, after everything
+                # the pass received (read bursts bring ~2 chunks a pass): one futex wake and GIL
+                # hand-over for them; a busy one takes everything queued on its next round
+                self._wake_pending = True
+                self.loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._wake_pending = False
+            if self._idle:
                 self._cv.notify()
 
     async def drain(self) -> None:

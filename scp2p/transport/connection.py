@@ -346,14 +346,18 @@ class Connection:
     # ------------------------------------------------------------------ timers
     def deadline(self) -> Optional[float]:
         """When :meth:`handle_timer` must run next (None: no timer)."""
-        cands = []
+        # (runs after every processed read: no list, no min())
         if self._ping_sent is not None:
-            cands.append(self._ping_sent + self.keepalive_timeout)
+            when = self._ping_sent + self.keepalive_timeout
         elif self.keepalive_interval is not None:
-            cands.append(self._last_rx + self.keepalive_interval)
-        if self.idle_timeout is not None and not self._pending and self.unanswered == 0:
-            cands.append(self._last_activity + self.idle_timeout)
-        return min(cands) if cands else None
+            when = self._last_rx + self.keepalive_interval
+        else:
+            when = None
+        if self.idle_timeout is not None and not self._pending and not self._open:
+            idle = self._last_activity + self.idle_timeout
+            if when is None or idle < when:
+                when = idle
+        return when
 
     def handle_timer(self, now: float) -> Optional[str]:
         """Run due timers: may queue a PING; returns a reason when the session must close."""

@@ -53,7 +53,7 @@ class RecvPool:
     no frame, payload view or held chunk (CPython reference counts tell; elsewhere every
     frame gets a new buffer). Frames are ``memoryview`` slices of pooled buffers."""
 
-    __slots__ = ("keep", "min_size", "_bufs", "_refcounts", "allocated", "reused", "_next")
+    __slots__ = ("keep", "min_size", "_bufs", "_refcounts", "allocated", "reused", "_next", "_skew")
 
     def __init__(self, keep: int = POOL_KEEP, min_size: Optional[int] = None) -> None:
         self.keep = keep
@@ -69,37 +69,48 @@ class RecvPool:
         #: hand-out is usually free and the search stops at once instead of passing every
         #: buffer still in flight
         self._next = 0
+        #: each pooled buffer's address modulo FRAME_ALIGN (pooled buffers never move)
+        self._skew: list[int] = []
 
     def get(self, n: int) -> bytearray:
         """A buffer of at least ``n`` bytes that nobody else references."""
+        return self._get(n)[0]
+
+    def _get(self, n: int) -> tuple:
         bufs = self._bufs
         if self._refcounts:
             i = free_buffer(bufs, self._next, n)
             if i >= 0:
                 self.reused += 1
                 self._next = i + 1
-                return bufs[i]
+                return bufs[i], self._skew[i]
         b = bytearray(max(n, self.min_size)) if self._refcounts else bytearray(n)
         self.allocated += 1
+        skew = _address(b) % FRAME_ALIGN
         if self._refcounts:
             bufs.append(b)
+            self._skew.append(skew)
             if len(bufs) > self.keep:
                 bufs.pop(0)  # still referenced ones are freed by their last user
+                self._skew.pop(0)
             self._next = 0  # every buffer was busy: the oldest one is freed first
-        return b
+        return b, skew
 
     def view(self, n: int) -> memoryview:
         """``n`` bytes of a free buffer, placed so that they *end* on a :data:`FRAME_ALIGN`
         boundary: the tail of a frame - the chunk bytes of CHUNK_DATA - then starts on a page
         boundary when its length is a multiple of the page size, so it can be written to
         disk with ``O_DIRECT`` straight from this buffer."""
-        b = self.get(n + FRAME_ALIGN)
-        try:
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(b))
-        except (TypeError, ValueError):  # pragma: no cover - bytearrays are writable
-            addr = 0
-        o = -(addr + n) % FRAME_ALIGN
+        b, skew = self._get(n + FRAME_ALIGN)
+        o = -(skew + n) % FRAME_ALIGN
         return memoryview(b)[o : o + n]
+
+
+def _address(b: bytearray) -> int:
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(b))
+    except (TypeError, ValueError):  # pragma: no cover - bytearrays are writable
+        return 0
 
 
 #: see :meth:`RecvPool.view`
