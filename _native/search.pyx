@@ -476,7 +476,9 @@ cdef class PostFile:
         if self.fd >= 0:
             scp2p_close(self.fd)
 
-    def write(self, st, array post, array poff, array blk, array boff):
+    def write(self, st, array post, array poff, array blk, array boff, bint all_live=False):
+        """Write the merged part; ``all_live``: every run is live now (a merge's output), so the
+        dead-run list is empty without looking at the runs."""
         cdef const unsigned int* P = post.data.as_uints
         cdef const unsigned int* B = blk.data.as_uints
         cdef const unsigned long long* PO = poff.data.as_ulonglongs
@@ -491,7 +493,7 @@ cdef class PostFile:
             os.ftruncate(self.fd, 4 * (len(post) + len(blk)))
         self.npost, self.nblk = len(post), len(blk)
         self.size = 4 * (self.npost + self.nblk)
-        for t in range(len(poff) - 1):
+        for t in range(0 if all_live else len(poff) - 1):
             nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
             for r in range(nb):
                 s = B[BO[t] + 2 * r] >> 2
@@ -575,13 +577,14 @@ class NPostings(_Postings):
         (<DeltaDir>self.ddir).add(len(self.segs), g)
         self.segs.append(g)
 
-    def to_disk(self, st):
-        """Move the merged part's post / blk arrays to the PostFile (after a merge or a load)."""
+    def to_disk(self, st, all_live=False):
+        """Move the merged part's post / blk arrays to the PostFile (after a merge -- every run
+        live -- or a load)."""
         if self.disk is None:
             if not len(self.post) and not len(self.blk):
                 return
             self.disk = PostFile(self.doc_dir)
-        (<PostFile>self.disk).write(st, self.post, self.poff, self.blk, self.boff)
+        (<PostFile>self.disk).write(st, self.post, self.poff, self.blk, self.boff, all_live)
         self.post, self.blk = array("I"), array("I")
 
     def section(self, name):
@@ -2270,7 +2273,7 @@ def merge(st, L):
         L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
     L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
-    L.to_disk(st)
+    L.to_disk(st, True)  # a merge keeps only live runs
 
 
 # ---------------------------------------------------------------------- exact names
