@@ -439,7 +439,7 @@ class Downloader:
             return False
         if not s.received(key, index, now):
             return False
-        if s.refill_ready():  # its slot is free: the loop refills while this chunk is verified
+        if not self._wake.is_set() and s.refill_ready():  # its slot is free: the loop refills while this chunk is verified
             self._wake.set()
         if self._worker is not None:
             # the task ends here; the worker calls back on the loop when the chunk is verified
@@ -491,7 +491,7 @@ class Downloader:
             self._wake.set()
             return
         self._done(key, index, now)
-        if s.refill_ready() or len(self._unpersisted) >= self.persist_chunks:
+        if not self._wake.is_set() and (len(self._unpersisted) >= self.persist_chunks or s.refill_ready()):
             self._wake.set()
 
     def _bad(self, key: Any, index: int, now: float) -> None:

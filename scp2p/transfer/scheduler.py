@@ -355,13 +355,17 @@ class Scheduler:
         c = self.config
         if self.verifying >= c.max_verifying:
             return False
-        wire = sum(len(p.inflight) for p in self.providers.values())
+        # (runs for most received and verified chunks: plain loops, no generators)
+        provs = self.providers.values()
+        wire = 0
+        for p in provs:
+            wire += len(p.inflight)
         if wire and c.max_inflight - wire < min(c.refill_batch, c.max_inflight // 4):
             return False
-        return any(
-            not p.banned and not p.dropped and (not p.inflight or p.depth - len(p.inflight) >= self._batch(p))
-            for p in self.providers.values()
-        )
+        for p in provs:
+            if not p.banned and not p.dropped and (not p.inflight or p.depth - len(p.inflight) >= self._batch(p)):
+                return True
+        return False
 
     def _batch(self, p: ProviderState) -> int:
         return max(1, min(self.config.refill_batch, p.depth // 4))
