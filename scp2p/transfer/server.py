@@ -78,6 +78,9 @@ class BufferPool(RecvPool):
         self.size = size
 
     def get(self) -> bytearray:  # type: ignore[override]
+        # the lowest free buffer: a response usually leaves (is copied into the socket) before
+        # the next one is read, so the same few buffers - hot in the cache - serve the stream
+        self._next = 0
         return super().get(self.size)
 
 
