@@ -485,24 +485,31 @@ cdef class PostFile:
         cdef const unsigned long long* BO = boff.data.as_ulonglongs
         cdef Py_ssize_t t, r, nb
         cdef unsigned int s, d
-        cdef array lo = array("I", st.slot_lo), hi = array("I", st.slot_hi), dead = array("I")
+        cdef array dead = array("I")
         _pio(self.fd, post.data.as_chars, 4 * len(post), 0, True, "search postings")
         _pio(self.fd, blk.data.as_chars, 4 * len(blk), 4 * len(post), True, "search postings")
-        if 4 * <unsigned long long>(len(post) + len(blk)) < self.size:
-            import os
-            os.ftruncate(self.fd, 4 * (len(post) + len(blk)))
-        self.npost, self.nblk = len(post), len(blk)
-        self.size = 4 * (self.npost + self.nblk)
+        self.written(st, len(post), len(blk))
         for t in range(0 if all_live else len(poff) - 1):
             nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
             for r in range(nb):
                 s = B[BO[t] + 2 * r] >> 2
                 d = P[PO[t] + B[BO[t] + 2 * r + 1]]
-                if not (lo.data.as_uints[s] <= d < hi.data.as_uints[s]):
+                if not (self.lo_[s] <= d < self.hi_[s]):
                     push(dead, <unsigned int>((BO[t] >> 1) + r))
+        self.dead, self.dead_, self.ndead = dead, dead.data.as_uints, len(dead)
+
+    cdef int written(self, st, unsigned long long npost, unsigned long long nblk) except -1:
+        """The file now holds npost postings then nblk block entries, every run live (the slot
+        ranges are snapshot; a caller that knows of dead runs sets ``dead`` after)."""
+        cdef array lo = array("I", st.slot_lo), hi = array("I", st.slot_hi), dead = array("I")
+        if 4 * (npost + nblk) < self.size:
+            import os
+            os.ftruncate(self.fd, 4 * (npost + nblk))
+        self.npost, self.nblk, self.size = npost, nblk, 4 * (npost + nblk)
         self.lo, self.hi, self.dead = lo, hi, dead
         self.lo_, self.hi_, self.dead_ = lo.data.as_uints, hi.data.as_uints, dead.data.as_uints
-        self.nslots, self.ndead = len(lo), len(dead)
+        self.nslots, self.ndead = len(lo), 0
+        return 0
 
     cdef inline bint live(self, unsigned int run, unsigned int s, const unsigned int* lo_,
                           const unsigned int* hi_) noexcept nogil:
@@ -2204,15 +2211,15 @@ cdef int _merge_pass(const unsigned int* P, array opoff, const unsigned int* B, 
     return 0
 
 
-cdef tuple _fold(st, L, list segs, bint all_live, const unsigned int* P=NULL, const unsigned int* B=NULL):
-    """L's merged part (post/poff/blk/boff; or post / blk at P / B: the mapped PostFile) and
-    ``segs`` folded into new dense CSR arrays (post, poff, blk, boff), dead runs dropped: count
-    each list's live postings and blocks, then copy the merged part's live runs and scatter each
-    Seg's runs into place, in order."""
+cdef tuple _fold(st, L, list segs, bint all_live):
+    """L's merged part (post/poff/blk/boff, in memory) and ``segs`` folded into new dense CSR
+    arrays (post, poff, blk, boff), dead runs dropped: count each list's live postings and
+    blocks, then copy the merged part's live runs and scatter each Seg's runs into place, in
+    order. (Seg folds; a merge streams to the postings file instead: _merge_to_file.)"""
     cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
     cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff
-    if P == NULL:
-        P, B = opost.data.as_uints, oblk.data.as_uints
+    cdef const unsigned int* P = opost.data.as_uints
+    cdef const unsigned int* B = oblk.data.as_uints
     cdef Seg g
     cdef Py_ssize_t t, m, nlists = len(opoff) - 1
     for o in segs:
@@ -2252,28 +2259,182 @@ cdef tuple _fold(st, L, list segs, bint all_live, const unsigned int* P=NULL, co
     return post, poff, blk, boff
 
 
+cdef struct SegC:       # a Seg's arrays (the streaming merge walks all Segs list by list)
+    const unsigned int* ids
+    const unsigned int* off
+    const unsigned int* boff
+    const unsigned int* blk
+    const unsigned int* post
+    Py_ssize_t n
+
+
+cdef struct Sink:      # a staging buffer written to a file region in order (the streaming merge)
+    unsigned int* buf
+    size_t cap, n
+    unsigned long long at  # file position (uint32 units) of buf[0]
+    int fd
+
+
+cdef int _sink_flush(Sink* k) except -1:
+    if k.n:
+        _pio(k.fd, <char*>k.buf, k.n * 4, k.at * 4, True, "search postings")
+        k.at += k.n
+        k.n = 0
+    return 0
+
+
+cdef int _sink_put(Sink* k, const unsigned int* src, size_t m) except -1:
+    cdef size_t c
+    while m:
+        if k.n == k.cap:
+            _sink_flush(k)
+        c = k.cap - k.n
+        if c > m:
+            c = m
+        memcpy(k.buf + k.n, src, c * 4)
+        k.n += c
+        src += c
+        m -= c
+    return 0
+
+
+cdef inline int _sink_pair(Sink* k, unsigned int a, unsigned int b) except -1:
+    cdef unsigned int v[2]
+    v[0] = a
+    v[1] = b
+    return _sink_put(k, v, 2)
+
+
+cdef enum:
+    SINK_ENTRIES = 1 << 17   # 512 KiB staging buffers (below the 1 MiB mmap threshold: heap, reused)
+
+
+cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsigned int* B, bint all_live):
+    """Fold L's merged part (post / blk at P / B, lists per L.poff / L.boff) and its Segs into
+    ``out`` -- the same CSR result as _fold, written list by list through two small staging
+    buffers (postings from position 0, block entries after them) instead of being built in fresh
+    arrays and then written: no new anonymous memory (a 1M build's merges faulted in ~0.5 GB of
+    it), page-cache writes only. Returns the new (poff, boff)."""
+    cdef list segs = L.segs
+    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi, opoff = L.poff, oboff = L.boff
+    cdef const unsigned int* lo_ = slot_lo.data.as_uints
+    cdef const unsigned int* hi_ = slot_hi.data.as_uints
+    cdef const unsigned long long* PO = opoff.data.as_ulonglongs
+    cdef const unsigned long long* BO = oboff.data.as_ulonglongs
+    cdef Seg g
+    cdef Py_ssize_t t, m, nlists = len(opoff) - 1, nold = len(opoff) - 1, i, k, r, nb, start, end, nsegs = len(segs)
+    cdef unsigned long long np_ = 0, nbk = 0, c, w
+    cdef unsigned int s
+    cdef array poff = array("Q"), boff = array("Q")
+    cdef Sink sp, sb
+    for o in segs:
+        g = <Seg>o
+        m = len(g.ids)
+        if m and g.ids.data.as_uints[m - 1] + 1 > nlists:
+            nlists = g.ids.data.as_uints[m - 1] + 1
+    cdef unsigned long long* pc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
+    cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
+    cdef SegC* sc = <SegC*>malloc((nsegs + 1) * sizeof(SegC))
+    cdef Py_ssize_t* cur = <Py_ssize_t*>calloc(nsegs + 1, sizeof(Py_ssize_t))
+    sp.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
+    sb.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
+    try:
+        if pc == NULL or bc == NULL or sc == NULL or cur == NULL or sp.buf == NULL or sb.buf == NULL:
+            raise MemoryError()
+        _merge_pass(P, opoff, B, oboff, segs, lo_, hi_, pc, bc, NULL, NULL, NULL, all_live)
+        resize_smart(poff, nlists + 1)
+        resize_smart(boff, nlists + 1)
+        for t in range(nlists):
+            poff.data.as_ulonglongs[t] = np_
+            boff.data.as_ulonglongs[t] = nbk
+            np_ += pc[t]
+            nbk += bc[t]
+        poff.data.as_ulonglongs[nlists] = np_
+        boff.data.as_ulonglongs[nlists] = nbk
+        for k in range(nsegs):
+            g = <Seg>segs[k]
+            sc[k].ids, sc[k].off, sc[k].boff = g.ids.data.as_uints, g.off.data.as_uints, g.boff.data.as_uints
+            sc[k].blk, sc[k].post, sc[k].n = g.blk.data.as_uints, g.post.data.as_uints, len(g.ids)
+        sp.cap = sb.cap = SINK_ENTRIES
+        sp.n = sb.n = 0
+        sp.fd = sb.fd = out.fd
+        sp.at, sb.at = 0, np_
+        for t in range(nlists):  # list by list: the merged part's runs, then each Seg's, in order
+            w = 0  # postings of list t written so far (block starts are relative to poff[t])
+            if t < nold:
+                if all_live:  # copied whole: it comes first, so its block starts stay as they are
+                    _sink_put(&sp, P + PO[t], PO[t + 1] - PO[t])
+                    _sink_put(&sb, B + BO[t], BO[t + 1] - BO[t])
+                    w = PO[t + 1] - PO[t]
+                else:
+                    nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
+                    for r in range(nb):
+                        start = PO[t] + B[BO[t] + 2 * r + 1]
+                        end = (PO[t] + B[BO[t] + 2 * r + 3]) if r + 1 < nb else PO[t + 1]
+                        s = B[BO[t] + 2 * r] >> 2
+                        if lo_[s] <= P[start] < hi_[s]:
+                            _sink_pair(&sb, B[BO[t] + 2 * r], <unsigned int>w)
+                            _sink_put(&sp, P + start, end - start)
+                            w += end - start
+            for k in range(nsegs):
+                i = cur[k]
+                if i >= sc[k].n or sc[k].ids[i] != t:
+                    continue
+                cur[k] = i + 1
+                r = sc[k].boff[i]
+                while r < <Py_ssize_t>sc[k].boff[i + 1]:
+                    start = sc[k].off[i] + sc[k].blk[r + 1]
+                    end = (sc[k].off[i] + sc[k].blk[r + 3]) if r + 2 < <Py_ssize_t>sc[k].boff[i + 1] \
+                        else sc[k].off[i + 1]
+                    s = sc[k].blk[r] >> 2
+                    if lo_[s] <= sc[k].post[start] < hi_[s]:
+                        _sink_pair(&sb, sc[k].blk[r], <unsigned int>w)
+                        _sink_put(&sp, sc[k].post + start, end - start)
+                        w += end - start
+                    r += 2
+            if w != pc[t]:
+                raise RuntimeError("search merge: list %d wrote %d postings, counted %d" % (t, w, pc[t]))
+        _sink_flush(&sp)
+        _sink_flush(&sb)
+        if sp.at != np_ or sb.at != np_ + nbk:
+            raise RuntimeError("search merge: streamed sizes differ from the counts")
+        out.written(st, np_, nbk)
+    finally:
+        free(pc)
+        free(bc)
+        free(sc)
+        free(cur)
+        free(sp.buf)
+        free(sb.buf)
+    return poff, boff
+
+
 def merge(st, L):
-    """Fold L's deltas (its Segs) into its CSR arrays, dropping block runs of dead shares (see
-    _index_py.merge: the same result). Every run of the merged part is live if no share died
-    since this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
+    """Fold L's deltas (its Segs) into its merged part, dropping block runs of dead shares (see
+    _index_py.merge: the same result), written to a fresh postings file (_merge_to_file) that
+    replaces the old one. The old file is read through a read-only mapping (page-cache pages, no
+    copy; unmapped right after). Every run of the merged part is live if no share died since
+    this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
     cdef Py_buffer view
     cdef const unsigned int* P
+    cdef array post = L.post, blk = L.blk
     cdef PostFile f = L.disk
+    cdef PostFile out = PostFile(L.doc_dir)
+    cdef bint all_live = L.kills_at_merge == st.kills
     if f is not None and f.size:
-        # the file mapped for the fold (page-cache pages, no copy; unmapped right after)
         m = f.mapped()
         PyObject_GetBuffer(m, &view, PyBUF_SIMPLE)
         try:
             P = <const unsigned int*>view.buf
-            L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills, P, P + f.npost)
+            L.poff, L.boff = _merge_to_file(st, L, out, P, P + f.npost, all_live)
         finally:
             PyBuffer_Release(&view)
             m.close()
     else:
-        L.post, L.poff, L.blk, L.boff = _fold(st, L, L.segs, L.kills_at_merge == st.kills)
+        L.poff, L.boff = _merge_to_file(st, L, out, post.data.as_uints, blk.data.as_uints, all_live)
+    L.disk, L.post, L.blk = out, array("I"), array("I")
     L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
     L.kills_at_merge = st.kills
-    L.to_disk(st, True)  # a merge keeps only live runs
 
 
 # ---------------------------------------------------------------------- exact names
