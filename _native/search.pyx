@@ -341,31 +341,6 @@ cdef Seg make_seg(PBuf* p, unsigned int slot):
     return g
 
 
-cdef Seg _sparse_seg(array post, array poff, array blk, array boff):
-    """A Seg from dense CSR arrays (one entry per list id; empty lists dropped)."""
-    cdef Seg g = Seg()
-    cdef Py_ssize_t t, m = 0, n = len(poff) - 1
-    cdef const unsigned long long* PO = poff.data.as_ulonglongs
-    cdef const unsigned long long* BO = boff.data.as_ulonglongs
-    for t in range(n):
-        if BO[t + 1] > BO[t]:
-            m += 1
-    g.ids, g.off, g.boff, g.post, g.blk = array("I"), array("I"), array("I"), post, blk
-    resize_smart(g.ids, m)
-    resize_smart(g.off, m + 1)
-    resize_smart(g.boff, m + 1)
-    m = 0
-    for t in range(n):
-        if BO[t + 1] > BO[t]:
-            g.ids.data.as_uints[m] = <unsigned int>t
-            g.off.data.as_uints[m] = <unsigned int>PO[t]
-            g.boff.data.as_uints[m] = <unsigned int>BO[t]
-            m += 1
-    g.off.data.as_uints[m] = <unsigned int>PO[n]
-    g.boff.data.as_uints[m] = <unsigned int>BO[n]
-    return g
-
-
 cdef class DeltaDir:
     """Which Segs hold list t: ``head[t]`` = 1 + the newest entry (seg number, index in its ids,
     next older entry + 1), so a lookup walks only the Segs that have the list."""
@@ -405,6 +380,22 @@ cdef class DeltaDir:
             self.ent[3 * self.n + 2] = self.head[ids[i]]
             self.n += 1
             self.head[ids[i]] = <unsigned int>self.n
+        return 0
+
+    cdef int truncate(self, size_t keep, list segs) except -1:
+        """Drop every entry after the first ``keep`` -- those of ``segs``, the newest Segs (their
+        entries are the last ones, and the newest of each chain): a fold replaces them by one
+        Seg without rebuilding the directory of all the others."""
+        cdef Seg g
+        cdef size_t i
+        cdef unsigned int t
+        for o in segs:
+            g = <Seg>o
+            for i in range(len(g.ids)):
+                t = g.ids.data.as_uints[i]
+                while self.head[t] > keep:
+                    self.head[t] = self.ent[3 * self.head[t] - 1]
+        self.n = keep
         return 0
 
 
@@ -568,6 +559,7 @@ class NPostings(_Postings):
         self.disk = None
         self.segs = []
         self.nfolded = 0  # segs[:nfolded] are folded Segs, the rest one per share update
+        self.ddir_mark = 0  # ddir's entries of the folded Segs (the first ones)
         self.ddir = DeltaDir()
         self.kills_at_merge = -1  # State.kills when this merged part was made (-1: unknown)
 
@@ -575,12 +567,12 @@ class NPostings(_Postings):
         # fold the unfolded Segs first: g's share is not live yet (its range is set after
         # add_share), and a fold drops dead runs
         if len(self.segs) - self.nfolded >= SEG_FOLD:
-            post, poff, blk, boff = _fold(st, _Postings(), self.segs[self.nfolded:], False)
-            self.segs[self.nfolded:] = [_sparse_seg(post, poff, blk, boff)]
+            new = self.segs[self.nfolded:]
+            (<DeltaDir>self.ddir).truncate(self.ddir_mark, new)
+            self.segs[self.nfolded:] = [_fold_segs(st, new)]
+            (<DeltaDir>self.ddir).add(self.nfolded, <Seg>self.segs[self.nfolded])
             self.nfolded += 1
-            self.ddir = DeltaDir()
-            for i, x in enumerate(self.segs):
-                (<DeltaDir>self.ddir).add(i, <Seg>x)
+            self.ddir_mark = (<DeltaDir>self.ddir).n  # the folded Segs' entries end here
         (<DeltaDir>self.ddir).add(len(self.segs), g)
         self.segs.append(g)
 
@@ -2148,124 +2140,71 @@ def add_share(st, unsigned int slot, Rows rows):
         docs.flush()
 
 
-cdef int _merge_pass(const unsigned int* P, array opoff, const unsigned int* B, array oboff, list segs,
-                     const unsigned int* lo_,
-                     const unsigned int* hi_, unsigned long long* pc, unsigned long long* bc, unsigned int* post,
-                     unsigned int* blk, const unsigned long long* poff, bint all_live) except -1:
-    """One pass over the live runs, in merged order (the merged part's, then each Seg's): without
-    ``post`` count each list's postings / block entries into pc / bc; with it, copy the runs to
-    the write cursors pc / bc (block starts relative to poff[t]). ``all_live``: no share died
-    since the merged part was made, so each list's merged part is copied whole (it comes first
-    in the new list, so its block starts stay as they are)."""
-    cdef const unsigned long long* PO = opoff.data.as_ulonglongs
-    cdef const unsigned long long* BO = oboff.data.as_ulonglongs
-    cdef Py_ssize_t t, r, nb, start, end, i, nold = len(opoff) - 1
-    cdef const unsigned int* gb
-    cdef const unsigned int* gi
-    cdef const unsigned int* go
-    cdef const unsigned int* gbo
-    cdef Seg g
-    cdef unsigned int s
-    for t in range(nold):
-        if all_live:
-            if post != NULL:
-                memcpy(post + pc[t], P + PO[t], (PO[t + 1] - PO[t]) * 4)
-                memcpy(blk + bc[t], B + BO[t], (BO[t + 1] - BO[t]) * 4)
-            pc[t] += PO[t + 1] - PO[t]
-            bc[t] += BO[t + 1] - BO[t]
-            continue
-        nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
-        for r in range(nb):
-            start = PO[t] + B[BO[t] + 2 * r + 1]
-            end = (PO[t] + B[BO[t] + 2 * r + 3]) if r + 1 < nb else PO[t + 1]
-            s = B[BO[t] + 2 * r] >> 2
-            if lo_[s] <= P[start] < hi_[s]:
-                if post != NULL:
-                    blk[bc[t]] = B[BO[t] + 2 * r]
-                    blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
-                    memcpy(post + pc[t], P + start, (end - start) * 4)
-                pc[t] += end - start
-                bc[t] += 2
-    for o in segs:
-        g = <Seg>o
-        gi = g.ids.data.as_uints
-        go = g.off.data.as_uints
-        gbo = g.boff.data.as_uints
-        gb = g.blk.data.as_uints
-        P = g.post.data.as_uints
-        for i in range(len(g.ids)):
-            t = gi[i]
-            r = gbo[i]
-            while r < <Py_ssize_t>gbo[i + 1]:
-                start = go[i] + gb[r + 1]
-                end = (go[i] + gb[r + 3]) if r + 2 < <Py_ssize_t>gbo[i + 1] else go[i + 1]
-                s = gb[r] >> 2
-                if lo_[s] <= P[start] < hi_[s]:
-                    if post != NULL:
-                        blk[bc[t]] = gb[r]
-                        blk[bc[t] + 1] = <unsigned int>(pc[t] - poff[t])
-                        memcpy(post + pc[t], P + start, (end - start) * 4)
-                    pc[t] += end - start
-                    bc[t] += 2
-                r += 2
-    return 0
-
-
-cdef tuple _fold(st, L, list segs, bint all_live):
-    """L's merged part (post/poff/blk/boff, in memory) and ``segs`` folded into new dense CSR
-    arrays (post, poff, blk, boff), dead runs dropped: count each list's live postings and
-    blocks, then copy the merged part's live runs and scatter each Seg's runs into place, in
-    order. (Seg folds; a merge streams to the postings file instead: _merge_to_file.)"""
-    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
-    cdef array opost = L.post, opoff = L.poff, oblk = L.blk, oboff = L.boff
-    cdef const unsigned int* P = opost.data.as_uints
-    cdef const unsigned int* B = oblk.data.as_uints
-    cdef Seg g
-    cdef Py_ssize_t t, m, nlists = len(opoff) - 1
-    for o in segs:
-        g = <Seg>o
-        m = len(g.ids)
-        if m and g.ids.data.as_uints[m - 1] + 1 > nlists:
-            nlists = g.ids.data.as_uints[m - 1] + 1
-    cdef unsigned long long* pc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
-    cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
-    cdef array post = array("I"), blk = array("I"), poff = array("Q"), boff = array("Q")
-    cdef unsigned long long np_ = 0, nbk = 0, c
-    try:
-        if pc == NULL or bc == NULL:
-            raise MemoryError()
-        _merge_pass(P, opoff, B, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
-                    NULL, NULL, NULL, all_live)
-        resize_smart(poff, nlists + 1)
-        resize_smart(boff, nlists + 1)
-        for t in range(nlists):  # offsets; pc / bc become the write cursors
-            poff.data.as_ulonglongs[t] = np_
-            boff.data.as_ulonglongs[t] = nbk
-            c = pc[t]
-            pc[t] = np_
-            np_ += c
-            c = bc[t]
-            bc[t] = nbk
-            nbk += c
-        poff.data.as_ulonglongs[nlists] = np_
-        boff.data.as_ulonglongs[nlists] = nbk
-        resize_smart(post, np_)
-        resize_smart(blk, nbk)
-        _merge_pass(P, opoff, B, oboff, segs, slot_lo.data.as_uints, slot_hi.data.as_uints, pc, bc,
-                    post.data.as_uints, blk.data.as_uints, poff.data.as_ulonglongs, all_live)
-    finally:
-        free(pc)
-        free(bc)
-    return post, poff, blk, boff
-
-
-cdef struct SegC:       # a Seg's arrays (the streaming merge walks all Segs list by list)
+cdef struct SegC:       # a Seg's arrays (merges and folds walk the Segs list by list)
     const unsigned int* ids
     const unsigned int* off
     const unsigned int* boff
     const unsigned int* blk
     const unsigned int* post
     Py_ssize_t n
+
+
+cdef int _seg_views(list segs, SegC* sc) except -1:
+    cdef Seg x
+    cdef Py_ssize_t k
+    for k in range(len(segs)):
+        x = <Seg>segs[k]
+        sc[k].ids, sc[k].off, sc[k].boff = x.ids.data.as_uints, x.off.data.as_uints, x.boff.data.as_uints
+        sc[k].blk, sc[k].post, sc[k].n = x.blk.data.as_uints, x.post.data.as_uints, len(x.ids)
+    return 0
+
+
+cdef inline unsigned int _seg_run(const SegC* g, Py_ssize_t i, Py_ssize_t r, Py_ssize_t* start,
+                                  Py_ssize_t* end) noexcept nogil:
+    """Block pair r (an even index into blk) of the Seg's entry i: its postings [start, end) in
+    post; returns its slot."""
+    start[0] = g.off[i] + g.blk[r + 1]
+    end[0] = (g.off[i] + g.blk[r + 3]) if r + 2 < <Py_ssize_t>g.boff[i + 1] else g.off[i + 1]
+    return g.blk[r] >> 2
+
+
+cdef inline unsigned int _csr_run(const unsigned long long* PO, const unsigned int* B, const unsigned long long* BO,
+                                  Py_ssize_t t, Py_ssize_t r, Py_ssize_t* start, Py_ssize_t* end) noexcept nogil:
+    """Run r of the merged part's list t: its postings [start, end) in post; returns its slot."""
+    cdef Py_ssize_t nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
+    start[0] = PO[t] + B[BO[t] + 2 * r + 1]
+    end[0] = (PO[t] + B[BO[t] + 2 * r + 3]) if r + 1 < nb else PO[t + 1]
+    return B[BO[t] + 2 * r] >> 2
+
+
+cdef void _merge_count(const unsigned int* P, const unsigned long long* PO, const unsigned int* B,
+                       const unsigned long long* BO, Py_ssize_t nold, const SegC* sc, Py_ssize_t nsegs,
+                       const unsigned int* lo_, const unsigned int* hi_, unsigned long long* pc,
+                       unsigned long long* bc, bint all_live) noexcept nogil:
+    """Count each list's live postings / block entries into pc / bc (the merged part's runs, then
+    each Seg's). ``all_live``: no share died since the merged part was made (it is kept whole)."""
+    cdef Py_ssize_t t, r, start, end, i, k
+    cdef unsigned int s
+    for t in range(nold):
+        if all_live:
+            pc[t] += PO[t + 1] - PO[t]
+            bc[t] += BO[t + 1] - BO[t]
+            continue
+        for r in range(<Py_ssize_t>(BO[t + 1] - BO[t]) >> 1):
+            s = _csr_run(PO, B, BO, t, r, &start, &end)
+            if lo_[s] <= P[start] < hi_[s]:
+                pc[t] += end - start
+                bc[t] += 2
+    for k in range(nsegs):
+        for i in range(sc[k].n):
+            t = sc[k].ids[i]
+            r = sc[k].boff[i]
+            while r < <Py_ssize_t>sc[k].boff[i + 1]:
+                s = _seg_run(&sc[k], i, r, &start, &end)
+                if lo_[s] <= sc[k].post[start] < hi_[s]:
+                    pc[t] += end - start
+                    bc[t] += 2
+                r += 2
 
 
 cdef struct Sink:      # a staging buffer written to a file region in order (the streaming merge)
@@ -2276,6 +2215,8 @@ cdef struct Sink:      # a staging buffer written to a file region in order (the
 
 
 cdef int _sink_flush(Sink* k) except -1:
+    if k.fd < 0:  # an in-memory sink sized for all it gets
+        raise RuntimeError("search fold: output larger than its bound")
     if k.n:
         _pio(k.fd, <char*>k.buf, k.n * 4, k.at * 4, True, "search postings")
         k.at += k.n
@@ -2303,6 +2244,94 @@ cdef inline int _sink_pair(Sink* k, unsigned int a, unsigned int b) except -1:
     v[0] = a
     v[1] = b
     return _sink_put(k, v, 2)
+
+
+cdef unsigned long long _put_seg_runs(const SegC* sc, Py_ssize_t nsegs, Py_ssize_t* cur, Py_ssize_t t,
+                                      const unsigned int* lo_, const unsigned int* hi_, Sink* sp, Sink* sb,
+                                      unsigned long long w) except? 0xFFFFFFFFFFFFFFFFULL:
+    """Append list t's live runs from each Seg whose cursor is at t (advancing it) to the sinks:
+    postings to sp, block pairs (slot << 2 | flags, start relative to the list) to sb; w =
+    postings of list t written before. Returns the new w."""
+    cdef Py_ssize_t k, i, r, start, end
+    cdef unsigned int s
+    for k in range(nsegs):
+        i = cur[k]
+        if i >= sc[k].n or sc[k].ids[i] != t:
+            continue
+        cur[k] = i + 1
+        r = sc[k].boff[i]
+        while r < <Py_ssize_t>sc[k].boff[i + 1]:
+            s = _seg_run(&sc[k], i, r, &start, &end)
+            if lo_[s] <= sc[k].post[start] < hi_[s]:
+                _sink_pair(sb, sc[k].blk[r], <unsigned int>w)
+                _sink_put(sp, sc[k].post + start, end - start)
+                w += end - start
+            r += 2
+    return w
+
+
+cdef Seg _fold_segs(st, list segs):
+    """``segs`` folded into one sparse Seg (the lists any of them holds, in id order; per list
+    each Seg's live runs in order; dead runs and lists left empty dropped): the same Seg as
+    folding them into dense CSR arrays over every list id and dropping the empty lists, without
+    the dense per-list scratch arrays (~8 MB at 1M items, fresh memory in every fold). The lists
+    come from a walk of the Segs' sorted ids (a cursor per Seg)."""
+    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
+    cdef const unsigned int* lo_ = slot_lo.data.as_uints
+    cdef const unsigned int* hi_ = slot_hi.data.as_uints
+    cdef Py_ssize_t nsegs = len(segs), k, i, r, start, end, m = 0, tids = 0, tpost = 0, tblk = 0
+    cdef unsigned long long np_ = 0, nb = 0, b0
+    cdef unsigned int t, s
+    cdef bint any_
+    cdef Seg g = Seg(), x
+    cdef Sink sp, sb
+    cdef SegC* sc = <SegC*>malloc((nsegs + 1) * sizeof(SegC))
+    cdef Py_ssize_t* cur = <Py_ssize_t*>calloc(nsegs + 1, sizeof(Py_ssize_t))
+    try:
+        if sc == NULL or cur == NULL:
+            raise MemoryError()
+        _seg_views(segs, sc)
+        for k in range(nsegs):
+            x = <Seg>segs[k]
+            tids += len(x.ids)
+            tpost += len(x.post)
+            tblk += len(x.blk)
+        g.ids, g.off, g.boff, g.post, g.blk = array("I"), array("I"), array("I"), array("I"), array("I")
+        resize_smart(g.ids, tids)  # upper bounds (untouched capacity is not resident), trimmed below
+        resize_smart(g.off, tids + 1)
+        resize_smart(g.boff, tids + 1)
+        resize_smart(g.post, tpost)
+        resize_smart(g.blk, tblk)
+        sp.buf, sp.cap, sp.n, sp.at, sp.fd = g.post.data.as_uints, tpost, 0, 0, -1  # in memory: never full
+        sb.buf, sb.cap, sb.n, sb.at, sb.fd = g.blk.data.as_uints, tblk, 0, 0, -1
+        while True:
+            any_ = False
+            t = 0
+            for k in range(nsegs):
+                if cur[k] < sc[k].n and (not any_ or sc[k].ids[cur[k]] < t):
+                    t = sc[k].ids[cur[k]]
+                    any_ = True
+            if not any_:
+                break
+            b0 = sb.n
+            g.off.data.as_uints[m] = <unsigned int>sp.n
+            g.boff.data.as_uints[m] = <unsigned int>sb.n
+            _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, 0)
+            if sb.n > b0:
+                g.ids.data.as_uints[m] = t
+                m += 1
+        np_, nb = sp.n, sb.n
+        g.off.data.as_uints[m] = <unsigned int>np_
+        g.boff.data.as_uints[m] = <unsigned int>nb
+        resize_smart(g.ids, m)
+        resize_smart(g.off, m + 1)
+        resize_smart(g.boff, m + 1)
+        resize_smart(g.post, np_)
+        resize_smart(g.blk, nb)
+    finally:
+        free(sc)
+        free(cur)
+    return g
 
 
 cdef enum:
@@ -2341,7 +2370,8 @@ cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsi
     try:
         if pc == NULL or bc == NULL or sc == NULL or cur == NULL or sp.buf == NULL or sb.buf == NULL:
             raise MemoryError()
-        _merge_pass(P, opoff, B, oboff, segs, lo_, hi_, pc, bc, NULL, NULL, NULL, all_live)
+        _seg_views(segs, sc)
+        _merge_count(P, PO, B, BO, nold, sc, nsegs, lo_, hi_, pc, bc, all_live)
         resize_smart(poff, nlists + 1)
         resize_smart(boff, nlists + 1)
         for t in range(nlists):
@@ -2351,10 +2381,6 @@ cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsi
             nbk += bc[t]
         poff.data.as_ulonglongs[nlists] = np_
         boff.data.as_ulonglongs[nlists] = nbk
-        for k in range(nsegs):
-            g = <Seg>segs[k]
-            sc[k].ids, sc[k].off, sc[k].boff = g.ids.data.as_uints, g.off.data.as_uints, g.boff.data.as_uints
-            sc[k].blk, sc[k].post, sc[k].n = g.blk.data.as_uints, g.post.data.as_uints, len(g.ids)
         sp.cap = sb.cap = SINK_ENTRIES
         sp.n = sb.n = 0
         sp.fd = sb.fd = out.fd
@@ -2367,31 +2393,13 @@ cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsi
                     _sink_put(&sb, B + BO[t], BO[t + 1] - BO[t])
                     w = PO[t + 1] - PO[t]
                 else:
-                    nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
-                    for r in range(nb):
-                        start = PO[t] + B[BO[t] + 2 * r + 1]
-                        end = (PO[t] + B[BO[t] + 2 * r + 3]) if r + 1 < nb else PO[t + 1]
-                        s = B[BO[t] + 2 * r] >> 2
+                    for r in range(<Py_ssize_t>(BO[t + 1] - BO[t]) >> 1):
+                        s = _csr_run(PO, B, BO, t, r, &start, &end)
                         if lo_[s] <= P[start] < hi_[s]:
                             _sink_pair(&sb, B[BO[t] + 2 * r], <unsigned int>w)
                             _sink_put(&sp, P + start, end - start)
                             w += end - start
-            for k in range(nsegs):
-                i = cur[k]
-                if i >= sc[k].n or sc[k].ids[i] != t:
-                    continue
-                cur[k] = i + 1
-                r = sc[k].boff[i]
-                while r < <Py_ssize_t>sc[k].boff[i + 1]:
-                    start = sc[k].off[i] + sc[k].blk[r + 1]
-                    end = (sc[k].off[i] + sc[k].blk[r + 3]) if r + 2 < <Py_ssize_t>sc[k].boff[i + 1] \
-                        else sc[k].off[i + 1]
-                    s = sc[k].blk[r] >> 2
-                    if lo_[s] <= sc[k].post[start] < hi_[s]:
-                        _sink_pair(&sb, sc[k].blk[r], <unsigned int>w)
-                        _sink_put(&sp, sc[k].post + start, end - start)
-                        w += end - start
-                    r += 2
+            w = _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, w)
             if w != pc[t]:
                 raise RuntimeError("search merge: list %d wrote %d postings, counted %d" % (t, w, pc[t]))
         _sink_flush(&sp)
@@ -2433,7 +2441,7 @@ def merge(st, L):
     else:
         L.poff, L.boff = _merge_to_file(st, L, out, post.data.as_uints, blk.data.as_uints, all_live)
     L.disk, L.post, L.blk = out, array("I"), array("I")
-    L.segs, L.nfolded, L.ddir, L.ndelta = [], 0, DeltaDir(), 0
+    L.segs, L.nfolded, L.ddir, L.ndelta, L.ddir_mark = [], 0, DeltaDir(), 0, 0
     L.kills_at_merge = st.kills
 
 
