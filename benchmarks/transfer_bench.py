@@ -17,7 +17,8 @@ Runs, in one invocation, each case in separate processes (server/seeder vs downl
   pattern of a pipelined downloader, whose chunks wait for hashing and disk in their buffers).
 
 Reports GB/s (10^9 bytes/s) and CPU seconds per GiB for the sending and the receiving process,
-as a table and as JSON lines. ``--repeat N`` runs each case N times and reports the best and the
+as a table and as JSON lines (for scp2p also per downloader thread: ``recv_threads_cpu_s_per_gib``
+= event loop, verify thread, write threads). ``--repeat N`` runs each case N times and reports the best and the
 median wall time (the machine is shared).
 
     python benchmarks/transfer_bench.py --size-mib 1024 --repeat 3
@@ -79,13 +80,36 @@ async def role_scp2p_client(info_path: str, target: str, size: int) -> None:
     with open(info_path) as fh:
         info = json.load(fh)
     spec = DownloadSpec(bytes.fromhex(info["cid"]), size, tuple(bytes.fromhex(c) for c in info["chunks"]), target)
-    c0, t0, u0 = cpu(), time.perf_counter(), os.times()
+    threads = _thread_cpu()
+    c0, t0, u0, l0 = cpu(), time.perf_counter(), os.times(), time.thread_time()
     async with client() as c:
         dl = Downloader(c.pool, spec, providers=info["urls"])
         await dl.run()
     t1 = os.times()
+    threads["loop"] = time.thread_time() - l0
     print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "user": t1.user - u0.user, "sys": t1.system - u0.system,
-                      "read_back": dl.part.read_back, "direct_writes": dl.part.direct_writes}), flush=True)  # fmt: skip
+                      "read_back": dl.part.read_back, "direct_writes": dl.part.direct_writes, "threads": threads}), flush=True)  # fmt: skip
+
+
+def _thread_cpu() -> dict:
+    """CPU seconds of the chunk worker's threads, summed by kind ("verify", "write"), recorded as each
+    thread ends (a diagnostic: the thread bodies are wrapped, nothing else changes)."""
+    from scp2p.transfer import writer
+
+    out: dict = {"verify": 0.0, "write": 0.0}
+
+    def wrap(fn, kind):
+        def body(self):
+            try:
+                fn(self)
+            finally:
+                out[kind] += time.thread_time()
+
+        return body
+
+    writer.ChunkWorker._verify = wrap(writer.ChunkWorker._verify, "verify")
+    writer.ChunkWorker._write = wrap(writer.ChunkWorker._write, "write")
+    return out
 
 
 async def role_base_server(path: str) -> None:
@@ -239,6 +263,8 @@ def _pair(server_args: list[str], client_args_of) -> dict:
     srv.wait()
     r = {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
     r.update({f"recv_{k}": out[k] for k in ("user", "sys") if k in out})
+    if "threads" in out:  # the downloader's threads: event loop, verify, write
+        r["recv_threads"] = out["threads"]
     if "direct_writes" in out:
         r["direct_writes"] = out["direct_writes"]
     return r
@@ -404,6 +430,8 @@ def main() -> None:
                    "median_gbps": size / med / 1e9, "recv_cpu_s_per_gib": best["recv_cpu"] / gib,
                    "send_cpu_s_per_gib": best["send_cpu"] / gib,
                    **{k: v for k, v in best.items() if k in ("tool", "note", "recv_user", "recv_sys", "direct_writes")}}  # fmt: skip
+            if "recv_threads" in best:  # CPU-s/GiB per thread kind of the best run's downloader
+                row["recv_threads_cpu_s_per_gib"] = {k: round(v / gib, 3) for k, v in best["recv_threads"].items()}
             rows.append(row)
             print(json.dumps(row), flush=True)
         print()
