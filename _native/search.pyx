@@ -1487,6 +1487,19 @@ cdef inline Py_ssize_t _char_prefix(const char* buf, Py_ssize_t blen, int nchars
     return -1
 
 
+cdef struct TokEnt:      # an ASCII name tokenized a few items ahead (add_share; see Dict.scan_ascii)
+    Py_ssize_t owner     # the row it holds (-1: none)
+    int ntok
+    unsigned int h[64]
+    unsigned short off[64]
+    unsigned char len[64]
+    char b[4096]         # at most 64 tokens of at most 64 bytes
+
+cdef enum:
+    TOK_AHEAD = 4        # items tokenized ahead
+    TOK_RING = 8         # ring entries (a power of two > TOK_AHEAD)
+
+
 cdef class Dict:
     """The native term, prefix and tagset dictionaries: UTF-8 blobs with offsets (the same bytes
     and offsets the image stores) and a C hash each; no Python str or dict per entry. Terms
@@ -1531,7 +1544,11 @@ cdef class Dict:
 
     cdef unsigned int term_id(self, const char* buf, Py_ssize_t blen) except? 0xFFFFFFFF:
         """The id of the term with UTF-8 bytes buf[:blen], added (with its prefixes) if new."""
-        cdef unsigned int h = _hash_bytes(buf, blen), t, p
+        return self.term_id_h(buf, blen, _hash_bytes(buf, blen))
+
+    cdef unsigned int term_id_h(self, const char* buf, Py_ssize_t blen, unsigned int h) except? 0xFFFFFFFF:
+        """term_id with the bytes' hash (_hash_bytes) already known."""
+        cdef unsigned int t, p
         cdef Py_ssize_t pl
         cdef int L
         cdef unsigned int c = h & (TCACHE - 1)
@@ -1568,15 +1585,17 @@ cdef class Dict:
         e = tok.encode()
         return self.term_id(PyBytes_AS_STRING(e), PyBytes_GET_SIZE(e))
 
-    cdef void prefetch_ascii(self, str text, Py_ssize_t take) noexcept:
-        """Prefetch the term-hash slots of an ASCII text's first ``take`` tokens (those not in the
-        small cache): add_share calls it a few items ahead, so the slot loads overlap instead of
-        each token waiting for its own cache miss."""
+    cdef void scan_ascii(self, str text, Py_ssize_t take, TokEnt* e) noexcept:
+        """Tokenize an ASCII text's first ``take`` tokens into ``e`` (lowercased bytes, lengths,
+        _hash_bytes hashes -- what _ascii_ids would compute) and prefetch their term-hash slots
+        (those not in the small cache): add_share calls it a few items ahead, so the slot loads
+        overlap instead of each token waiting for its own cache miss, and the item's own turn
+        reads the tokens from ``e`` instead of scanning the name again."""
         cdef const char* s = PyUnicode_1BYTE_DATA(text)
         cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), j
         cdef unsigned long long hh = 14695981039346656037ULL
         cdef unsigned int h
-        cdef int blen = 0, k = 0
+        cdef int blen = 0, k = 0, pos = 0
         cdef char c
         for j in range(n + 1):
             if k >= take:
@@ -1587,14 +1606,20 @@ cdef class Dict:
             if (c >= 97 and c <= 122) or (c >= 48 and c <= 57):
                 if blen < 64:  # the same bytes and hash as _ascii_ids / _hash_bytes
                     hh = (hh ^ <unsigned char>c) * 1099511628211ULL
+                    e.b[pos + blen] = c
                     blen += 1
             elif blen:
                 h = <unsigned int>(hh ^ (hh >> 32))
                 if not (self.c_id[h & (TCACHE - 1)] and self.c_h[h & (TCACHE - 1)] == h):
                     SCP2P_PREFETCH(&self.th.slots[h & (self.th.cap - 1)])
+                e.h[k] = h
+                e.off[k] = <unsigned short>pos
+                e.len[k] = <unsigned char>blen
+                pos += blen
                 hh = 14695981039346656037ULL
                 blen = 0
                 k += 1
+        e.ntok = k
 
     cdef int tagset_find(self, const char* buf, Py_ssize_t blen) noexcept:
         """Tagset id of key bytes buf[:blen] (non-empty), 0 if absent."""
@@ -1939,9 +1964,10 @@ def prepare(items):
         cid = bytes(_field(it, 0, direct))
         if PyBytes_GET_SIZE(cid) != 32:
             raise SearchError("content ids must be 32 bytes")
-        if cid in seen:
+        j = len(seen)
+        seen.add(cid)  # one set lookup: a duplicate leaves the size unchanged (the first one wins)
+        if len(seen) == j:
             continue
-        seen.add(cid)
         name = _field(it, 2, direct)
         if n == cap:
             cap = cap * 2 + 256
@@ -2049,11 +2075,22 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef bytes cid
     if rows.n:
         (<DocRuns>st.runs).add(lo, slot)
+    cdef TokEnt* ring = <TokEnt*>malloc(TOK_RING * sizeof(TokEnt))
+    cdef TokEnt* te
+    if ring == NULL:
+        raise MemoryError()
+    for j in range(TOK_RING):
+        ring[j].owner = -1
     try:
-        for ri in range(rows.n):
+        for ri in range(-TOK_AHEAD, rows.n):
+            j = <int>(ri + TOK_AHEAD)
+            if j < rows.n and PyList_GET_ITEM(r_toks, rows.order[j]) == <PyObject*>None:
+                te = &ring[j & (TOK_RING - 1)]
+                D.scan_ascii(<str>PyList_GET_ITEM(r_names, rows.order[j]), rows.ntok[rows.order[j]], te)
+                te.owner = j
+            if ri < 0:
+                continue
             i = rows.order[ri]
-            if ri + 4 < rows.n and PyList_GET_ITEM(r_toks, rows.order[ri + 4]) == <PyObject*>None:
-                D.prefetch_ascii(<str>PyList_GET_ITEM(r_names, rows.order[ri + 4]), rows.ntok[rows.order[ri + 4]])
             name = <str>PyList_GET_ITEM(r_names, i)
             mime = <object>PyList_GET_ITEM(r_mimes, i)
             d = len(doc_tagset)
@@ -2071,10 +2108,13 @@ def add_share(st, unsigned int slot, Rows rows):
             if o is None:
                 # ASCII name: its tokens straight from its bytes, through the term hash
                 nlen = PyUnicode_GET_LENGTH(name)
-                k = _ascii_ids(D, PyUnicode_1BYTE_DATA(name), nlen,
-                               <int>ntok, tids)
-                for j in range(k):
-                    t = tids[j]
+                te = &ring[ri & (TOK_RING - 1)]
+                if te.owner != ri:  # (never: every ASCII row was scanned TOK_AHEAD items ago)
+                    te.ntok = 0
+                    te.owner = ri
+                    D.scan_ascii(name, ntok, te)
+                for j in range(te.ntok):
+                    t = D.term_id_h(te.b + te.off[j], te.len[j], te.h[j])
                     push(fwd, t)
                     nids = _flag(ids, fl, nids, t, FN)
             else:
@@ -2137,6 +2177,7 @@ def add_share(st, unsigned int slot, Rows rows):
     finally:
         free(tb.v)
         free(pb.v)
+        free(ring)
         docs.flush()
 
 
