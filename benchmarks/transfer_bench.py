@@ -247,20 +247,23 @@ def case_chunks(path: str, size: int, mode: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- orchestration
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _spawn(*args: str, script: str = __file__) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _pair(server_args: list[str], client_args_of) -> dict:
-    srv = _spawn(*server_args)
+def _pair(server_args: list[str], client_args_of, script: str = __file__) -> dict:
+    """Run a server role and a client role of ``script`` (this file, or another bench reusing it)."""
+    srv = _spawn(*server_args, script=script)
     info = srv.stdout.readline()
-    cli = _spawn(*client_args_of(info))
+    cli = _spawn(*client_args_of(info), script=script)
     out = json.loads(cli.stdout.readline())
     cli.wait()
     srv.stdin.write("stats\n")
     srv.stdin.flush()
     sout = json.loads(srv.stdout.readline())
     srv.wait()
+    if out.get("errors"):
+        raise SystemExit(f"verification failed: {out['errors']}")
     r = {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
     r.update({f"recv_{k}": out[k] for k in ("user", "sys") if k in out})
     if "threads" in out:  # the downloader's threads: event loop, verify, write

@@ -35,59 +35,17 @@ import queue
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-GIB = 1 << 30
-CHUNK = 262_144
+from transfer_bench import CHUNK, GIB, _pair, _serve_once, cpu, role_raw_client, role_raw_server  # the bench's raw-tcp case
+
 NBUF = 64
 HEADER = struct.Struct(">QQ")  # chunk index, length
 WRITERS = 2  # as scp2p's PartFile: two write threads,
 WRITE_GROUP = 8  # each writing up to 8 consecutive chunks (2 MiB) with one pwritev
-
-
-def cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _serve(send) -> None:
-    srv = socket.create_server(("127.0.0.1", 0))
-    print(json.dumps({"port": srv.getsockname()[1]}), flush=True)
-    conn, _ = srv.accept()
-    c0 = cpu()
-    send(conn)
-    conn.close()
-    sys.stdin.readline()
-    print(json.dumps({"cpu": cpu() - c0}), flush=True)
-
-
-def role_raw_server(size: int) -> None:
-    def send(conn: socket.socket) -> None:
-        buf = memoryview(bytearray(1 << 20))
-        left = size
-        while left:
-            k = min(left, len(buf))
-            conn.sendall(buf[:k])
-            left -= k
-
-    _serve(send)
-
-
-def role_raw_client(port: int, size: int) -> None:
-    s = socket.create_connection(("127.0.0.1", port))
-    c0, t0 = cpu(), time.perf_counter()
-    buf = memoryview(bytearray(1 << 20))
-    got = 0
-    while got < size:
-        k = s.recv_into(buf)
-        if not k:
-            break
-        got += k
-    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0}), flush=True)
 
 
 def role_chunk_server(path: str) -> None:
@@ -105,7 +63,7 @@ def role_chunk_server(path: str) -> None:
                 rest = (hdr + bytes(buf[:n]))[sent:]
                 conn.sendall(rest)
 
-    _serve(send)
+    _serve_once(send)
 
 
 def role_chunk_client(port: int, path: str, target: str, mode: str) -> None:
@@ -196,23 +154,8 @@ def role_chunk_client(port: int, path: str, target: str, mode: str) -> None:
     print(json.dumps({"wall": wall, "cpu": used, "errors": errors[:3]}), flush=True)
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-
-def _pair(server_args: list[str], client_args) -> dict:
-    srv = _spawn(*server_args)
-    port = json.loads(srv.stdout.readline())["port"]
-    cli = _spawn(*client_args(port))
-    out = json.loads(cli.stdout.readline())
-    cli.wait()
-    srv.stdin.write("stats\n")
-    srv.stdin.flush()
-    sout = json.loads(srv.stdout.readline())
-    srv.wait()
-    if out.get("errors"):
-        raise SystemExit(f"verification failed: {out['errors']}")
-    return {"wall": out["wall"], "recv_cpu": out["cpu"], "send_cpu": sout["cpu"]}
+def _port(info: str) -> str:
+    return str(json.loads(info)["port"])
 
 
 def main() -> None:
@@ -240,10 +183,11 @@ def main() -> None:
             walls = []
             for _ in range(args.repeat):
                 if case == "raw":
-                    r = _pair(["raw-server", str(size)], lambda p: ["raw-client", str(p), str(size)])
+                    r = _pair(["raw-server", str(size)], lambda info: ["raw-client", _port(info), str(size)], __file__)
                 else:
                     mode = case.partition("-")[2] or "full"
-                    r = _pair(["chunk-server", src], lambda p, m=mode: ["chunk-client", str(p), src, target, m])
+                    r = _pair(["chunk-server", src], lambda info, m=mode: ["chunk-client", _port(info), src, target, m],
+                              __file__)
                 walls.append(r)
             best = min(walls, key=lambda r: r["wall"])
             med = statistics.median(r["wall"] for r in walls)
