@@ -716,6 +716,8 @@ class IndexBase:
                 return None
             p.exts = array("I", ids)
         if q.size_min is not None:
+            if q.size_min > (1 << 64) - 1:  # no size is that large
+                return None
             p.size_min = max(0, q.size_min)
         if q.size_max is not None:
             if q.size_max < 0:

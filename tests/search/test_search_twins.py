@@ -390,3 +390,24 @@ def test_twins_identical_on_derived_doc_columns():
         images.append((image, pages))
     assert images[0] == images[1]
     assert any(h.name == long_name for h in images[0][1][0].hits)
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+def test_twins_identical_on_size_filter_bounds():
+    """The native twin keeps a 16-bit size class per doc (exact below 2048, then 1,024 classes
+    per power of two) and reads the exact size from the record at a bound's own class: filters
+    at and around class edges, 4 GiB and the largest sizes give the pure twin's pages."""
+    edges = [0, 1, 2047, 2048, 2049, 3071, 3072, 4095, 4096, 10 * 2**20 - 1, 10 * 2**20, 10 * 2**20 + 1,
+             10 * 2**20 + 2**13, 2**32 - 1, 2**32, 2**32 + 1, 2**40 + 12345, 2**63 - 1, 2**63, 2**64 - 1]
+    its = [item(f"f{i}.bin", ("t",), size=sz, key=f"s{i}") for i, sz in enumerate(edges)]
+    bounds = ["0", "1", "2047", "2048", "2049", "4096", "10M", "10485761", "10493952", "4G", "4294967295",
+              "4294967297", "9223372036854775808", "18446744073709551615"]
+    queries = [f"f* size:{op}{b}" for op in (">", ">=", "<", "<=", "=") for b in bounds] + ["f*"]
+    pages = {}
+    for name in ("native", "pure"):
+        ix = index_module(name).Index()
+        ix.replace_share(sid(1), its)
+        back = index_module(name).Index.from_bytes(ix.to_bytes())
+        pages[name] = [(q, ix.search(q, limit=50), back.search(q, limit=50)) for q in queries]
+    assert pages["native"] == pages["pure"]
+    assert all(p == b for _, p, b in pages["native"])
