@@ -472,8 +472,8 @@ cdef class PostFile:
         dead-run list is empty without looking at the runs."""
         cdef const unsigned int* P = post.data.as_uints
         cdef const unsigned int* B = blk.data.as_uints
-        cdef const unsigned long long* PO = poff.data.as_ulonglongs
-        cdef const unsigned long long* BO = boff.data.as_ulonglongs
+        cdef const unsigned int* PO = poff.data.as_uints
+        cdef const unsigned int* BO = boff.data.as_uints
         cdef Py_ssize_t t, r, nb
         cdef unsigned int s, d
         cdef array dead = array("I")
@@ -555,6 +555,7 @@ class NPostings(_Postings):
 
     def __init__(self, doc_dir=None):
         _Postings.__init__(self)
+        self.poff, self.boff = array("I", [0]), array("I", [0])  # uint32 in memory; the image has uint64
         self.doc_dir = doc_dir
         self.disk = None
         self.segs = []
@@ -579,6 +580,10 @@ class NPostings(_Postings):
     def to_disk(self, st, all_live=False):
         """Move the merged part's post / blk arrays to the PostFile (after a merge -- every run
         live -- or a load)."""
+        if self.poff.typecode != "I":  # a loaded image's (validated) uint64 offsets
+            if len(self.post) > 0xFFFFFFFF or len(self.blk) > 0xFFFFFFFF:
+                raise SearchError("search index over 2**32 postings in one posting set")
+            self.poff, self.boff = array("I", self.poff), array("I", self.boff)
         if self.disk is None:
             if not len(self.post) and not len(self.blk):
                 return
@@ -587,6 +592,8 @@ class NPostings(_Postings):
         self.post, self.blk = array("I"), array("I")
 
     def section(self, name):
+        if name in ("poff", "boff"):
+            return array("Q", getattr(self, name))
         if self.disk is not None and name in ("post", "blk"):
             n = (<PostFile>self.disk).nblk if name == "blk" else (<PostFile>self.disk).npost
             return LazySection("I", 4 * n, lambda: (<PostFile>self.disk).chunks(name == "blk"))
@@ -599,9 +606,9 @@ class NPostings(_Postings):
         cdef Py_ssize_t i
         cdef object post = self.post if self.disk is None else self.disk
         cdef object blk = self.blk if self.disk is None else self.disk
-        if t + 1 < len(poff) and poff.data.as_ulonglongs[t] < poff.data.as_ulonglongs[t + 1]:
-            out.append((post, poff.data.as_ulonglongs[t], poff.data.as_ulonglongs[t + 1], blk,
-                        boff.data.as_ulonglongs[t], boff.data.as_ulonglongs[t + 1], strict))
+        if t + 1 < len(poff) and poff.data.as_uints[t] < poff.data.as_uints[t + 1]:
+            out.append((post, poff.data.as_uints[t], poff.data.as_uints[t + 1], blk,
+                        boff.data.as_uints[t], boff.data.as_uints[t + 1], strict))
         cdef DeltaDir dd = self.ddir
         cdef list segs = self.segs
         cdef unsigned int e
@@ -2250,7 +2257,7 @@ cdef inline unsigned int _seg_run(const SegC* g, Py_ssize_t i, Py_ssize_t r, Py_
     return g.blk[r] >> 2
 
 
-cdef inline unsigned int _csr_run(const unsigned long long* PO, const unsigned int* B, const unsigned long long* BO,
+cdef inline unsigned int _csr_run(const unsigned int* PO, const unsigned int* B, const unsigned int* BO,
                                   Py_ssize_t t, Py_ssize_t r, Py_ssize_t* start, Py_ssize_t* end) noexcept nogil:
     """Run r of the merged part's list t: its postings [start, end) in post; returns its slot."""
     cdef Py_ssize_t nb = <Py_ssize_t>(BO[t + 1] - BO[t]) >> 1
@@ -2259,8 +2266,8 @@ cdef inline unsigned int _csr_run(const unsigned long long* PO, const unsigned i
     return B[BO[t] + 2 * r] >> 2
 
 
-cdef void _merge_count(const unsigned int* P, const unsigned long long* PO, const unsigned int* B,
-                       const unsigned long long* BO, Py_ssize_t nold, const SegC* sc, Py_ssize_t nsegs,
+cdef void _merge_count(const unsigned int* P, const unsigned int* PO, const unsigned int* B,
+                       const unsigned int* BO, Py_ssize_t nold, const SegC* sc, Py_ssize_t nsegs,
                        const unsigned int* lo_, const unsigned int* hi_, unsigned long long* pc,
                        unsigned long long* bc, bint all_live) noexcept nogil:
     """Count each list's live postings / block entries into pc / bc (the merged part's runs, then
@@ -2430,13 +2437,13 @@ cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsi
     cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi, opoff = L.poff, oboff = L.boff
     cdef const unsigned int* lo_ = slot_lo.data.as_uints
     cdef const unsigned int* hi_ = slot_hi.data.as_uints
-    cdef const unsigned long long* PO = opoff.data.as_ulonglongs
-    cdef const unsigned long long* BO = oboff.data.as_ulonglongs
+    cdef const unsigned int* PO = opoff.data.as_uints
+    cdef const unsigned int* BO = oboff.data.as_uints
     cdef Seg g
     cdef Py_ssize_t t, m, nlists = len(opoff) - 1, nold = len(opoff) - 1, i, k, r, nb, start, end, nsegs = len(segs)
     cdef unsigned long long np_ = 0, nbk = 0, c, w
     cdef unsigned int s
-    cdef array poff = array("Q"), boff = array("Q")
+    cdef array poff = array("I"), boff = array("I")
     cdef Sink sp, sb
     for o in segs:
         g = <Seg>o
@@ -2457,12 +2464,14 @@ cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsi
         resize_smart(poff, nlists + 1)
         resize_smart(boff, nlists + 1)
         for t in range(nlists):
-            poff.data.as_ulonglongs[t] = np_
-            boff.data.as_ulonglongs[t] = nbk
+            poff.data.as_uints[t] = <unsigned int>np_
+            boff.data.as_uints[t] = <unsigned int>nbk
             np_ += pc[t]
             nbk += bc[t]
-        poff.data.as_ulonglongs[nlists] = np_
-        boff.data.as_ulonglongs[nlists] = nbk
+        if np_ > 0xFFFFFFFFULL or nbk > 0xFFFFFFFFULL:
+            raise SearchError("search index over 2**32 postings in one posting set")
+        poff.data.as_uints[nlists] = <unsigned int>np_
+        boff.data.as_uints[nlists] = <unsigned int>nbk
         sp.cap = sb.cap = SINK_ENTRIES
         sp.n = sb.n = 0
         sp.fd = sb.fd = out.fd
