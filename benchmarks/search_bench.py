@@ -22,7 +22,10 @@ Each engine runs in its own subprocess (so RSS is per engine) and prints one JSO
 then the parent prints a table. Latency = one top-20 query including fetching the hits' names.
 build_s counts only the engine's indexing calls (not generating the catalog). rss_mb is the
 process's resident memory after build + queries (tantivy's writer dropped); index_mb the
-persisted size; load_s the time to open the persisted index ready to query.
+persisted size; load_s the time to open the persisted index ready to query; unlinked_file_mb
+(JSON only) the size of the open unlinked files (scp2p-native keeps its merged postings and
+document store in them, read with pread: those bytes live in the kernel's page cache, outside
+rss_mb -- as tantivy's segment files do).
 
 tantivy: its query parser treats ``abc*`` as the term ``abc``, so prefixes use fuzzy term
 queries with prefix=True and distance 0 on name and tags -- those hits come back unscored.
@@ -387,6 +390,22 @@ def _rss() -> tuple[float, float]:
     return cur, peak
 
 
+def _unlinked_mb() -> float:
+    """Size of the process's open unlinked files (scp2p-native: its postings files and document
+    store, read with pread: their bytes live in the kernel's page cache, not in rss_mb)."""
+    total = 0
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        return 0.0
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)).endswith("(deleted)"):
+                total += os.fstat(int(fd)).st_size
+        except OSError:
+            continue
+    return total / 2**20
+
+
 def _pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -427,6 +446,7 @@ def worker(engine: str, n_items: int, queries_path: str, repeat: int = 3) -> dic
                     best[i] = min(best[i], (time.perf_counter_ns() - t1) / 1000)
             p50[cls], p99[cls] = round(_pct(best, 50), 1), round(_pct(best, 99), 1)
         rss, peak = _rss()
+        disk = _unlinked_mb()
         size = eng.persist()
         eng.drop()
         gc.collect()
@@ -434,7 +454,7 @@ def worker(engine: str, n_items: int, queries_path: str, repeat: int = 3) -> dic
         out = {"engine": {"native": "scp2p-native", "pure": "scp2p-pure"}.get(engine, engine), "items": n,
                "build_s": round(build, 3), "rss_mb": round(rss, 1), "peak_rss_mb": round(peak, 1),
                "index_mb": round(size / 2**20, 1), "load_s": round(load_s, 3), "query_passes": passes,
-               "p50_us": p50, "p99_us": p99}
+               "p50_us": p50, "p99_us": p99, "unlinked_file_mb": round(disk, 1)}
         if replace_ms is not None:
             out["replace_share_ms"] = round(replace_ms, 2)
         return out
