@@ -758,14 +758,21 @@ cdef class DocStore:
     cdef unsigned long long at(self, Py_ssize_t d) except? 0xFFFFFFFFFFFFFFFFULL:
         """Where record d starts (bytes; d == n: the end): its 64-doc group's start plus the
         lengths before it in the group (session 5: ~1.06 bytes per doc instead of a uint32)."""
-        cdef unsigned long long u
+        cdef unsigned long long u, s = 0
         cdef Py_ssize_t j
+        cdef const unsigned char* r = self.rlen.data.as_uchars
+        cdef bint long_ = False
         if d >= self.n:
             return self.flushed + self.wlen
         u = self.base.data.as_uints[d >> 6]
-        for j in range(d & ~(<Py_ssize_t>63), d):
-            u += self.units(j)
-        return u << 2
+        for j in range(d & ~(<Py_ssize_t>63), d):  # a tight byte sum; a long record is a 0 byte
+            s += r[j]
+            long_ |= r[j] == 0
+        if long_:
+            for j in range(d & ~(<Py_ssize_t>63), d):
+                if r[j] == 0:
+                    s += <unsigned long long>self.longs[j]
+        return (u + s) << 2
 
     cdef int append(self, const char* cid, unsigned int mime, unsigned long long size, const char* name,
                     Py_ssize_t nlen) except -1:
