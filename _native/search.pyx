@@ -504,15 +504,10 @@ cdef class PostFile:
 
     cdef inline bint live(self, unsigned int run, unsigned int s, const unsigned int* lo_,
                           const unsigned int* hi_) noexcept nogil:
-        cdef Py_ssize_t a = 0, b = self.ndead, m
+        cdef Py_ssize_t a
         if <Py_ssize_t>s >= self.nslots or lo_[s] != self.lo_[s] or hi_[s] != self.hi_[s] or lo_[s] >= hi_[s]:
             return False
-        while a < b:
-            m = (a + b) >> 1
-            if self.dead_[m] < run:
-                a = m + 1
-            else:
-                b = m
+        a = lower_bound(self.dead_, 0, self.ndead, run)
         return not (a < self.ndead and self.dead_[a] == run)
 
     cdef int read(self, unsigned int* buf, unsigned long long at, size_t n) except -1:
@@ -1152,17 +1147,12 @@ cdef struct ExtC:
 
 cdef inline unsigned int _ext_of(const ExtC* x, unsigned int d) noexcept nogil:
     cdef unsigned int code = (x.codes[d >> 2] >> ((d & 3) * 2)) & 3
-    cdef Py_ssize_t a = 0, b = x.nexc, m
+    cdef Py_ssize_t a
     if code == 0:
         return 0
     if code == 1:
         return x.fwd[x.fwd_off[d + 1] - 1]
-    while a < b:
-        m = (a + b) >> 1
-        if x.exc_doc[m] < d:
-            a = m + 1
-        else:
-            b = m
+    a = lower_bound(x.exc_doc, 0, x.nexc, d)
     return x.exc_term[a] if a < x.nexc and x.exc_doc[a] == d else 0
 
 
@@ -2858,7 +2848,7 @@ cdef long long score_doc(Ctx* c, object plan_phrases, object plan_excl, object p
     return raw * c.slot_wq[slot]
 
 
-cdef inline Py_ssize_t lower_bound(const unsigned int* a, Py_ssize_t lo, Py_ssize_t hi, unsigned int x) nogil:
+cdef inline Py_ssize_t lower_bound(const unsigned int* a, Py_ssize_t lo, Py_ssize_t hi, unsigned int x) noexcept nogil:
     cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) >> 1
