@@ -119,7 +119,9 @@ def test_provider_killed_mid_download(source, tmp_path):
     path, src = source
 
     async def main():
-        provs = [await provider(path, src, upload_rate=40 * MIB) for _ in range(3)]
+        # a small burst: the caps really pace the download (a burst of a second's worth would
+        # let it finish before the kill under load), so the victim always has requests in flight
+        provs = [await provider(path, src, upload_rate=40 * MIB, upload_burst=2 * MIB) for _ in range(3)]
         victim = provs[0][0]
         halfway = asyncio.Event()
 
