@@ -415,13 +415,17 @@ class Session:
             conn.send_response(seq, env.type, env.req_id, 0, None, self._loop.time())
         else:
             conn.send_response(seq, reply.type, env.req_id, reply.flags, reply.payload, self._loop.time())
-        if conn.pending_output >= FLUSH_NOW:
-            # a large response leaves at once: the peer starts receiving it while the next
-            # requests of this read are answered (instead of one write after all of them)
+        self._flush_answer()
+        return True
+
+    def _flush_answer(self) -> None:
+        """An inline answer was queued: a large response leaves at once - the peer starts
+        receiving it while the next requests of this read are answered (instead of one write
+        after all of them) - anything smaller with the rest of this pass."""
+        if self.conn.pending_output >= FLUSH_NOW:
             self._flush()
         else:
             self._flush_soon()
-        return True
 
     def _answer_raw(self, raw: dict, f: tuple, body) -> bool:
         """The next frame, a canonical request ``f`` (``envelope_fields``), answered by its type's
@@ -444,10 +448,7 @@ class Session:
         conn.answer_taken(parts, self._loop.time())
         handled = self.local.dispatcher.handled
         handled[t] = handled.get(t, 0) + 1
-        if conn.pending_output >= FLUSH_NOW:
-            self._flush()  # as _answer_now: a large response leaves at once
-        else:
-            self._flush_soon()
+        self._flush_answer()
         return True
 
     async def _serve(self, seq: Optional[int], env: RawEnvelope) -> None:
