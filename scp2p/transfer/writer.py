@@ -36,7 +36,6 @@ and :meth:`PartFile.write_chunk` on the event loop with ``write_thread=False``) 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import functools
 import logging
@@ -49,6 +48,7 @@ from blake3 import blake3
 
 from ..errors import ContentMismatch
 from ..limits import CHUNK_SIZE
+from ..transport.frames import buffer_address
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ WRITE_GROUP = 8
 
 def _first(item: tuple):
     return item[0]
-
-
-def buffer_address(buf) -> Optional[int]:
-    """Address of a writable buffer's first byte (None for read-only buffers)."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
-    except (TypeError, ValueError):
-        return None
 
 
 def part_path(target: str, content_id: bytes) -> str:

@@ -86,7 +86,7 @@ class RecvPool:
                 return bufs[i], self._skew[i]
         b = bytearray(max(n, self.min_size)) if self._refcounts else bytearray(n)
         self.allocated += 1
-        skew = _address(b) % FRAME_ALIGN
+        skew = (buffer_address(b) or 0) % FRAME_ALIGN  # a bytearray is writable: never None
         if self._refcounts:
             bufs.append(b)
             self._skew.append(skew)
@@ -106,11 +106,12 @@ class RecvPool:
         return memoryview(b)[o : o + n]
 
 
-def _address(b: bytearray) -> int:
+def buffer_address(buf) -> Optional[int]:
+    """Address of a writable buffer's first byte (None for read-only buffers)."""
     try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(b))
-    except (TypeError, ValueError):  # pragma: no cover - bytearrays are writable
-        return 0
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    except (TypeError, ValueError):
+        return None
 
 
 #: see :meth:`RecvPool.view`
@@ -322,5 +323,5 @@ def parse_envelope(body: Buffer) -> RawEnvelope:
 
 __all__ = [
     "DIRECT_THRESHOLD", "FrameReader", "HEADER_LEN", "RawEnvelope", "SCRATCH_SIZE",
-    "encode_envelope_frame", "encode_envelope_header", "parse_envelope",
+    "buffer_address", "encode_envelope_frame", "encode_envelope_header", "parse_envelope",
 ]  # fmt: skip
