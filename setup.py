@@ -50,7 +50,7 @@ def _extensions():
         if not (HERE / "_native" / f"{src}.pyx").exists():
             continue
         args = ["/O2"] if sys.platform == "win32" else ["-O3"]
-        exts.append(Extension(modname, [f"_native/{src}.pyx"], extra_compile_args=args))
+        exts.append(Extension(modname, [f"_native/{src}.pyx"], include_dirs=["_native"], extra_compile_args=args))
     return cythonize(
         exts,
         language_level=3,

@@ -328,8 +328,8 @@ cdef extern from "<errno.h>":
     int errno
     int EINTR
 
-cdef extern from "<unistd.h>":
-    ssize_t c_pread "pread"(int fd, void* buf, size_t count, long long offset) nogil
+cdef extern from "scp2p_pio.h":  # pread, or ReadFile at an offset on Windows
+    Py_ssize_t scp2p_pread(int fd, void* buf, size_t n, unsigned long long off) nogil
 
 from cpython.exc cimport PyErr_CheckSignals
 from os import strerror
@@ -342,8 +342,8 @@ def chunk_frame(buf, msg_type, req_id, bytes prefix, index, int fd, offset, n):
     cdef Py_ssize_t t, h, total, k, pl
     cdef uint64_t plen
     cdef long long off
-    cdef ssize_t got = 0
-    cdef ssize_t r
+    cdef Py_ssize_t got = 0
+    cdef Py_ssize_t r
     cdef unsigned char* dst
     cdef int err = 0
     if not (0 <= msg_type <= U16_MAX and 0 <= req_id <= U32_MAX and 0 <= index <= U32_MAX
@@ -377,7 +377,7 @@ def chunk_frame(buf, msg_type, req_id, bytes prefix, index, int fd, offset, n):
         if k:
             while True:
                 with nogil:
-                    r = c_pread(fd, dst, k, off)
+                    r = scp2p_pread(fd, dst, k, <unsigned long long>off)
                     if r < 0:
                         err = errno
                 if r >= 0:

@@ -42,43 +42,7 @@ cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
 
-cdef extern from *:
-    """
-    /* positioned file I/O for the document store: POSIX pread/pwrite, or ReadFile/WriteFile
-       with an OVERLAPPED offset on Windows (no POSIX headers there) */
-    #ifdef _WIN32
-    #include <io.h>
-    #include <errno.h>
-    #include <string.h>
-    #include <windows.h>
-    static Py_ssize_t scp2p_prw(int fd, void* buf, size_t n, unsigned long long off, int wr) {
-        HANDLE h = (HANDLE)_get_osfhandle(fd);
-        OVERLAPPED ov;
-        DWORD done = 0;
-        BOOL ok;
-        if (h == INVALID_HANDLE_VALUE) { errno = EBADF; return -1; }
-        memset(&ov, 0, sizeof ov);
-        ov.Offset = (DWORD)off;
-        ov.OffsetHigh = (DWORD)(off >> 32);
-        if (n > 0x40000000u) n = 0x40000000u;
-        ok = wr ? WriteFile(h, buf, (DWORD)n, &done, &ov) : ReadFile(h, buf, (DWORD)n, &done, &ov);
-        if (!ok) {
-            if (!wr && GetLastError() == ERROR_HANDLE_EOF) return 0;
-            errno = GetLastError() == ERROR_DISK_FULL ? ENOSPC : EIO;
-            return -1;
-        }
-        return (Py_ssize_t)done;
-    }
-    #define scp2p_pread(fd, b, n, o) scp2p_prw((fd), (b), (n), (o), 0)
-    #define scp2p_pwrite(fd, b, n, o) scp2p_prw((fd), (void*)(b), (n), (o), 1)
-    #define scp2p_close(fd) _close(fd)
-    #else
-    #include <unistd.h>
-    #define scp2p_pread(fd, b, n, o) pread((fd), (b), (n), (off_t)(o))
-    #define scp2p_pwrite(fd, b, n, o) pwrite((fd), (b), (n), (off_t)(o))
-    #define scp2p_close(fd) close(fd)
-    #endif
-    """
+cdef extern from "scp2p_pio.h":
     Py_ssize_t scp2p_pread(int fd, void* buf, size_t n, unsigned long long off) nogil
     Py_ssize_t scp2p_pwrite(int fd, const void* buf, size_t n, unsigned long long off) nogil
     int scp2p_close(int fd) nogil
