@@ -9,7 +9,7 @@
   still match what was hashed, else it is not served). Resolutions are cached for
   ``resolve_ttl`` seconds and file descriptors are kept open (LRU). Each response is
   one buffer: the CHUNK_DATA header is laid in place and the chunk is read right
-  behind it with ``os.preadv`` (one copy: page cache -> buffer; the file is never
+  behind it with ``preadv`` (:mod:`scp2p.transport.pio`; one copy: page cache -> buffer; the file is never
   read whole). Buffers come from a small pool and are reused once the transport no
   longer references them (CPython reference counts tell; asyncio 3.12+ transports
   keep written buffers queued, so a buffer is never reused while still queued).
@@ -39,6 +39,7 @@ from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
 from ..transport.datapath import chunk_frame, get_chunk_fields
+from ..transport import pio
 from ..transport.dispatch import DEFER, Reply
 from ..transport.frames import RecvPool
 from .chunkdata import _cid_prefix, chunk_data_header
@@ -257,7 +258,7 @@ class ChunkServer:
         if fd is not None:
             self._fds.move_to_end(src.path)
             return fd
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(src.path, os.O_RDONLY | pio.OPEN_FLAGS)
         try:
             st = os.fstat(fd)
             if src.stat is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != src.stat:
@@ -285,7 +286,7 @@ class ChunkServer:
         buf[:h] = hdr
         mv = memoryview(buf)
         fd = self._fd(src)
-        got = os.preadv(fd, [mv[h : h + n]], off)
+        got = pio.preadv(fd, [mv[h : h + n]], off)
         if got != n:
             self._close_fd(src.path)
             self._resolved.pop(bytes(content_id), None)

@@ -11,7 +11,9 @@ and :meth:`PartFile.write_chunk` on the event loop with ``write_thread=False``) 
   created with mode 0600, sized with ``posix_fallocate`` where available (else
   ``ftruncate``), and reopened as-is on resume.
 * Chunks are written with ``pwrite``/``pwritev`` straight from the caller's buffer (the
-  received frame), after :meth:`PartFile.verify_chunk` hashed that same buffer.
+  received frame), after :meth:`PartFile.verify_chunk` hashed that same buffer. All positioned
+  I/O and file capabilities come from :mod:`scp2p.transport.pio` (chosen once at import: the
+  ``os`` builtins on Linux, fallbacks on macOS/Windows).
 * The whole-file BLAKE3 (the content id) is computed **incrementally in file order**
   from the same buffers: a chunk that arrives in order is fed at once, a chunk that
   arrives early is held (a reference to its receive buffer, at most ``window``
@@ -21,7 +23,7 @@ and :meth:`PartFile.write_chunk` on the event loop with ``write_thread=False``) 
 * :meth:`PartFile.finish` checks the content id, fsyncs, renames and fsyncs the
   directory. On a mismatch :meth:`PartFile.recheck` re-hashes every chunk on disk
   and returns the bad ones, so the driver can fetch them again.
-* **Direct I/O**: where the filesystem supports ``O_DIRECT`` (ext4, xfs, btrfs; not
+* **Direct I/O** (Linux only): where the filesystem supports ``O_DIRECT`` (ext4, xfs, btrfs; not
   tmpfs) the file is also opened with it, and every chunk whose buffer, length and
   offset are aligned to :data:`DIRECT_ALIGN` (the transport lays CHUNK_DATA bodies so
   that the chunk bytes start on a page boundary) is written with one ``pwrite`` straight
@@ -48,6 +50,7 @@ from blake3 import blake3
 
 from ..errors import ContentMismatch
 from ..limits import CHUNK_SIZE
+from ..transport import pio
 from ..transport.frames import buffer_address
 
 log = logging.getLogger(__name__)
@@ -124,26 +127,16 @@ class PartFile:
 
     # ------------------------------------------------------------------ file
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | pio.OPEN_FLAGS, 0o600)
         try:
-            st = os.fstat(fd)
-            if st.st_size != self.size:
-                if st.st_size > self.size:
-                    os.ftruncate(fd, self.size)
-                if self.size and hasattr(os, "posix_fallocate"):
-                    try:
-                        os.posix_fallocate(fd, 0, self.size)
-                    except OSError:  # e.g. a filesystem without fallocate
-                        os.ftruncate(fd, self.size)
-                else:
-                    os.ftruncate(fd, self.size)
+            pio.preallocate(fd, self.size)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
-        if self._direct and hasattr(os, "O_DIRECT") and self.chunk_size % DIRECT_ALIGN == 0:
+        if self._direct and pio.O_DIRECT and self.chunk_size % DIRECT_ALIGN == 0:
             try:
-                self.dfd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+                self.dfd = os.open(self.path, os.O_WRONLY | pio.O_DIRECT | pio.OPEN_FLAGS)
             except OSError as exc:  # e.g. tmpfs: EINVAL
                 log.debug("no O_DIRECT for %s: %s", self.path, exc)
 
@@ -206,7 +199,7 @@ class PartFile:
             self.cached_writes += 1
         pos, n = 0, len(mv)
         while pos < n:
-            pos += os.pwrite(self.fd, mv[pos:], off + pos)
+            pos += pio.pwrite(self.fd, mv[pos:], off + pos)
 
     def _write_run(self, run: list) -> None:
         """One O_DIRECT ``pwritev`` of consecutive aligned chunks (chunk offsets are aligned);
@@ -217,7 +210,7 @@ class PartFile:
         dfd = self.dfd
         if dfd is not None and not self.direct_refused:
             try:
-                done = os.pwritev(dfd, bufs, off)
+                done = pio.pwritev(dfd, bufs, off)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
@@ -286,7 +279,7 @@ class PartFile:
             self._scratch = bytearray(self.chunk_size)
         n = self.chunk_len(index)
         mv = memoryview(self._scratch)[:n]
-        got = os.preadv(self.fd, [mv], index * self.chunk_size)
+        got = pio.preadv(self.fd, [mv], index * self.chunk_size)
         if got != n:
             raise OSError(f"short read of chunk {index} from {self.path}")
         self.read_back += n
@@ -299,7 +292,7 @@ class PartFile:
     def sync(self) -> None:
         """Make written chunks durable (before recording them as verified)."""
         if self.fd is not None:
-            (getattr(os, "fdatasync", None) or os.fsync)(self.fd)
+            pio.fdatasync(self.fd)
 
     # ------------------------------------------------------------------ the end
     def recheck(self) -> list[int]:

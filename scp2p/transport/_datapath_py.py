@@ -31,11 +31,11 @@ Both twins have the same API, results and exceptions (``tests/transport/test_tra
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ..errors import FrameTooLarge, LimitExceeded
 from ..limits import MAX_PAYLOAD, U16_MAX, U32_MAX
+from . import pio
 from ..wire._codec_py import _head
 
 _K_TYPE = b"\xa4\x64type"
@@ -241,5 +241,5 @@ def chunk_frame(buf, msg_type: int, req_id: int, prefix: bytes, index: int, fd: 
     if len(mv) < total:
         raise ValueError(f"buffer of {len(mv)} bytes too short for a {total}-byte frame")
     mv[: len(head)] = head
-    got = os.preadv(fd, [mv[len(head) : total]], offset) if n else 0
+    got = pio.preadv(fd, [mv[len(head) : total]], offset) if n else 0
     return total if got == n else -1

@@ -22,8 +22,13 @@ from .session import LocalNode, Session, SessionState
 
 log = logging.getLogger(__name__)
 
-#: buffers per sendmsg (Linux IOV_MAX is 1024)
+#: buffers per sendmsg (Linux and macOS IOV_MAX is 1024)
 _IOV_MAX = 512
+#: ``socket.sendmsg`` exists (not on Windows). The own write queue (vectored sends, no copy into
+#: the transport's buffer) and the read bursts need it and a selector loop's fd writer (not the
+#: Proactor loop - Windows' default - nor uvloop); without either every write goes through
+#: ``transport.write`` and every read through the transport's own read events
+VECTORED_SEND = hasattr(socket.socket, "sendmsg")
 #: socket reads per read event while whole large frames (chunks) arrive (see buffer_updated)
 READ_BURST = 4
 
@@ -77,7 +82,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 pass
             raw = getattr(sock, "_sock", None)  # asyncio's TransportSocket wraps the real one
             # the own write queue needs a selector loop's fd writer (not Proactor, not uvloop)
-            if self.scheme == "tcp" and hasattr(raw, "sendmsg") and hasattr(self._loop, "_add_writer"):
+            if self.scheme == "tcp" and VECTORED_SEND and raw is not None and hasattr(self._loop, "_add_writer"):
                 self._sock = raw
         peer = transport.get_extra_info("peername") or ("?", 0)
         binding = None

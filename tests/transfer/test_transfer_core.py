@@ -706,14 +706,16 @@ def test_direct_write_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch
     if part.dfd is None:
         part.discard()
         pytest.skip("filesystem without O_DIRECT")
-    real = os.pwritev
+    from scp2p.transport import pio
+
+    real = pio.pwritev
 
     def refuse(fd, bufs, off):
         if fd == part.dfd:
             raise OSError(_errno.EINVAL, "refused")
         return real(fd, bufs, off)
 
-    monkeypatch.setattr(os, "pwritev", refuse)
+    monkeypatch.setattr(pio, "pwritev", refuse)
     bufs = []
     for i in range(3):
         b = bytearray(CHUNK_SIZE + 4096)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
 import pytest
 from transfer_util import (
     BOUND,
     CorruptServer,
+    cancelled_download,
     client,
     make_file,
     provider,
@@ -21,7 +21,7 @@ from transfer_util import (
     stalling_provider,
 )
 
-from scp2p.errors import DownloadCancelled, NoProviders
+from scp2p.errors import NoProviders
 from scp2p.limits import MIB
 from scp2p.store import Store
 from scp2p.transfer import SchedulerConfig
@@ -184,25 +184,8 @@ def test_cancel_then_resume(source, tmp_path):
     store = Store.open(tmp_path / "db")
     target = tmp_path / "o.bin"
 
-    async def first():
-        ep, srv = await provider(path, src, upload_rate=40 * MIB)
-        some = asyncio.Event()
-        try:
-            async with client() as c:
-                dl = Downloader(c.pool, _spec(src, target), store=store, providers=[ep.listen_addrs[0]],
-                                on_progress=lambda p: p.fraction > 0.25 and some.set(), progress_interval=0.05)  # fmt: skip
-                task = asyncio.create_task(dl.run())
-                await some.wait()
-                dl.cancel()
-                with pytest.raises(DownloadCancelled):
-                    await task
-                return dl
-        finally:
-            await ep.close()
-            srv.close()
-
     try:
-        dl1 = run(first())
+        dl1 = run(cancelled_download(path, src, target, store, 0.25, upload_rate=40 * MIB))
         (p,) = store.partials()
         kept = sum(bin(b).count("1") for b in p.bitmap)
         assert kept == dl1.sched.done_count > 0
@@ -293,7 +276,7 @@ def test_sigkilled_downloader_resumes(source, tmp_path):
                         persisted = int(line.split()[1])
                         if persisted > 0.3 * len(src.chunk_hashes):
                             break
-                proc.send_signal(signal.SIGKILL)
+                proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
             finally:
                 if proc.returncode is None:
                     proc.kill()

@@ -81,6 +81,32 @@ async def stalling_provider() -> Endpoint:
     return ep
 
 
+async def cancelled_download(path: str, src: DownloadSpec, target, store, fraction: float, **provider_kw):
+    """Start a download of ``src`` (served from ``path`` by one provider made with ``provider_kw``)
+    into ``target``, cancel it once ``fraction`` of it is done; the cancelled Downloader."""
+    from scp2p.errors import DownloadCancelled
+    from scp2p.transfer.downloader import Downloader
+
+    ep, srv = await provider(path, src, **provider_kw)
+    some = asyncio.Event()
+    try:
+        async with client() as c:
+            spec = DownloadSpec(src.content_id, src.size, src.chunk_hashes, str(target))
+            dl = Downloader(c.pool, spec, store=store, providers=[ep.listen_addrs[0]],
+                            on_progress=lambda p: p.fraction > fraction and some.set(), progress_interval=0.05)  # fmt: skip
+            task = asyncio.create_task(dl.run())
+            await some.wait()
+            dl.cancel()
+            try:
+                await task
+            except DownloadCancelled:
+                return dl
+            raise AssertionError("the download was not cancelled")
+    finally:
+        await ep.close()
+        srv.close()
+
+
 def client() -> Endpoint:
     return Endpoint(NodeKey.generate(), Capabilities.desktop(), [], Dispatcher(), config())
 
