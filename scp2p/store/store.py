@@ -971,11 +971,21 @@ def _private_mode(path: Path) -> None:
             log.warning("store: cannot make %s owner-only: %s", p, exc)
 
 
+#: the single-owner lock: ``flock`` on POSIX, ``msvcrt.locking`` (a byte-range lock of the lock
+#: file's first byte, held by the descriptor's handle) on Windows, which has no ``fcntl``
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None
+try:
+    import msvcrt as _msvcrt
+except ImportError:
+    _msvcrt = None
+
+
 def _acquire_lock(db: Path) -> int | None:
-    """Hold an exclusive advisory lock on ``<db>.lock`` so one process (one Store) owns the state."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: SQLite's own locking still protects the file
+    """Hold an exclusive lock on ``<db>.lock`` so one process (one Store) owns the state."""
+    if _fcntl is None and _msvcrt is None:  # pragma: no cover - SQLite's own locking still protects the file
         return None
     lock_path = Path(f"{db}.lock")
     try:
@@ -984,18 +994,28 @@ def _acquire_lock(db: Path) -> int | None:
         raise StoreReadOnly(db, f"cannot create the lock file {lock_path.name} ({exc.strerror or exc}); "
                                 "is the directory writable?") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _fcntl is not None:
+            _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        else:  # a fresh descriptor is at offset 0: byte 0 (a lock may lie beyond the end of the file)
+            _msvcrt.locking(fd, _msvcrt.LK_NBLCK, 1)
     except OSError as exc:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
             raise StoreLocked(db, "is already open in another process or Store") from None
         raise StoreError(lock_path, f"cannot lock ({exc.strerror or exc})") from exc
     return fd
 
 
 def _release_lock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+    if fd is None:
+        return
+    if _fcntl is None and _msvcrt is not None:
+        try:  # unlock explicitly: Windows drops the locks of a closed handle only eventually
+            os.lseek(fd, 0, os.SEEK_SET)
+            _msvcrt.locking(fd, _msvcrt.LK_UNLCK, 1)
+        except OSError:  # pragma: no cover
+            pass
+    os.close(fd)  # closing the descriptor releases the flock
 
 
 def _translate_open(path: Path, exc: BaseException) -> StoreError:

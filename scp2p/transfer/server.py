@@ -5,8 +5,8 @@
 
 * **GET_CHUNK** -> CHUNK_DATA. The content id is resolved to a local file: files
   added with :meth:`ChunkServer.add_file` (completed downloads) or, through the store,
-  ``files_with_content`` (published shares; the file's size, mtime and inode must
-  still match what was hashed, else it is not served). Resolutions are cached for
+  ``files_with_content`` (published shares; the file's size, mtime and inode - where
+  known: 0 is not - must still match what was hashed, else it is not served). Resolutions are cached for
   ``resolve_ttl`` seconds and file descriptors are kept open (LRU). Each response is
   one buffer: the CHUNK_DATA header is laid in place and the chunk is read right
   behind it with ``preadv`` (:mod:`scp2p.transport.pio`; one copy: page cache -> buffer; the file is never
@@ -261,7 +261,11 @@ class ChunkServer:
         fd = os.open(src.path, os.O_RDONLY | pio.OPEN_FLAGS)
         try:
             st = os.fstat(fd)
-            if src.stat is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != src.stat:
+            # an inode of 0 is unknown: on Windows os.scandir's DirEntry.stat() (the publisher's
+            # folder walk) reports st_ino 0, while fstat reports the file id
+            if src.stat is not None and (
+                (st.st_size, st.st_mtime_ns) != src.stat[:2] or (src.stat[2] and st.st_ino != src.stat[2])
+            ):
                 raise RemoteError("file changed since it was hashed", MsgType.GET_CHUNK)
             if st.st_size != src.size:
                 raise RemoteError("file size changed", MsgType.GET_CHUNK)

@@ -259,3 +259,29 @@ def test_import_time_detection_without_posix_calls(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["kind", "seek", "direct", "0", "ok"]
+
+
+def test_server_takes_an_unknown_inode(tmp_path):
+    """Windows' folder walk (``DirEntry.stat()``) records inode 0: such a file is still served while
+    its size and mtime match; a known inode that differs (the file was replaced) is refused."""
+    from scp2p.content.hashing import describe_bytes
+    from scp2p.errors import RemoteError
+    from scp2p.transfer import ChunkServer
+    from scp2p.transfer.server import LocalContent
+
+    data = os.urandom(300_000)
+    d = describe_bytes(data)
+    path = tmp_path / "pub.bin"
+    path.write_bytes(data)
+    st = os.stat(path)
+    srv = ChunkServer(None)
+    try:
+        mv = srv.read_chunk(d.content_id, LocalContent(str(path), len(data), (len(data), st.st_mtime_ns, 0)), 1)
+        assert bytes(mv[-(len(data) - 262_144) :]) == data[262_144:]
+        srv.close()
+        with pytest.raises(RemoteError, match="changed"):
+            srv.read_chunk(d.content_id, LocalContent(str(path), len(data), (len(data), st.st_mtime_ns, st.st_ino + 1)), 0)
+        with pytest.raises(RemoteError, match="changed"):
+            srv.read_chunk(d.content_id, LocalContent(str(path), len(data), (len(data), st.st_mtime_ns + 1, 0)), 0)
+    finally:
+        srv.close()
