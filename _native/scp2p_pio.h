@@ -6,10 +6,39 @@
 #ifdef _WIN32
 #include <io.h>
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <windows.h>
+/* The CRT calls its invalid-parameter handler for a descriptor that is not open (the default
+   handler ends the process); CPython silences it around such calls (its _Py_BEGIN_SUPPRESS_IPH,
+   same condition), so do we: a closed fd then gives EBADF, as on POSIX. */
+#if defined(_MSC_VER) && _MSC_VER >= 1900
+static void __cdecl scp2p_no_iph(const wchar_t* e, const wchar_t* f, const wchar_t* fn, unsigned int l, uintptr_t r) {
+    (void)e; (void)f; (void)fn; (void)l; (void)r;
+}
+#define SCP2P_IPH_OFF _invalid_parameter_handler scp2p_old_iph = _set_thread_local_invalid_parameter_handler(scp2p_no_iph);
+#define SCP2P_IPH_ON _set_thread_local_invalid_parameter_handler(scp2p_old_iph);
+#else
+#define SCP2P_IPH_OFF
+#define SCP2P_IPH_ON
+#endif
+static HANDLE scp2p_handle(int fd) {
+    HANDLE h;
+    SCP2P_IPH_OFF
+    h = (HANDLE)_get_osfhandle(fd);
+    SCP2P_IPH_ON
+    return h;
+}
+static int scp2p_close(int fd) {
+    int r;
+    SCP2P_IPH_OFF
+    r = _close(fd);
+    SCP2P_IPH_ON
+    return r;
+}
 static Py_ssize_t scp2p_prw(int fd, void* buf, size_t n, unsigned long long off, int wr) {
-    HANDLE h = (HANDLE)_get_osfhandle(fd);
+    HANDLE h = scp2p_handle(fd);
     OVERLAPPED ov;
     DWORD done = 0;
     BOOL ok;
@@ -28,7 +57,6 @@ static Py_ssize_t scp2p_prw(int fd, void* buf, size_t n, unsigned long long off,
 }
 #define scp2p_pread(fd, b, n, o) scp2p_prw((fd), (b), (n), (o), 0)
 #define scp2p_pwrite(fd, b, n, o) scp2p_prw((fd), (void*)(b), (n), (o), 1)
-#define scp2p_close(fd) _close(fd)
 #else
 #include <unistd.h>
 #define scp2p_pread(fd, b, n, o) pread((fd), (b), (n), (off_t)(o))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 from collections import deque
@@ -29,6 +30,10 @@ _IOV_MAX = 512
 #: Proactor loop - Windows' default - nor uvloop); without either every write goes through
 #: ``transport.write`` and every read through the transport's own read events
 VECTORED_SEND = hasattr(socket.socket, "sendmsg")
+#: SO_REUSEADDR on listening sockets: on POSIX it only allows a restart while old connections are
+#: in TIME_WAIT; on Windows it lets another socket bind the same port while we listen (asyncio's
+#: own default is the same: POSIX only)
+REUSE_ADDRESS = os.name == "posix"
 #: socket reads per read event while whole large frames (chunks) arrive (see buffer_updated)
 READ_BURST = 4
 
@@ -319,7 +324,7 @@ async def listen_stream(
         lambda: StreamProtocol(local, initiator=False, scheme=scheme, on_session=on_session),
         host, port, ssl=ssl_context,
         ssl_handshake_timeout=cfg.handshake_timeout if ssl_context else None,
-        reuse_address=True,
+        reuse_address=REUSE_ADDRESS,
     )  # fmt: skip
 
 
