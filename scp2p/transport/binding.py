@@ -20,7 +20,9 @@ so the node-key signature on a Hello covers the channel.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from typing import Any, Optional
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -39,10 +41,9 @@ def _exporter_fn():
     if _export is None:
         if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 13):
             raise TransportError("TLS exporter needs CPython 3.8-3.13")
-        import _ssl
-
-        lib = ctypes.CDLL(_ssl.__file__)
-        fn = lib.SSL_export_keying_material
+        fn = _find_symbol("SSL_export_keying_material", _ssl_libraries())
+        if fn is None:
+            raise TransportError("SSL_export_keying_material not found beside the ssl module")
         fn.argtypes = [
             ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
@@ -50,6 +51,36 @@ def _exporter_fn():
         fn.restype = ctypes.c_int
         _export = fn
     return _export
+
+
+def _ssl_libraries() -> list:
+    """Where OpenSSL's libssl may be reached, in order: the ``_ssl`` module itself (``dlsym`` on
+    its handle also searches the libraries it depends on: Linux, macOS); on POSIX the process's
+    global symbols; then a ``libssl*`` library beside ``_ssl`` (Windows: ``GetProcAddress`` on
+    ``_ssl.pyd`` does not search its dependencies; CPython ships ``libssl-3.dll`` next to it, already
+    loaded by ``_ssl``, so this is the very library its ``SSL*`` belongs to)."""
+    import _ssl
+
+    out: list = [_ssl.__file__]
+    if os.name == "posix":
+        out.append(None)
+    d = os.path.dirname(_ssl.__file__)
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:  # pragma: no cover
+        names = []
+    out += [os.path.join(d, n) for n in names if n.lower().startswith("libssl") and n.lower().endswith((".dll", ".so", ".dylib"))]
+    return out
+
+
+def _find_symbol(name: str, libraries) -> Optional[Any]:
+    """The first of ``libraries`` (paths; None: the process) that exports ``name``, as a ctypes function."""
+    for path in libraries:
+        try:
+            return getattr(ctypes.CDLL(path), name)
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _ssl_ptr(sslobj) -> int:
