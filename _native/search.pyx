@@ -208,10 +208,9 @@ cdef int pbuf_push(PBuf* p, unsigned int t, unsigned int d, unsigned int flags) 
     return 0
 
 
-cdef int sort_by_list(PBuf* p) except -1:
+cdef void _sort_keys(PBuf* p, unsigned long long* tmp) noexcept nogil:
     """Stable LSD radix sort of the keys by list id (the bits above 34); doc order inside a
-    list is kept (postings were pushed in doc order)."""
-    cdef unsigned long long* tmp
+    list is kept (postings were pushed in doc order). tmp: scratch for p.n keys."""
     cdef unsigned long long* src = p.v
     cdef unsigned long long* dst
     cdef unsigned long long mx = 0
@@ -219,13 +218,10 @@ cdef int sort_by_list(PBuf* p) except -1:
     cdef size_t cnt[2048]
     cdef int shift = 34
     if p.n < 2:
-        return 0
+        return
     for i in range(p.n):
         if p.v[i] > mx:
             mx = p.v[i]
-    tmp = <unsigned long long*>malloc(p.n * sizeof(unsigned long long))
-    if tmp == NULL:
-        raise MemoryError()
     dst = tmp
     while shift < 64 and (mx >> shift):
         memset(cnt, 0, sizeof(cnt))
@@ -244,8 +240,6 @@ cdef int sort_by_list(PBuf* p) except -1:
         shift += 11
     if src != p.v:
         memcpy(p.v, src, p.n * sizeof(unsigned long long))
-    free(tmp)
-    return 0
 
 
 cdef class Seg:
@@ -259,49 +253,88 @@ cdef class Seg:
     cdef array ids, off, boff, post, blk
 
 
-cdef Seg make_seg(PBuf* p, unsigned int slot):
-    """A Seg from a share's postings sorted by list (the same block-table entries as appending
-    them to per-list deltas one by one: one new block per list)."""
-    cdef Seg g = Seg()
-    cdef size_t i = 0, j, m = 0, r
+cdef struct SegOut:     # a Seg built without the GIL (the background build): malloc'd arrays
+    unsigned int* ids
+    unsigned int* off
+    unsigned int* post
+    unsigned int* blk
+    unsigned long long* tmp  # the sort's scratch
+    size_t m, n
+
+
+cdef void _segout_free(SegOut* o) noexcept nogil:
+    free(o.ids)
+    free(o.off)
+    free(o.post)
+    free(o.blk)
+    free(o.tmp)
+    o.ids = o.off = o.post = o.blk = NULL
+    o.tmp = NULL
+
+
+cdef int _segout_alloc(SegOut* o, size_t n) except -1:
+    """Room for the Seg of n postings (at most n lists) and the sort's scratch, allocated by the
+    caller's thread (the build thread allocates nothing: glibc would give it an arena of its
+    own, whose freed memory stays resident)."""
+    o.ids = <unsigned int*>malloc((n + 1) * 4)
+    o.off = <unsigned int*>malloc((n + 2) * 4)
+    o.post = <unsigned int*>malloc((n + 1) * 4)
+    o.blk = <unsigned int*>malloc((2 * n + 1) * 4)
+    o.tmp = <unsigned long long*>malloc((n + 1) * 8)
+    if o.ids == NULL or o.off == NULL or o.post == NULL or o.blk == NULL or o.tmp == NULL:
+        _segout_free(o)
+        raise MemoryError()
+    o.m = o.n = 0
+    return 0
+
+
+cdef void _seg_build(PBuf* p, unsigned int slot, SegOut* o) noexcept nogil:
+    """The Seg of a share's postings (sorted here by list: the same block-table entries as
+    appending them to per-list deltas one by one, one new block per list) into o (allocated by
+    _segout_alloc for p.n postings)."""
+    cdef size_t i = 0, j, m = 0
     cdef unsigned int t, flags
-    cdef unsigned long long* v = p.v
-    for i in range(p.n):
-        if i == 0 or (v[i] >> 34) != (v[i - 1] >> 34):
-            m += 1
-    g.ids = array("I")
-    g.off = array("I")
-    g.boff = array("I")
-    g.post = array("I")
-    g.blk = array("I")
-    resize_smart(g.ids, m)
-    resize_smart(g.off, m + 1)
-    resize_smart(g.boff, m + 1)
-    resize_smart(g.post, p.n)
-    resize_smart(g.blk, 2 * m)
-    cdef unsigned int* ids = g.ids.data.as_uints
-    cdef unsigned int* off = g.off.data.as_uints
-    cdef unsigned int* post = g.post.data.as_uints
-    cdef unsigned int* blk = g.blk.data.as_uints
-    m = 0
-    i = 0
+    cdef const unsigned long long* v = p.v
+    _sort_keys(p, o.tmp)
     while i < p.n:
         t = <unsigned int>(v[i] >> 34)
         flags = 0
         j = i
         while j < p.n and <unsigned int>(v[j] >> 34) == t:
             flags |= v[j] & 3
-            post[j] = <unsigned int>((v[j] >> 2) & 0xFFFFFFFFULL)
+            o.post[j] = <unsigned int>((v[j] >> 2) & 0xFFFFFFFFULL)
             j += 1
-        ids[m] = t
-        off[m] = <unsigned int>i
-        g.boff.data.as_uints[m] = <unsigned int>(2 * m)
-        blk[2 * m] = slot << 2 | flags
-        blk[2 * m + 1] = 0
+        o.ids[m] = t
+        o.off[m] = <unsigned int>i
+        o.blk[2 * m] = slot << 2 | flags
+        o.blk[2 * m + 1] = 0
         m += 1
         i = j
-    off[m] = <unsigned int>p.n
-    g.boff.data.as_uints[m] = <unsigned int>(2 * m)
+    o.off[m] = <unsigned int>p.n
+    o.m, o.n = m, p.n
+
+
+cdef inline array _arr_of(const unsigned int* src, size_t n):
+    cdef array a = array("I")
+    resize_smart(a, n)
+    if n:
+        memcpy(a.data.as_uints, src, n * 4)
+    return a
+
+
+cdef Seg _seg_wrap(SegOut* o):
+    """The Seg of a SegOut (its arrays copied into array('I') buffers; o is freed)."""
+    cdef Seg g = Seg()
+    cdef size_t i
+    g.ids = _arr_of(o.ids, o.m)
+    g.off = _arr_of(o.off, o.m + 1)
+    g.post = _arr_of(o.post, o.n)
+    g.blk = _arr_of(o.blk, 2 * o.m)
+    g.boff = array("I")
+    resize_smart(g.boff, o.m + 1)
+    for i in range(o.m + 1):
+        g.boff.data.as_uints[i] = <unsigned int>(2 * i)
+    _segout_free(o)
     return g
 
 
@@ -1144,6 +1177,7 @@ class NState(_State):
         self.tsk_blob = bytearray()
         self.tsk_off = array("Q", [0, 0])
         self.dict = Dict(self)
+        self.job = None  # the last share update's background part (BgJob) until flushed
 
     def untrack_lists(self):
         self.untrack(self.mimes)
@@ -2081,6 +2115,8 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef object last_mime = _NO_MIME
     cdef unsigned int last_mid = 0
     cdef bytes cid
+    cdef BgJob job
+    flush(st)  # the previous update's background part (it reads fwd, which this one grows)
     if rows.n:
         (<DocRuns>st.runs).add(lo, slot)
     cdef TokEnt* ring = <TokEnt*>malloc(TOK_RING * sizeof(TokEnt))
@@ -2175,12 +2211,13 @@ def add_share(st, unsigned int slot, Rows rows):
             for j in range(nids):
                 pbuf_push(&pb, ids[j], d, fl[j])
             npfx += nids
-        if tb.n:
-            sort_by_list(&tb)
-            TL.add_seg(st, make_seg(&tb, slot))
-        if pb.n:
-            sort_by_list(&pb)
-            PL.add_seg(st, make_seg(&pb, slot))
+        # the rest (grouping the postings into Segs, the exact-name table) on a build thread
+        job = BgJob()
+        job.c.tb, job.c.pb, job.c.slot = tb, pb, slot
+        tb.v = pb.v = NULL
+        job.prepare(st, st.exact, fwd, fwd_off, lo, <unsigned int>len(doc_tagset))
+        st.job = job
+        job.start()
         TL.ndelta += nposts
         PL.ndelta += npfx
     finally:
@@ -2480,7 +2517,9 @@ def merge(st, L):
     cdef array post = L.post, blk = L.blk
     cdef PostFile f = L.disk
     cdef PostFile out = PostFile(L.doc_dir)
-    cdef bint all_live = L.kills_at_merge == st.kills
+    cdef bint all_live
+    flush(st)
+    all_live = L.kills_at_merge == st.kills
     if f is not None and f.size:
         m = f.mapped()
         PyObject_GetBuffer(m, &view, PyBUF_SIMPLE)
@@ -2511,98 +2550,114 @@ cdef enum:
     EXACT_AHEAD = 8     # ExactNames.add_range: probes prefetched this many docs ahead
 
 
+cdef struct XTab:       # ExactNames' table (plain C: the background build thread fills it)
+    unsigned int* heads  # doc + 1, 0 = empty
+    unsigned int* hashes
+    unsigned int* nxt    # doc -> older doc + 1 with the same name, 0 = end
+    size_t cap, n, ncap
+
+
+cdef int _xt_grow(XTab* x) noexcept nogil:
+    cdef size_t ncap = x.cap * 2 if x.cap else 1024, i, j
+    cdef unsigned int* nd = <unsigned int*>calloc(ncap, sizeof(unsigned int))
+    cdef unsigned int* nh = <unsigned int*>calloc(ncap, sizeof(unsigned int))
+    if nd == NULL or nh == NULL:
+        free(nd)
+        free(nh)
+        return -1
+    for i in range(x.cap):
+        if x.heads[i]:
+            j = x.hashes[i] & (ncap - 1)
+            while nd[j]:
+                j = (j + 1) & (ncap - 1)
+            nd[j] = x.heads[i]
+            nh[j] = x.hashes[i]
+    free(x.heads)
+    free(x.hashes)
+    x.heads, x.hashes, x.cap = nd, nh, ncap
+    return 0
+
+
+cdef inline void _xt_put(XTab* x, const unsigned int* F, const unsigned int* O, unsigned int d,
+                         unsigned int h) noexcept nogil:
+    """Doc d (its name's hash h) into the table: the head of its name's chain."""
+    cdef unsigned int e
+    cdef size_t j = h & (x.cap - 1)
+    while x.heads[j]:
+        e = x.heads[j] - 1
+        if x.hashes[j] == h and O[e + 1] - O[e] == O[d + 1] - O[d] and \
+                memcmp(F + O[e], F + O[d], (O[d + 1] - O[d]) * 4) == 0:
+            x.nxt[d] = x.heads[j]
+            x.heads[j] = d + 1
+            return
+        j = (j + 1) & (x.cap - 1)
+    x.heads[j] = d + 1
+    x.hashes[j] = h
+    x.nxt[d] = 0
+    x.n += 1
+
+
+cdef int _xt_reserve(XTab* x, unsigned int lo, unsigned int hi) noexcept nogil:
+    """Room for docs lo..hi (every name new): _xt_add then allocates nothing. -1: out of memory."""
+    cdef size_t want
+    cdef unsigned int* nn
+    if hi > x.ncap:
+        want = (<size_t>hi) if hi > 2 * x.ncap else 2 * x.ncap
+        nn = <unsigned int*>realloc(x.nxt, want * sizeof(unsigned int))
+        if nn == NULL:
+            return -1
+        x.nxt, x.ncap = nn, want
+    while hi > lo and (x.n + (hi - lo) + 1) * 4 >= x.cap * 3:
+        if _xt_grow(x) < 0:
+            return -1
+    return 0
+
+
+cdef void _xt_add(XTab* x, const unsigned int* F, const unsigned int* O, unsigned int lo, unsigned int hi,
+                  unsigned int* hs) noexcept nogil:
+    """Docs lo..hi (names F / O) into the table (reserved by _xt_reserve; hs: scratch for hi - lo
+    hashes)."""
+    cdef unsigned int d
+    cdef size_t j
+    # every name's hash first, then the probes with the slots of the name EXACT_AHEAD docs on
+    # prefetched (each probe is a cache miss in a table of ~1M slots at 1M items)
+    for d in range(lo, hi):
+        hs[d - lo] = _hash(F + O[d], O[d + 1] - O[d])
+    for d in range(lo, hi):
+        if d + EXACT_AHEAD < hi:
+            j = hs[d + EXACT_AHEAD - lo] & (x.cap - 1)
+            SCP2P_PREFETCH(&x.heads[j])
+            SCP2P_PREFETCH(&x.hashes[j])
+        _xt_put(x, F, O, d, hs[d - lo])
+
+
 cdef class ExactNames:
     """Open-addressing table over *distinct* names (hash of the term-id sequence -> newest doc
     with that name); docs sharing a name are chained through ``nxt`` (so a name held by
     250,000 items is one slot, not a 250,000-slot probe cluster)."""
 
-    cdef unsigned int* heads  # doc + 1, 0 = empty
-    cdef unsigned int* hashes
-    cdef unsigned int* nxt    # doc -> older doc + 1 with the same name, 0 = end
-    cdef size_t cap, n, ncap
+    cdef XTab x
 
     def __cinit__(self):
-        self.cap = self.n = self.ncap = 0
-        self.heads = self.hashes = self.nxt = NULL
+        self.x.cap = self.x.n = self.x.ncap = 0
+        self.x.heads = self.x.hashes = self.x.nxt = NULL
 
     def __dealloc__(self):
-        free(self.heads)
-        free(self.hashes)
-        free(self.nxt)
-
-    cdef int _grow(self) except -1:
-        cdef size_t ncap = self.cap * 2 if self.cap else 1024, i, j
-        cdef unsigned int* nd = <unsigned int*>calloc(ncap, sizeof(unsigned int))
-        cdef unsigned int* nh = <unsigned int*>calloc(ncap, sizeof(unsigned int))
-        if nd == NULL or nh == NULL:
-            free(nd)
-            free(nh)
-            raise MemoryError()
-        for i in range(self.cap):
-            if self.heads[i]:
-                j = self.hashes[i] & (ncap - 1)
-                while nd[j]:
-                    j = (j + 1) & (ncap - 1)
-                nd[j] = self.heads[i]
-                nh[j] = self.hashes[i]
-        free(self.heads)
-        free(self.hashes)
-        self.heads, self.hashes, self.cap = nd, nh, ncap
-        return 0
+        free(self.x.heads)
+        free(self.x.hashes)
+        free(self.x.nxt)
 
     def add_range(self, st, unsigned int lo, unsigned int hi):
         cdef array fwd = st.fwd, off = st.fwd_off
-        cdef const unsigned int* F
-        cdef const unsigned int* O
-        cdef unsigned int d
-        cdef size_t j, want
-        cdef unsigned int* nn
         cdef unsigned int* hs
-        if hi > self.ncap:
-            want = max(<size_t>hi, 2 * self.ncap)
-            nn = <unsigned int*>realloc(self.nxt, want * sizeof(unsigned int))
-            if nn == NULL:
-                raise MemoryError()
-            self.nxt, self.ncap = nn, want
-        F = fwd.data.as_uints
-        O = off.data.as_uints
         if hi <= lo:
             return
-        # every name's hash first, then the probes with the slots of the name EXACT_AHEAD docs on
-        # prefetched (each probe is a cache miss in a table of ~1M slots at 1M items)
         hs = <unsigned int*>malloc((hi - lo) * sizeof(unsigned int))
-        if hs == NULL:
-            raise MemoryError()
-        try:
-            for d in range(lo, hi):
-                hs[d - lo] = _hash(F + O[d], O[d + 1] - O[d])
-            for d in range(lo, hi):
-                if (self.n + 1) * 4 >= self.cap * 3:
-                    self._grow()
-                if d + EXACT_AHEAD < hi:
-                    j = hs[d + EXACT_AHEAD - lo] & (self.cap - 1)
-                    SCP2P_PREFETCH(&self.heads[j])
-                    SCP2P_PREFETCH(&self.hashes[j])
-                self._put(F, O, d, hs[d - lo])
-        finally:
+        if hs == NULL or _xt_reserve(&self.x, lo, hi) < 0:
             free(hs)
-
-    cdef inline void _put(self, const unsigned int* F, const unsigned int* O, unsigned int d, unsigned int h) noexcept:
-        """Doc d (its name's hash h) into the table: the head of its name's chain."""
-        cdef unsigned int e
-        cdef size_t j = h & (self.cap - 1)
-        while self.heads[j]:
-            e = self.heads[j] - 1
-            if self.hashes[j] == h and O[e + 1] - O[e] == O[d + 1] - O[d] and \
-                    memcmp(F + O[e], F + O[d], (O[d + 1] - O[d]) * 4) == 0:
-                self.nxt[d] = self.heads[j]
-                self.heads[j] = d + 1
-                return
-            j = (j + 1) & (self.cap - 1)
-        self.heads[j] = d + 1
-        self.hashes[j] = h
-        self.nxt[d] = 0
-        self.n += 1
+            raise MemoryError()
+        _xt_add(&self.x, fwd.data.as_uints, off.data.as_uints, lo, hi, hs)
+        free(hs)
 
     cdef unsigned int _head(self, array fwd, array off, array ids):
         """The newest doc + 1 (live or dead) whose name's term-id sequence equals ids, 0 if none;
@@ -2610,16 +2665,16 @@ cdef class ExactNames:
         cdef Py_ssize_t n = len(ids)
         cdef unsigned int h = _hash(ids.data.as_uints, n), d
         cdef size_t j
-        if not self.cap:
+        if not self.x.cap:
             return 0
-        j = h & (self.cap - 1)
-        while self.heads[j]:
-            if self.hashes[j] == h:
-                d = self.heads[j] - 1
+        j = h & (self.x.cap - 1)
+        while self.x.heads[j]:
+            if self.x.hashes[j] == h:
+                d = self.x.heads[j] - 1
                 if off.data.as_uints[d + 1] - off.data.as_uints[d] == n and (n == 0 or memcmp(
                         fwd.data.as_uints + off.data.as_uints[d], ids.data.as_uints, n * 4) == 0):
                     return d + 1
-            j = (j + 1) & (self.cap - 1)
+            j = (j + 1) & (self.x.cap - 1)
         return 0
 
     cdef list _matches(self, array fwd, array off, array ids):
@@ -2628,13 +2683,154 @@ cdef class ExactNames:
         cdef list out = []
         while e:
             out.append(e - 1)
-            e = self.nxt[e - 1]
+            e = self.x.nxt[e - 1]
         return out
 
     def lookup(self, st, array ids):
         cdef list out = self._matches(st.fwd, st.fwd_off, ids)
         out.sort()
         return out
+
+
+# ---------------------------------------------------------------------- background build
+cdef extern from "pythread.h":
+    ctypedef void* PyThread_type_lock
+    PyThread_type_lock PyThread_allocate_lock()
+    void PyThread_free_lock(PyThread_type_lock)
+    int PyThread_acquire_lock(PyThread_type_lock, int) nogil
+    void PyThread_release_lock(PyThread_type_lock) nogil
+    unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*)
+
+
+cdef struct JobC:       # one share update's C part, run by a build thread without the GIL
+    PBuf tb, pb         # the share's postings (terms, strict prefixes), grouped by list there
+    unsigned int slot
+    SegOut so[2]        # their Segs (allocated by the caller, like everything the thread writes)
+    XTab* xt            # the exact-name table: docs lo..hi added (hs: scratch for their hashes)
+    const unsigned int* F
+    const unsigned int* O
+    unsigned int* hs
+    unsigned int lo, hi
+    bint done_          # the work is done
+    PyThread_type_lock done
+
+
+cdef void _job_run(JobC* j) noexcept nogil:
+    if j.done_:
+        return
+    if j.tb.n:
+        _seg_build(&j.tb, j.slot, &j.so[0])
+    if j.pb.n:
+        _seg_build(&j.pb, j.slot, &j.so[1])
+    if j.xt != NULL:
+        _xt_add(j.xt, j.F, j.O, j.lo, j.hi, j.hs)
+    j.done_ = True
+
+
+cdef void _job_main(void* arg) noexcept nogil:
+    cdef JobC* j = <JobC*>arg
+    _job_run(j)
+    PyThread_release_lock(j.done)
+
+
+cdef bint _bg_threads = True
+
+
+def set_background(bint on):
+    """Run share updates' C part on a build thread (default) or inline in flush (tests)."""
+    global _bg_threads
+    _bg_threads = on
+
+
+cdef class BgJob:
+    """One share update's C part (JobC) -- sorting its postings into Segs and adding its names to
+    the exact-name table -- started on a build thread when add_share returns, so the caller's
+    next share update (its prepare and Python side) runs while it does. ``flush`` waits for it
+    and adds the Segs; every read and every other update flushes first. The thread allocates
+    nothing and touches only the job's own buffers and the exact-name table (reserved ahead),
+    and reads the forward index, which nothing changes before the flush."""
+    cdef JobC c
+    cdef bint running
+    cdef int added      # bit 0: the term Seg added, bit 1: the prefix Seg
+    cdef object keep    # what the thread reads: (exact-name table, fwd, fwd_off)
+    cdef object gt, gp  # the Segs once wrapped
+
+    def __cinit__(self):
+        memset(&self.c, 0, sizeof(JobC))
+        self.running = False
+        self.added = 0
+
+    def __dealloc__(self):
+        self.wait()  # never free what a running thread writes
+        free(self.c.tb.v)
+        free(self.c.pb.v)
+        free(self.c.hs)
+        _segout_free(&self.c.so[0])
+        _segout_free(&self.c.so[1])
+        if self.c.done != NULL:
+            PyThread_free_lock(self.c.done)
+
+    cdef int prepare(self, st, ExactNames ex, array fwd, array fwd_off, unsigned int lo,
+                     unsigned int hi) except -1:
+        """Everything the thread will write, allocated here."""
+        if self.c.tb.n:
+            _segout_alloc(&self.c.so[0], self.c.tb.n)
+        if self.c.pb.n:
+            _segout_alloc(&self.c.so[1], self.c.pb.n)
+        if hi > lo:
+            self.c.hs = <unsigned int*>malloc((hi - lo) * sizeof(unsigned int))
+            if self.c.hs == NULL or _xt_reserve(&ex.x, lo, hi) < 0:
+                raise MemoryError()
+            self.c.xt = &ex.x
+            self.c.F, self.c.O = fwd.data.as_uints, fwd_off.data.as_uints
+            self.c.lo, self.c.hi = lo, hi
+        self.keep = (ex, fwd, fwd_off)
+        self.c.done = PyThread_allocate_lock()
+        if self.c.done == NULL:
+            raise MemoryError()
+        return 0
+
+    cdef void start(self) noexcept:
+        if not _bg_threads:
+            return  # runs in finish()
+        PyThread_acquire_lock(self.c.done, 1)
+        if PyThread_start_new_thread(_job_main, &self.c) == <unsigned long>-1:
+            PyThread_release_lock(self.c.done)  # no thread: runs in finish()
+        else:
+            self.running = True
+
+    cdef void wait(self) noexcept:
+        if self.running:
+            with nogil:
+                PyThread_acquire_lock(self.c.done, 1)
+            PyThread_release_lock(self.c.done)
+            self.running = False
+
+    cdef int finish(self, st) except -1:
+        """Wait for the thread (or do the work here), add the Segs (a MemoryError there leaves the
+        job pending: the next flush retries what is left)."""
+        self.wait()
+        _job_run(&self.c)
+        TL, PL = st.lists
+        if self.c.tb.n and self.gt is None:
+            self.gt = _seg_wrap(&self.c.so[0])
+        if self.c.pb.n and self.gp is None:
+            self.gp = _seg_wrap(&self.c.so[1])
+        if self.gt is not None and not self.added & 1:
+            TL.add_seg(st, self.gt)
+            self.added |= 1
+        if self.gp is not None and not self.added & 2:
+            PL.add_seg(st, self.gp)
+            self.added |= 2
+        return 0
+
+
+def flush(st):
+    """Finish the pending share update's background part (see BgJob)."""
+    job = st.job
+    if job is not None:
+        (<BgJob>job).finish(st)
+        st.job = None
 
 
 # ---------------------------------------------------------------------- query kernel
@@ -3025,7 +3221,7 @@ def run(st, plan, bint exhaustive=False):
                         if sc >= 0:
                             ntop = _consider(&c, blocked, cids, d, sc, rk[s], top_s, top_r, top_d, ntop, k,
                                              &matched)
-                e = ex.nxt[d]
+                e = ex.x.nxt[d]
             c.skip_exact = 1
         rank_to_slot = <unsigned int*>malloc((nslots + 1) * sizeof(unsigned int))
         if rank_to_slot == NULL:
@@ -3449,6 +3645,7 @@ _K.is_monotonic = is_monotonic
 _K.check_blocks = check_blocks
 _K.derive_ts_pfx = derive_ts_pfx
 _K.merge = merge
+_K.flush = flush
 _K.ExactNames = ExactNames
 _K.untrack = untrack
 _K.State = NState

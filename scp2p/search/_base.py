@@ -491,7 +491,6 @@ class IndexBase:
         self._k.add_share(st, slot, rows)
         st.slot_hi[slot] = st.ndocs
         st.slot_alive[slot] = 1
-        st.exact.add_range(st, lo, st.ndocs)
         self._maybe_merge()
         self._maybe_compact()
 
@@ -506,7 +505,15 @@ class IndexBase:
             self._st.slot_trust[slot] = _trust_code(trust)
         self._cache.clear()
 
+    def flush(self) -> None:
+        """Finish pending indexing work. The native twin groups a share update's postings and adds
+        its names to the exact-name table on a build thread after ``replace_share`` returns; every
+        read and update of the index does this first, so callers never need it (a benchmark
+        timing a build calls it to count that work)."""
+        self._k.flush(self._st)
+
     def remove_share(self, share_id: bytes) -> bool:
+        self.flush()
         st = self._st
         slot = st.slot_of.get(bytes(share_id))
         if slot is None or not st.slot_alive[slot]:
@@ -553,6 +560,7 @@ class IndexBase:
 
     def compact(self) -> None:
         """Drop dead items and removed shares (renumbers internal ids; results are unchanged)."""
+        self.flush()
         old = self._st
         new = type(self)(doc_dir=self._doc_dir)
         live = [s for s in range(len(old.slot_ids)) if old.slot_alive[s]]
@@ -584,6 +592,7 @@ class IndexBase:
                typing: bool = False, highlight: tuple[str, str] = ("[", "]")) -> SearchPage:
         """Top ``limit`` hits after ``offset`` (see scp2p.search.ranking for the order)."""
         q = query if isinstance(query, Query) else self._parse(query, typing)
+        self.flush()
         if limit < 0 or offset < 0 or offset + limit > MAX_RESULTS:
             raise ValueError(f"0 <= offset, limit and offset + limit <= {MAX_RESULTS}")
         self._ranks()
@@ -915,6 +924,7 @@ def _read_image(cls, data: bytes, doc_dir=None):
 
 def _save(self, store, name: str = BLOB_NAME) -> int:
     """Write the index to the store's blob area; returns the blob generation."""
+    self.flush()
     self._maybe_merge(force=True)
     return store.put_blob(name, _image(self._st))
 
@@ -931,6 +941,7 @@ IndexBase.from_bytes = classmethod(lambda cls, data, *, doc_dir=None: _read_imag
 
 
 def _to_bytes(self) -> bytes:
+    self.flush()
     self._maybe_merge(force=True)
     return b"".join(bytes(p) for p in _image(self._st))
 

@@ -160,6 +160,11 @@ def add_share(st: State, slot: int, rows: list) -> None:
                     pf[p - 1] = pf.get(p - 1, 0) | _FN
         for p, f in pf.items():
             _append(prefixes, p, d, f, slot, lo)
+    st.exact.add_range(st, lo, st.ndocs)
+
+
+def flush(st: State) -> None:
+    """Nothing pending: the pure twin does all of a share update inside ``replace_share``."""
 
 
 def merge(st: State, L) -> None:
