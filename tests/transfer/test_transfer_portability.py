@@ -34,6 +34,14 @@ HERE = os.path.dirname(__file__)
 FALLBACKS = {"pread": {"pread", "pwrite"}, "seek": set()}
 
 
+def _fallback(kind: str) -> tuple:
+    """``(kind, preadv, pwritev, pwrite)`` of a fallback; skips one this platform cannot run (the
+    ``"pread"`` one needs ``os.pread``, which Windows lacks)."""
+    if not all(hasattr(os, n) for n in FALLBACKS[kind]):
+        pytest.skip(f"no os.{'/'.join(sorted(FALLBACKS[kind]))} here")
+    return pio._select(FALLBACKS[kind])
+
+
 def _run(coro, timeout: float = 90.0):
     async def bounded():
         async with asyncio.timeout(timeout):
@@ -54,7 +62,7 @@ def test_selection_by_available_names():
 
 @pytest.mark.parametrize("kind", list(FALLBACKS))
 def test_fallbacks_match_the_builtins(tmp_path, kind):
-    _k, preadv, pwritev, pwrite = pio._select(FALLBACKS[kind])
+    _k, preadv, pwritev, pwrite = _fallback(kind)
     data = os.urandom(100_000)
     path = str(tmp_path / "f.bin")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | pio.OPEN_FLAGS, 0o600)
@@ -148,7 +156,7 @@ def test_pure_chunk_frame_through_fallbacks(tmp_path, monkeypatch, kind):
     try:
         want = bytearray(300_200)
         n = chunk_frame(want, 5, 9, b"\xa3prefix", 1, fd, 262_144, 300_000 - 262_144)
-        monkeypatch.setattr(pio, "preadv", pio._select(FALLBACKS[kind])[1])
+        monkeypatch.setattr(pio, "preadv", _fallback(kind)[1])
         got = bytearray(300_200)
         assert _datapath_py.chunk_frame(got, 5, 9, b"\xa3prefix", 1, fd, 262_144, 300_000 - 262_144) == n
         assert got[:n] == want[:n]
@@ -169,7 +177,7 @@ def forced(request, monkeypatch):
     """The data path on a forced fallback, counting its calls. ``"seek"`` is Windows: also no
     ``O_DIRECT``, no ``posix_fallocate``, no ``fdatasync`` and no ``sendmsg`` in the TCP driver."""
     kind = request.param
-    _k, preadv, pwritev, pwrite = pio._select(FALLBACKS[kind])
+    _k, preadv, pwritev, pwrite = _fallback(kind)
     calls = {"preadv": 0, "pwritev": 0, "pwrite": 0}
 
     def counted(name, fn):
@@ -285,3 +293,12 @@ def test_server_takes_an_unknown_inode(tmp_path):
             srv.read_chunk(d.content_id, LocalContent(str(path), len(data), (len(data), st.st_mtime_ns + 1, 0)), 0)
     finally:
         srv.close()
+
+
+@pytest.mark.slow
+def test_transfer_and_transport_suites_without_posix_calls():
+    """tests/transfer and tests/transport in a child without the calls Windows lacks (~20 s)."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "nonposix_suite.py"), "tests/transfer", "tests/transport"],
+                          cwd=root, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
