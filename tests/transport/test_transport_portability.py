@@ -88,3 +88,38 @@ def test_tcp_sessions_without_sendmsg(monkeypatch):
 
     run(go())
     assert len(protos) == 2 and all(p._sock is None for p in protos)
+
+
+def test_quic_listener_turns_icmp_resets_off_on_windows_only(monkeypatch):
+    """The WSAIoctl call's shape, with a stand-in ws2_32 (the real one is Windows-only)."""
+    import ctypes
+    import socket
+
+    from scp2p.transport import quic
+
+    calls: list = []
+
+    def wsaioctl(*args):
+        calls.append(args)
+        return 0
+
+    class Ws2:
+        WSAIoctl = staticmethod(wsaioctl)  # a plain function: takes argtypes / restype like a ctypes one
+
+    class Transport:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def get_extra_info(self, name):
+            return self.sock if name == "socket" else None
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        t = Transport(s)
+        if sys.platform != "win32":
+            assert quic._ignore_icmp_resets(t) is False  # a no-op off Windows
+            monkeypatch.setattr(sys, "platform", "win32")
+            monkeypatch.setattr(ctypes, "WinDLL", lambda name: Ws2() if name == "ws2_32" else None, raising=False)
+            assert quic._ignore_icmp_resets(t) is True
+            (args,) = calls
+            assert args[0] == s.fileno() and args[1] == 0x9800000C and len(args) == 9
+            assert args[4:6] == (None, 0) and args[7:] == (None, None)
