@@ -14,11 +14,11 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno, EINTR, ENOSPC
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 from scp2p.search import ranking
-from scp2p.errors import IndexImageError, SearchError
+from scp2p.errors import IndexImageError, SearchError, SearchIndexIOError
 from scp2p.search._base import LazySection, IndexBase, MAX_TAG_TOKENS, _tags_key, _tags_from_key, _texts, Postings as _Postings, State as _State
 from scp2p.search.text import tokenize as _pure_tokenize, MAX_TOKEN_CHARS, MAX_TOKENS_PER_FIELD
 
@@ -41,6 +41,15 @@ cdef extern from "Python.h":
         int flags
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
+
+cdef extern from "pythread.h":
+    ctypedef void* PyThread_type_lock
+    PyThread_type_lock PyThread_allocate_lock()
+    void PyThread_free_lock(PyThread_type_lock)
+    int PyThread_acquire_lock(PyThread_type_lock, int) nogil
+    void PyThread_release_lock(PyThread_type_lock) nogil
+    unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*)
+
 
 cdef extern from "scp2p_pio.h":
     Py_ssize_t scp2p_pread(int fd, void* buf, size_t n, unsigned long long off) nogil
@@ -399,8 +408,9 @@ cdef class DeltaDir:
 SEG_FOLD = 16  #: new Segs folded into one (a list then spans a few dozen Segs at most)
 
 
-cdef int _pio(int fd, char* buf, size_t n, unsigned long long at, bint wr, str what) except -1:
-    """Read (or write) exactly n bytes at ``at`` (retrying short transfers and EINTR)."""
+cdef int _pio_c(int fd, char* buf, size_t n, unsigned long long at, bint wr) noexcept nogil:
+    """Read (or write) exactly n bytes at ``at`` (retrying short transfers and EINTR): 0, the
+    errno of a failure, or -1 for a short read."""
     cdef size_t done = 0
     cdef Py_ssize_t r
     while done < n:
@@ -411,11 +421,21 @@ cdef int _pio(int fd, char* buf, size_t n, unsigned long long at, bint wr, str w
         if r < 0:
             if errno == EINTR:
                 continue
-            import os
-            raise OSError(errno, what + ": " + os.strerror(errno))
+            return errno if errno > 0 else -1
         if r == 0:
-            raise OSError(what + ": short read")
+            return -1
         done += r
+    return 0
+
+
+cdef int _pio(int fd, char* buf, size_t n, unsigned long long at, bint wr, str what) except -1:
+    """_pio_c raising OSError."""
+    cdef int e = _pio_c(fd, buf, n, at, wr)
+    if e > 0:
+        import os
+        raise OSError(e, what + ": " + os.strerror(e))
+    if e < 0:
+        raise OSError(what + ": short read")
     return 0
 
 
@@ -555,6 +575,7 @@ class NPostings(_Postings):
         self.ddir_mark = 0  # ddir's entries of the folded Segs (the first ones)
         self.ddir = DeltaDir()
         self.kills_at_merge = -1  # State.kills when this merged part was made (-1: unknown)
+        self.merging = None  # a MergeJob running on the build thread
 
     def add_seg(self, st, Seg g):
         # fold the unfolded Segs first: g's share is not live yet (its range is set after
@@ -2116,7 +2137,7 @@ def add_share(st, unsigned int slot, Rows rows):
     cdef unsigned int last_mid = 0
     cdef bytes cid
     cdef BgJob job
-    flush(st)  # the previous update's background part (it reads fwd, which this one grows)
+    _flush_share(st)  # the previous update's background part (it reads fwd, which this one grows)
     if rows.n:
         (<DocRuns>st.runs).add(lo, slot)
     cdef TokEnt* ring = <TokEnt*>malloc(TOK_RING * sizeof(TokEnt))
@@ -2301,21 +2322,43 @@ cdef struct Sink:      # a staging buffer written to a file region in order (the
     int fd
 
 
-cdef int _sink_flush(Sink* k) except -1:
-    if k.fd < 0:  # an in-memory sink sized for all it gets
-        raise RuntimeError("search fold: output larger than its bound")
+cdef int _fail_writes = -1   # tests: the postings-file write after this many more fails (ENOSPC)
+
+
+def set_write_failure(int after):
+    """Tests: make the merge's postings-file write after ``after`` more writes fail with ENOSPC
+    (-1: never)."""
+    global _fail_writes
+    _fail_writes = after
+
+
+cdef int _sink_flush(Sink* k) noexcept nogil:
+    """0, the errno of a failed write, or -1 (an in-memory sink given more than it was sized for)."""
+    global _fail_writes
+    cdef int e
+    if k.fd < 0:
+        return -1
     if k.n:
-        _pio(k.fd, <char*>k.buf, k.n * 4, k.at * 4, True, "search postings")
+        if _fail_writes == 0:
+            return ENOSPC
+        if _fail_writes > 0:
+            _fail_writes -= 1
+        e = _pio_c(k.fd, <char*>k.buf, k.n * 4, k.at * 4, True)
+        if e:
+            return e
         k.at += k.n
         k.n = 0
     return 0
 
 
-cdef int _sink_put(Sink* k, const unsigned int* src, size_t m) except -1:
+cdef int _sink_put(Sink* k, const unsigned int* src, size_t m) noexcept nogil:
     cdef size_t c
+    cdef int e
     while m:
         if k.n == k.cap:
-            _sink_flush(k)
+            e = _sink_flush(k)
+            if e:
+                return e
         c = k.cap - k.n
         if c > m:
             c = m
@@ -2326,21 +2369,22 @@ cdef int _sink_put(Sink* k, const unsigned int* src, size_t m) except -1:
     return 0
 
 
-cdef inline int _sink_pair(Sink* k, unsigned int a, unsigned int b) except -1:
+cdef inline int _sink_pair(Sink* k, unsigned int a, unsigned int b) noexcept nogil:
     cdef unsigned int v[2]
     v[0] = a
     v[1] = b
     return _sink_put(k, v, 2)
 
 
-cdef unsigned long long _put_seg_runs(const SegC* sc, Py_ssize_t nsegs, Py_ssize_t* cur, Py_ssize_t t,
-                                      const unsigned int* lo_, const unsigned int* hi_, Sink* sp, Sink* sb,
-                                      unsigned long long w) except? 0xFFFFFFFFFFFFFFFFULL:
+cdef int _put_seg_runs(const SegC* sc, Py_ssize_t nsegs, Py_ssize_t* cur, Py_ssize_t t,
+                       const unsigned int* lo_, const unsigned int* hi_, Sink* sp, Sink* sb,
+                       unsigned long long* w) noexcept nogil:
     """Append list t's live runs from each Seg whose cursor is at t (advancing it) to the sinks:
-    postings to sp, block pairs (slot << 2 | flags, start relative to the list) to sb; w =
-    postings of list t written before. Returns the new w."""
+    postings to sp, block pairs (slot << 2 | flags, start relative to the list) to sb; w[0] =
+    postings of list t written before (updated). 0 or a sink's error."""
     cdef Py_ssize_t k, i, r, start, end
     cdef unsigned int s
+    cdef int e
     for k in range(nsegs):
         i = cur[k]
         if i >= sc[k].n or sc[k].ids[i] != t:
@@ -2350,11 +2394,14 @@ cdef unsigned long long _put_seg_runs(const SegC* sc, Py_ssize_t nsegs, Py_ssize
         while r < <Py_ssize_t>sc[k].boff[i + 1]:
             s = _seg_run(&sc[k], i, r, &start, &end)
             if lo_[s] <= sc[k].post[start] < hi_[s]:
-                _sink_pair(sb, sc[k].blk[r], <unsigned int>w)
-                _sink_put(sp, sc[k].post + start, end - start)
-                w += end - start
+                e = _sink_pair(sb, sc[k].blk[r], <unsigned int>w[0])
+                if e == 0:
+                    e = _sink_put(sp, sc[k].post + start, end - start)
+                if e:
+                    return e
+                w[0] += end - start
             r += 2
-    return w
+    return 0
 
 
 cdef Seg _fold_segs(st, list segs):
@@ -2367,7 +2414,7 @@ cdef Seg _fold_segs(st, list segs):
     cdef const unsigned int* lo_ = slot_lo.data.as_uints
     cdef const unsigned int* hi_ = slot_hi.data.as_uints
     cdef Py_ssize_t nsegs = len(segs), k, i, r, start, end, m = 0, tids = 0, tpost = 0, tblk = 0
-    cdef unsigned long long np_ = 0, nb = 0, b0
+    cdef unsigned long long np_ = 0, nb = 0, b0, w
     cdef unsigned int t, s
     cdef bint any_
     cdef Seg g = Seg(), x
@@ -2403,7 +2450,9 @@ cdef Seg _fold_segs(st, list segs):
             b0 = sb.n
             g.off.data.as_uints[m] = <unsigned int>sp.n
             g.boff.data.as_uints[m] = <unsigned int>sb.n
-            _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, 0)
+            w = 0
+            if _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, &w):
+                raise RuntimeError("search fold: output larger than its bound")
             if sb.n > b0:
                 g.ids.data.as_uints[m] = t
                 m += 1
@@ -2425,115 +2474,277 @@ cdef enum:
     SINK_ENTRIES = 1 << 17   # 512 KiB staging buffers (below the 1 MiB mmap threshold: heap, reused)
 
 
-cdef tuple _merge_to_file(st, L, PostFile out, const unsigned int* P, const unsigned int* B, bint all_live):
-    """Fold L's merged part (post / blk at P / B, lists per L.poff / L.boff) and its Segs into
-    ``out`` -- the same CSR result as _fold, written list by list through two small staging
-    buffers (postings from position 0, block entries after them) instead of being built in fresh
-    arrays and then written: no new anonymous memory (a 1M build's merges faulted in ~0.5 GB of
-    it), page-cache writes only. Returns the new (poff, boff)."""
-    cdef list segs = L.segs
-    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi, opoff = L.poff, oboff = L.boff
-    cdef const unsigned int* lo_ = slot_lo.data.as_uints
-    cdef const unsigned int* hi_ = slot_hi.data.as_uints
-    cdef const unsigned int* PO = opoff.data.as_uints
-    cdef const unsigned int* BO = oboff.data.as_uints
-    cdef Seg g
-    cdef Py_ssize_t t, m, nlists = len(opoff) - 1, nold = len(opoff) - 1, i, k, r, nb, start, end, nsegs = len(segs)
-    cdef unsigned long long np_ = 0, nbk = 0, c, w
+cdef bint _join(PyThread_type_lock done, bint* running, bint block) noexcept:
+    """Whether a build thread that releases ``done`` when it ends has ended (waiting for it,
+    without the GIL, if ``block``); clears running[0] then."""
+    if running[0]:
+        if block:
+            with nogil:
+                PyThread_acquire_lock(done, 1)
+        elif not PyThread_acquire_lock(done, 0):
+            return False
+        PyThread_release_lock(done)
+        running[0] = False
+    return True
+
+
+cdef struct MJob:       # a merge's C part (_merge_run), run by a build thread without the GIL
+    const unsigned int* P   # the merged part: postings, block entries, their list offsets
+    const unsigned int* B
+    const unsigned int* PO
+    const unsigned int* BO
+    Py_ssize_t nold, nlists, nsegs
+    SegC* sc                # the Segs merged in (a snapshot: later Segs are not touched)
+    Py_ssize_t* cur
+    const unsigned int* lo_  # the slot ranges when the merge started (a copy)
+    const unsigned int* hi_
+    unsigned long long* pc
+    unsigned long long* bc
+    unsigned int* poff      # the result's list offsets (nlists + 1 each)
+    unsigned int* boff
+    Sink sp, sb
+    bint all_live
+    unsigned long long np_, nbk
+    int err                 # 0; the errno of a failed write; -1 sizes differ from the counts; -2 over 2**32
+    PyThread_type_lock done
+
+
+cdef void _merge_run(MJob* j) noexcept nogil:
+    """Fold the merged part and the Segs into the output file -- the same CSR result as
+    _index_py.merge, written list by list through two small staging buffers (postings from
+    position 0, block entries after them) instead of being built in fresh arrays and then
+    written: no new anonymous memory, page-cache writes only."""
+    cdef Py_ssize_t t, r, start, end
+    cdef unsigned long long np_ = 0, nbk = 0, w
     cdef unsigned int s
-    cdef array poff = array("I"), boff = array("I")
-    cdef Sink sp, sb
-    for o in segs:
-        g = <Seg>o
-        m = len(g.ids)
-        if m and g.ids.data.as_uints[m - 1] + 1 > nlists:
-            nlists = g.ids.data.as_uints[m - 1] + 1
-    cdef unsigned long long* pc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
-    cdef unsigned long long* bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
-    cdef SegC* sc = <SegC*>malloc((nsegs + 1) * sizeof(SegC))
-    cdef Py_ssize_t* cur = <Py_ssize_t*>calloc(nsegs + 1, sizeof(Py_ssize_t))
-    sp.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
-    sb.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
-    try:
-        if pc == NULL or bc == NULL or sc == NULL or cur == NULL or sp.buf == NULL or sb.buf == NULL:
+    cdef const unsigned int* P = j.P
+    cdef const unsigned int* B = j.B
+    cdef const unsigned int* PO = j.PO
+    cdef const unsigned int* BO = j.BO
+    cdef int e = 0
+    _merge_count(P, PO, B, BO, j.nold, j.sc, j.nsegs, j.lo_, j.hi_, j.pc, j.bc, j.all_live)
+    for t in range(j.nlists):
+        j.poff[t] = <unsigned int>np_
+        j.boff[t] = <unsigned int>nbk
+        np_ += j.pc[t]
+        nbk += j.bc[t]
+    if np_ > 0xFFFFFFFFULL or nbk > 0xFFFFFFFFULL:
+        j.err = -2
+        return
+    j.poff[j.nlists] = <unsigned int>np_
+    j.boff[j.nlists] = <unsigned int>nbk
+    j.sp.at, j.sb.at = 0, np_
+    for t in range(j.nlists):  # list by list: the merged part's runs, then each Seg's, in order
+        w = 0  # postings of list t written so far (block starts are relative to poff[t])
+        if t < j.nold:
+            if j.all_live:  # copied whole: it comes first, so its block starts stay as they are
+                e = _sink_put(&j.sp, P + PO[t], PO[t + 1] - PO[t])
+                if e == 0:
+                    e = _sink_put(&j.sb, B + BO[t], BO[t + 1] - BO[t])
+                w = PO[t + 1] - PO[t]
+            else:
+                for r in range(<Py_ssize_t>(BO[t + 1] - BO[t]) >> 1):
+                    s = _csr_run(PO, B, BO, t, r, &start, &end)
+                    if j.lo_[s] <= P[start] < j.hi_[s]:
+                        e = _sink_pair(&j.sb, B[BO[t] + 2 * r], <unsigned int>w)
+                        if e == 0:
+                            e = _sink_put(&j.sp, P + start, end - start)
+                        if e:
+                            break
+                        w += end - start
+        if e == 0:
+            e = _put_seg_runs(j.sc, j.nsegs, j.cur, t, j.lo_, j.hi_, &j.sp, &j.sb, &w)
+        if e == 0 and w != j.pc[t]:
+            e = -1
+        if e:
+            j.err = e
+            return
+    e = _sink_flush(&j.sp)
+    if e == 0:
+        e = _sink_flush(&j.sb)
+    if e == 0 and (j.sp.at != np_ or j.sb.at != np_ + nbk):
+        e = -1
+    j.err = e
+    j.np_, j.nbk = np_, nbk
+
+
+cdef void _merge_main(void* arg) noexcept nogil:
+    cdef MJob* j = <MJob*>arg
+    _merge_run(j)
+    PyThread_release_lock(j.done)
+
+
+class _SlotRanges:
+    """The slot ranges a merge ran with (PostFile.written records them)."""
+
+    def __init__(self, lo, hi):
+        self.slot_lo, self.slot_hi = lo, hi
+
+
+cdef class MergeJob:
+    """A merge of one posting set (L): the C part (MJob) runs on a build thread while share
+    updates go on (their Segs are added after the snapshot; folds leave the snapshot's Segs
+    alone) and queries read the merged part and Segs as they were, which the merge does not
+    change. ``install`` (with the GIL) waits for it and swaps the result in; a failed write
+    leaves L as it was and raises SearchIndexIOError."""
+    cdef MJob c
+    cdef bint running
+    cdef object keep     # what the thread reads: the Segs, the old arrays, the slot-range copies
+    cdef object mm       # the old postings file's read-only mapping (P, B point into it)
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef PostFile out
+    cdef array poff, boff
+    cdef object ranges
+    cdef Py_ssize_t nsnap
+    cdef unsigned long long ndelta
+    cdef long long kills
+
+    def __cinit__(self):
+        memset(&self.c, 0, sizeof(MJob))
+        self.running = self.has_view = False
+
+    def __dealloc__(self):
+        self.wait()
+        self.release()
+        free(self.c.sc)
+        free(self.c.cur)
+        free(self.c.pc)
+        free(self.c.bc)
+        free(self.c.sp.buf)
+        free(self.c.sb.buf)
+        if self.c.done != NULL:
+            PyThread_free_lock(self.c.done)
+
+    cdef void release(self) noexcept:
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            try:
+                self.mm.close()
+            except BaseException:
+                pass
+
+    cdef void wait(self) noexcept:
+        _join(self.c.done, &self.running, True)
+
+    cdef bint finished(self) noexcept:
+        return _join(self.c.done, &self.running, False)
+
+    cdef int setup(self, st, L) except -1:
+        cdef list segs = list(L.segs)
+        cdef array opoff = L.poff, oboff = L.boff, lo, hi
+        cdef array post = L.post, blk = L.blk
+        cdef PostFile f = L.disk
+        cdef Seg g
+        cdef Py_ssize_t m, nlists = len(opoff) - 1
+        for o in segs:
+            g = <Seg>o
+            m = len(g.ids)
+            if m and g.ids.data.as_uints[m - 1] + 1 > nlists:
+                nlists = g.ids.data.as_uints[m - 1] + 1
+        lo, hi = array("I", st.slot_lo), array("I", st.slot_hi)
+        self.ranges = _SlotRanges(lo, hi)
+        self.keep = (segs, opoff, oboff, post, blk, lo, hi)
+        self.out = PostFile(L.doc_dir)
+        self.poff, self.boff = array("I"), array("I")
+        resize_smart(self.poff, nlists + 1)
+        resize_smart(self.boff, nlists + 1)
+        self.c.nold, self.c.nlists, self.c.nsegs = len(opoff) - 1, nlists, len(segs)
+        self.c.PO, self.c.BO = opoff.data.as_uints, oboff.data.as_uints
+        self.c.lo_, self.c.hi_ = lo.data.as_uints, hi.data.as_uints
+        self.c.poff, self.c.boff = self.poff.data.as_uints, self.boff.data.as_uints
+        self.c.all_live = L.kills_at_merge == st.kills
+        self.c.pc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
+        self.c.bc = <unsigned long long*>calloc(nlists + 1, sizeof(unsigned long long))
+        self.c.sc = <SegC*>malloc((len(segs) + 1) * sizeof(SegC))
+        self.c.cur = <Py_ssize_t*>calloc(len(segs) + 1, sizeof(Py_ssize_t))
+        self.c.sp.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
+        self.c.sb.buf = <unsigned int*>malloc(SINK_ENTRIES * sizeof(unsigned int))
+        self.c.done = PyThread_allocate_lock()
+        if self.c.pc == NULL or self.c.bc == NULL or self.c.sc == NULL or self.c.cur == NULL or \
+                self.c.sp.buf == NULL or self.c.sb.buf == NULL or self.c.done == NULL:
             raise MemoryError()
-        _seg_views(segs, sc)
-        _merge_count(P, PO, B, BO, nold, sc, nsegs, lo_, hi_, pc, bc, all_live)
-        resize_smart(poff, nlists + 1)
-        resize_smart(boff, nlists + 1)
-        for t in range(nlists):
-            poff.data.as_uints[t] = <unsigned int>np_
-            boff.data.as_uints[t] = <unsigned int>nbk
-            np_ += pc[t]
-            nbk += bc[t]
-        if np_ > 0xFFFFFFFFULL or nbk > 0xFFFFFFFFULL:
-            raise SearchError("search index over 2**32 postings in one posting set")
-        poff.data.as_uints[nlists] = <unsigned int>np_
-        boff.data.as_uints[nlists] = <unsigned int>nbk
-        sp.cap = sb.cap = SINK_ENTRIES
-        sp.n = sb.n = 0
-        sp.fd = sb.fd = out.fd
-        sp.at, sb.at = 0, np_
-        for t in range(nlists):  # list by list: the merged part's runs, then each Seg's, in order
-            w = 0  # postings of list t written so far (block starts are relative to poff[t])
-            if t < nold:
-                if all_live:  # copied whole: it comes first, so its block starts stay as they are
-                    _sink_put(&sp, P + PO[t], PO[t + 1] - PO[t])
-                    _sink_put(&sb, B + BO[t], BO[t + 1] - BO[t])
-                    w = PO[t + 1] - PO[t]
-                else:
-                    for r in range(<Py_ssize_t>(BO[t + 1] - BO[t]) >> 1):
-                        s = _csr_run(PO, B, BO, t, r, &start, &end)
-                        if lo_[s] <= P[start] < hi_[s]:
-                            _sink_pair(&sb, B[BO[t] + 2 * r], <unsigned int>w)
-                            _sink_put(&sp, P + start, end - start)
-                            w += end - start
-            w = _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, w)
-            if w != pc[t]:
-                raise RuntimeError("search merge: list %d wrote %d postings, counted %d" % (t, w, pc[t]))
-        _sink_flush(&sp)
-        _sink_flush(&sb)
-        if sp.at != np_ or sb.at != np_ + nbk:
-            raise RuntimeError("search merge: streamed sizes differ from the counts")
-        out.written(st, np_, nbk)
-    finally:
-        free(pc)
-        free(bc)
-        free(sc)
-        free(cur)
-        free(sp.buf)
-        free(sb.buf)
-    return poff, boff
+        _seg_views(segs, self.c.sc)
+        self.c.sp.cap = self.c.sb.cap = SINK_ENTRIES
+        self.c.sp.fd = self.c.sb.fd = self.out.fd
+        if f is not None and f.size:
+            self.mm = f.mapped()
+            PyObject_GetBuffer(self.mm, &self.view, PyBUF_SIMPLE)
+            self.has_view = True
+            self.c.P = <const unsigned int*>self.view.buf
+            self.c.B = self.c.P + f.npost
+        else:
+            self.c.P, self.c.B = post.data.as_uints, blk.data.as_uints
+        self.nsnap, self.ndelta, self.kills = len(segs), L.ndelta, st.kills
+        return 0
+
+    cdef void start(self) noexcept:
+        if not _bg_threads:
+            _merge_run(&self.c)
+            return
+        PyThread_acquire_lock(self.c.done, 1)
+        if PyThread_start_new_thread(_merge_main, &self.c) == <unsigned long>-1:
+            PyThread_release_lock(self.c.done)
+            _merge_run(&self.c)  # no thread: here
+        else:
+            self.running = True
+
+    cdef int install(self, st, L) except -1:
+        cdef list rest
+        cdef DeltaDir dd
+        cdef Py_ssize_t i, nf
+        self.wait()
+        self.release()
+        L.merging = None
+        if self.c.err:
+            if self.c.err == -2:
+                raise SearchError("search index over 2**32 postings in one posting set")
+            if self.c.err == -1:
+                raise RuntimeError("search merge: streamed sizes differ from the counts")
+            import os
+            raise SearchIndexIOError(self.c.err, "search postings: " + os.strerror(self.c.err) +
+                                     " (merge abandoned; the index is unchanged)")
+        self.out.written(self.ranges, self.c.np_, self.c.nbk)
+        rest = L.segs[self.nsnap:]
+        nf = L.nfolded - self.nsnap  # folded since the merge started
+        dd = DeltaDir()
+        for i in range(len(rest)):
+            if i == nf:
+                L.ddir_mark = dd.n
+            dd.add(i, <Seg>rest[i])
+        if nf >= len(rest):
+            L.ddir_mark = dd.n
+        L.poff, L.boff, L.disk, L.post, L.blk = self.poff, self.boff, self.out, array("I"), array("I")
+        L.segs, L.nfolded, L.ddir = rest, nf, dd
+        L.ndelta -= self.ndelta
+        L.kills_at_merge = self.kills
+        self.keep = None
+        return 0
 
 
 def merge(st, L):
     """Fold L's deltas (its Segs) into its merged part, dropping block runs of dead shares (see
-    _index_py.merge: the same result), written to a fresh postings file (_merge_to_file) that
-    replaces the old one. The old file is read through a read-only mapping (page-cache pages, no
-    copy; unmapped right after). Every run of the merged part is live if no share died since
-    this merge made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
-    cdef Py_buffer view
-    cdef const unsigned int* P
-    cdef array post = L.post, blk = L.blk
-    cdef PostFile f = L.disk
-    cdef PostFile out = PostFile(L.doc_dir)
-    cdef bint all_live
-    flush(st)
-    all_live = L.kills_at_merge == st.kills
-    if f is not None and f.size:
-        m = f.mapped()
-        PyObject_GetBuffer(m, &view, PyBUF_SIMPLE)
-        try:
-            P = <const unsigned int*>view.buf
-            L.poff, L.boff = _merge_to_file(st, L, out, P, P + f.npost, all_live)
-        finally:
-            PyBuffer_Release(&view)
-            m.close()
-    else:
-        L.poff, L.boff = _merge_to_file(st, L, out, post.data.as_uints, blk.data.as_uints, all_live)
-    L.disk, L.post, L.blk = out, array("I"), array("I")
-    L.segs, L.nfolded, L.ddir, L.ndelta, L.ddir_mark = [], 0, DeltaDir(), 0, 0
-    L.kills_at_merge = st.kills
+    _index_py.merge: the same result), written to a fresh postings file (_merge_run) that
+    replaces the old one -- on a build thread: this starts the merge (or installs one that
+    has finished; the caller asks again while the deltas are over the threshold) and flush
+    waits for it. The old file is read through a read-only mapping (page-cache pages, no copy;
+    unmapped after). Every run of the merged part is live if no share died since this merge
+    made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
+    cdef MergeJob job = L.merging
+    _flush_share(st)
+    if job is not None:
+        if job.finished():
+            job.install(st, L)
+        return
+    job = MergeJob()
+    job.setup(st, L)
+    L.merging = job
+    L.nfolded = len(L.segs)  # folds leave the merged Segs alone until it is installed
+    L.ddir_mark = (<DeltaDir>L.ddir).n
+    job.start()
+    if not job.running:
+        job.install(st, L)
 
 
 # ---------------------------------------------------------------------- exact names
@@ -2693,15 +2904,6 @@ cdef class ExactNames:
 
 
 # ---------------------------------------------------------------------- background build
-cdef extern from "pythread.h":
-    ctypedef void* PyThread_type_lock
-    PyThread_type_lock PyThread_allocate_lock()
-    void PyThread_free_lock(PyThread_type_lock)
-    int PyThread_acquire_lock(PyThread_type_lock, int) nogil
-    void PyThread_release_lock(PyThread_type_lock) nogil
-    unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*)
-
-
 cdef struct JobC:       # one share update's C part, run by a build thread without the GIL
     PBuf tb, pb         # the share's postings (terms, strict prefixes), grouped by list there
     unsigned int slot
@@ -2800,11 +3002,7 @@ cdef class BgJob:
             self.running = True
 
     cdef void wait(self) noexcept:
-        if self.running:
-            with nogil:
-                PyThread_acquire_lock(self.c.done, 1)
-            PyThread_release_lock(self.c.done)
-            self.running = False
+        _join(self.c.done, &self.running, True)
 
     cdef int finish(self, st) except -1:
         """Wait for the thread (or do the work here), add the Segs (a MemoryError there leaves the
@@ -2825,12 +3023,30 @@ cdef class BgJob:
         return 0
 
 
-def flush(st):
+def _flush_share(st):
     """Finish the pending share update's background part (see BgJob)."""
     job = st.job
     if job is not None:
         (<BgJob>job).finish(st)
         st.job = None
+
+
+def flush(st, bint wait=True):
+    """Finish the pending share update and install the merges that have finished (``wait``:
+    every merge, waiting for those still running). Reads need only the share update: while a
+    merge runs, the merged part and Segs it started from stay as they were."""
+    cdef MergeJob job
+    err = None
+    _flush_share(st)
+    for L in st.lists:  # every merge is installed (or dropped, failed) before an error is raised
+        job = L.merging
+        if job is not None and (wait or job.finished()):
+            try:
+                job.install(st, L)
+            except Exception as exc:
+                err = err or exc
+    if err is not None:
+        raise err
 
 
 # ---------------------------------------------------------------------- query kernel
@@ -3649,7 +3865,7 @@ _K.flush = flush
 _K.ExactNames = ExactNames
 _K.untrack = untrack
 _K.State = NState
-_K.MERGE_FRACTION = 4  # Segs are as compact as merged postings: fewer, larger merges
+_K.MERGE_FRACTION = 8  # merges run on the build thread: smaller deltas (memory) for more, cheaper-to-wait-for merges
 
 
 class Index(IndexBase):

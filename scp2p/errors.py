@@ -386,3 +386,10 @@ class RelayStreamError(RelayError):
 
 class NoRelay(RelayError):
     """No relay could be reached or registered with."""
+
+
+# ---------------------------------------------------------------------- search index storage
+class SearchIndexIOError(SearchError, OSError):
+    """Writing the search index's on-disk postings failed (disk full, I/O error) during a merge:
+    the merge was abandoned and the index is unchanged and usable (the deltas stay in memory;
+    the next update tries the merge again). ``errno`` and ``strerror`` as OSError's."""

@@ -512,8 +512,13 @@ class IndexBase:
         timing a build calls it to count that work)."""
         self._k.flush(self._st)
 
+    def _settle(self) -> None:
+        """Before a read or an update: the pending share update finished (a merge still running on
+        the build thread is left to run: the parts it started from stay readable)."""
+        self._k.flush(self._st, False)
+
     def remove_share(self, share_id: bytes) -> bool:
-        self.flush()
+        self._settle()
         st = self._st
         slot = st.slot_of.get(bytes(share_id))
         if slot is None or not st.slot_alive[slot]:
@@ -548,10 +553,14 @@ class IndexBase:
 
     def _maybe_merge(self, force: bool = False) -> None:
         st = self._st
+        if force:
+            self.flush()
         frac = getattr(self._k, "MERGE_FRACTION", MERGE_FRACTION)  # a twin's deltas may be cheaper to hold
         for L in st.lists:
             if L.ndelta and (force or L.ndelta > max(MERGE_MIN, L.poff[-1] // frac)):
-                self._k.merge(st, L)
+                self._k.merge(st, L)  # the native twin's runs on its build thread
+        if force:
+            self.flush()
 
     def _maybe_compact(self) -> None:
         st = self._st
@@ -592,7 +601,7 @@ class IndexBase:
                typing: bool = False, highlight: tuple[str, str] = ("[", "]")) -> SearchPage:
         """Top ``limit`` hits after ``offset`` (see scp2p.search.ranking for the order)."""
         q = query if isinstance(query, Query) else self._parse(query, typing)
-        self.flush()
+        self._settle()
         if limit < 0 or offset < 0 or offset + limit > MAX_RESULTS:
             raise ValueError(f"0 <= offset, limit and offset + limit <= {MAX_RESULTS}")
         self._ranks()

@@ -163,7 +163,7 @@ def add_share(st: State, slot: int, rows: list) -> None:
     st.exact.add_range(st, lo, st.ndocs)
 
 
-def flush(st: State) -> None:
+def flush(st: State, wait: bool = True) -> None:
     """Nothing pending: the pure twin does all of a share update inside ``replace_share``."""
 
 

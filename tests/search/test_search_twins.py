@@ -121,6 +121,7 @@ def test_twins_identical(operations, queries, limit, offset, typing, merges, laz
 def test_early_termination_is_exact(twin_name_list, operations, queries, k, merges, lazy):
     for name in twin_name_list:
         ix = build(index_module(name), operations, merges)
+        ix.flush()  # (search() does it; the kernels are called directly here)
         ix._ranks()
         for name_ in ("doc_share", "doc_ext"):  # the native twin derives them; the pure kernel reads arrays
             if not hasattr(ix._st, name_):
@@ -296,6 +297,49 @@ def test_background_build_matches_inline_and_the_pure_twin():
     pure.replace_share(sid(21), [item("yyy.so", ["lib"])])
     pure.flush()  # the pure twin has nothing pending
     assert images[0] == images[1] == pure.to_bytes()
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+@pytest.mark.parametrize("on", [True, False])
+def test_full_disk_during_merge_leaves_the_index_unchanged(tmp_path, on):
+    """A postings-file write that fails during a merge (ENOSPC injected) raises
+    SearchIndexIOError (an OSError with its errno) from the call that finishes the merge; the
+    index is unchanged (same pages) and usable: the next merge succeeds and the image equals the
+    pure twin's."""
+    import errno
+
+    from scp2p.errors import SearchIndexIOError, SearchError
+
+    native_mod = index_module("native")
+    queries = ("usr", "lib*", "so", '"share doc"', "readme md", "ext:so", "a*")
+
+    def fill(ix, lo, hi):
+        for n in range(lo, hi):
+            ix.replace_share(sid(n), [item(f"{w}{n}.so", ["usr", "share doc"], key=f"{n}/{w}") for w in WORDS])
+
+    with background(on):
+        native, pure = native_mod.Index(doc_dir=tmp_path), index_module("pure").Index()
+        for ix in (native, pure):
+            fill(ix, 1, 6)
+            ix._maybe_merge(force=True)  # a merged part on disk
+            fill(ix, 6, 9)
+        before = [native.search(q, limit=30) for q in queries]
+        assert before == [pure.search(q, limit=30) for q in queries]  # (a search ranks the share ids)
+        for after in (0, 1):  # the first write, and one later (a partly written file)
+            native_mod.set_write_failure(after)
+            try:
+                with pytest.raises(SearchIndexIOError) as info:
+                    native._maybe_merge(force=True)
+            finally:
+                native_mod.set_write_failure(-1)
+            assert info.value.errno == errno.ENOSPC and isinstance(info.value, (OSError, SearchError))
+            assert [native.search(q, limit=30) for q in queries] == before
+            assert native._st.lists[0].ndelta > 0 and native._st.lists[0].merging is None
+        for ix in (native, pure):
+            fill(ix, 9, 11)
+        assert native.to_bytes() == pure.to_bytes()  # the merge goes through now
+        for q in queries:
+            assert native.search(q, limit=30) == pure.search(q, limit=30), q
 
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
