@@ -38,8 +38,8 @@ from ..errors import RemoteError
 from ..limits import CHUNK_SIZE, MAX_PEX_PEERS
 from ..wire.messages import MsgType, encode_payload
 from ..wire.records import FLAG_RESPONSE, PeerAddr, Providers
-from ..transport.datapath import chunk_frame, get_chunk_fields
 from ..transport import pio
+from ..transport.datapath import chunk_frame, get_chunk_fields
 from ..transport.dispatch import DEFER, Reply
 from ..transport.frames import RecvPool
 from .chunkdata import _cid_prefix, chunk_data_header
