@@ -225,7 +225,7 @@ def test_download_through_fallback(source, tmp_path, forced, write_thread):
     assert calls["preadv"] >= 1  # the server's first reads (and every read with the pure twin)
     assert calls["pwrite"] + calls["pwritev"] >= 1
     if kind == "seek":
-        assert dl.part.direct_writes == 0 and dl.part.cached_writes == dl.sched.n
+        assert dl.part.direct_writes == 0 and dl.part.cached_writes >= dl.sched.n
 
 
 def test_cancel_then_resume_through_fallback(source, tmp_path, forced):
