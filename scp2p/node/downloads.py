@@ -39,12 +39,35 @@ def find_item(store: Any, content_id: bytes, share_id: Optional[bytes] = None) -
     return None
 
 
+#: the longest name :func:`safe_name` gives, in UTF-8 bytes: 255 (ext4, NTFS, APFS) less the
+#: 29 the part file adds (``.<name>.<16 hex>.scp2p-part``)
+MAX_NAME_BYTES = 226
+#: names Windows reserves for devices in every folder, with or without an extension
+_RESERVED = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+                      + [f"{p}{d}" for p in ("COM", "LPT") for d in "123456789\u00b9\u00b2\u00b3"])
+
+
 def safe_name(name: str) -> str:
-    """A manifest item name usable as a file name: no separators, no parent references."""
-    base = name.replace("\\\\", "/").rsplit("/", 1)[-1].strip()
-    if base in ("", ".", ".."):
-        base = "download"
-    return "".join(c if c.isprintable() and c not in '<>:"|?*' else "_" for c in base)[:255]
+    """A manifest item name usable as a file name on every platform: its last path component
+    (``/`` and ``\\`` both separate: a name from the network must not climb out of the download
+    folder on Windows), no parent references, no characters Windows refuses (``<>:"|?*``, control
+    characters - also no drive letters), no trailing dots or spaces (Windows drops them), not a
+    Windows device name (``CON``, ``nul.txt``, ``COM1``...: prefixed with ``_``), at most
+    :data:`MAX_NAME_BYTES` bytes of UTF-8 (the stem is cut, a short extension kept), so that the
+    part file's name beside it stays within the 255-byte limit of common filesystems. Never empty."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c if c.isprintable() and c not in '<>:"|?*' else "_" for c in base)
+    base = base.strip().rstrip(". ")
+    if base.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
+        base = "_" + base
+    if len(base.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = base.rpartition(".")
+        if not dot or len(ext.encode()) > 16:
+            stem, ext = base, ""
+        keep = MAX_NAME_BYTES - (len(ext.encode()) + 1 if ext else 0)
+        stem = stem.encode()[:keep].decode(errors="ignore").rstrip(". ")
+        base = f"{stem}.{ext}" if ext else stem
+    return base or "download"
 
 
 class DownloadHandle:
