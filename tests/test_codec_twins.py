@@ -52,7 +52,7 @@ if NO_EXTENSIONS:
 else:
     from scp2p.wire import _codec_c
 
-VECTORS = json.loads((Path(__file__).resolve().parent.parent / "conformance" / "vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parent.parent / "conformance" / "vectors.json").read_text(encoding="utf-8"))
 
 
 def twins():

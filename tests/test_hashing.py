@@ -38,7 +38,7 @@ def generate(size: int, mul: int = 1, add: int = 0, mod: int = 251) -> bytes:
 
 
 def chunking_vectors():
-    data = json.loads(VECTORS.read_text())
+    data = json.loads(VECTORS.read_text(encoding="utf-8"))
     return data["chunking"]
 
 

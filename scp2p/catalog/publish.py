@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Callable, Iterable, Optional
 from ..content.hashing import describe_file
 from ..errors import CatalogError, ManifestTooLarge
 from ..identity import ShareKey, share_head_key
-from ..limits import DEFAULT_TTL, MAX_PAYLOAD
+from ..limits import DEFAULT_TTL, MAX_PAYLOAD, U64_MAX
 from ..store import ManifestRow, OwnedDhtValue, PublishedFile, PublishedShare, Store
 from ..wire import codec
 from ..wire.messages import ManifestData
@@ -60,13 +61,29 @@ class PublishResult:
         return self.manifest.seq
 
 
-def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
-    """Regular files under ``root``, sorted by relative path.
+#: ``os.scandir``'s ``DirEntry.stat()`` leaves ``st_ino`` 0 on Windows (the file id needs the
+#: file opened); ``os.stat`` gets it there
+_ENTRY_HAS_INODE = sys.platform != "win32"
+
+
+def _inode(e: os.DirEntry, st: os.stat_result) -> int:
+    """The file's inode (Windows: file id); 0 = unknown (the chunk server then checks size and mtime)."""
+    ino = st.st_ino
+    if ino == 0 and not _ENTRY_HAS_INODE:
+        try:
+            ino = os.stat(e.path, follow_symlinks=False).st_ino
+        except OSError:  # vanished since the walk: hashing it will skip it
+            ino = 0
+    return ino if ino <= U64_MAX else 0  # a 128-bit ReFS file id (Python >= 3.12) does not fit the store
+
+
+def _walk(root: Path) -> list[tuple[str, os.stat_result, int]]:
+    """Regular files under ``root`` with their inodes, sorted by relative path.
 
     Hidden entries (names starting with ``.``) and symbolic links are skipped: a share
     publishes what is inside its folder, never what a link points to elsewhere.
     """
-    out: list[tuple[str, os.stat_result]] = []
+    out: list[tuple[str, os.stat_result, int]] = []
     stack = [root]
     while stack:
         d = stack.pop()
@@ -86,7 +103,7 @@ def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(Path(e.path))
             elif stat.S_ISREG(st.st_mode):
-                out.append((Path(e.path).relative_to(root).as_posix(), st))
+                out.append((Path(e.path).relative_to(root).as_posix(), st, _inode(e, st)))
     out.sort(key=lambda t: t[0])
     return out
 
@@ -108,11 +125,11 @@ def scan_folder(
     files = _walk(root)
     out: list[ScannedFile] = []
     hashed = 0
-    for n, (rel, st) in enumerate(files):
+    for n, (rel, st, inode) in enumerate(files):
         folder_tags = [p.lower() for p in rel.split("/")[:-1]]
         item_tags = tuple(dict.fromkeys([*folder_tags, *user_tags]))
         path = str(root / rel)
-        prev = known(path, st.st_size, st.st_mtime_ns, st.st_ino)
+        prev = known(path, st.st_size, st.st_mtime_ns, inode)
         name = rel.rsplit("/", 1)[-1]
         if prev is not None:
             rec, rehashed = prev, False
@@ -122,7 +139,7 @@ def scan_folder(
             except OSError as exc:  # vanished or unreadable since the walk
                 log.warning("cannot hash %s: %s (skipped)", root / rel, exc)
                 continue
-            rec = PublishedFile(path, desc.size, st.st_mtime_ns, st.st_ino, desc.content_id, desc.chunks)
+            rec = PublishedFile(path, desc.size, st.st_mtime_ns, inode, desc.content_id, desc.chunks)
             hashed += desc.size
             rehashed = True
         item = ItemV1(rec.content_id, rec.size, name, guess_mime(name), item_tags, rec.chunk_hashes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -526,7 +527,17 @@ def _config(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig(**kw)
 
 
+def _tolerant_output() -> None:
+    """Print what the console's encoding cannot show escaped instead of failing the command:
+    a Windows console or pipe writes in the ANSI code page (cp1252...), where a share or file
+    name in another script raised UnicodeEncodeError (so did undecodable POSIX names)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verbose:

@@ -64,12 +64,12 @@ class ControlServer:
             finally:
                 os.umask(old)
             os.chmod(sock, 0o600)
-        else:  # pragma: no cover - Windows
+        else:  # Windows (tested on POSIX by forcing _USE_UNIX off)
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_LINE)
             port = self._server.sockets[0].getsockname()[1]
             tf = self.data_dir / TOKEN_FILE
             fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump({"port": port, "token": self._token, "pid": os.getpid()}, fh)
 
     async def close(self) -> None:
@@ -89,9 +89,10 @@ class ControlServer:
         task = asyncio.current_task()
         self._conns.add(task)
         try:
-            if not _USE_UNIX:  # pragma: no cover - Windows
+            if not _USE_UNIX:  # Windows: the token first (tested on POSIX by forcing _USE_UNIX off)
                 first = json.loads(await reader.readline())
-                if not secrets.compare_digest(str(first.get("token", "")), self._token):
+                token = first.get("token") if isinstance(first, dict) else None
+                if not isinstance(token, str) or not secrets.compare_digest(token.encode(), self._token.encode()):
                     return
             line = await reader.readline()
             if not line:
@@ -114,8 +115,8 @@ class ControlServer:
                 reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
             writer.write(json.dumps(reply, default=_json_default).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, json.JSONDecodeError, asyncio.LimitOverrunError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # ValueError: bad JSON, or a line over MAX_LINE (StreamReader.readline)
         finally:
             self._conns.discard(task)
             writer.close()
@@ -137,9 +138,13 @@ async def _open(data_dir: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWri
             if not sock.exists():
                 raise NodeNotRunning(f"no node is running for {data_dir} (start one with: scp2p start)")
             return await asyncio.open_unix_connection(str(sock), limit=MAX_LINE)
-        info = json.loads((data_dir / TOKEN_FILE).read_text())  # pragma: no cover - Windows
-        reader, writer = await asyncio.open_connection("127.0.0.1", info["port"], limit=MAX_LINE)
-        writer.write(json.dumps({"token": info["token"]}).encode() + b"\n")
+        try:  # Windows: a node that is starting may not have written all of it yet
+            info = json.loads((data_dir / TOKEN_FILE).read_text(encoding="utf-8"))
+            port, token = int(info["port"]), str(info["token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NodeNotRunning(f"no node is running for {data_dir} (unreadable {TOKEN_FILE}: {exc})") from exc
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE)
+        writer.write(json.dumps({"token": token}).encode() + b"\n")
         return reader, writer
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise NodeNotRunning(f"no node is running for {data_dir} (start one with: scp2p start)") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import stat
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def default_data_dir(
     if platform in ("darwin", "ios"):
         return home / "Library" / "Application Support" / APP_NAME
     xdg = env.get("XDG_DATA_HOME")
-    if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are ignored
+    # the XDG spec says relative values are ignored; absolute by POSIX rules (whatever OS asks:
+    # Windows' os.path.isabs("/x") is False from Python 3.13)
+    if xdg and posixpath.isabs(xdg):
         return Path(xdg) / APP_NAME
     return home / ".local" / "share" / APP_NAME
 

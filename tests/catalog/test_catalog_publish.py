@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -30,7 +31,11 @@ def _tree(root):
     (root / "docs" / "b.txt").write_text("hello")
     (root / "top.bin").write_bytes(os.urandom(1000))
     (root / ".hidden").write_text("secret")
-    (root / "link").symlink_to(root / "top.bin")
+    try:
+        (root / "link").symlink_to(root / "top.bin")
+    except OSError:  # Windows: creating symlinks needs admin or Developer Mode
+        if sys.platform != "win32":
+            raise
 
 
 def test_publish_and_republish_hashes_only_changes(tmp_path, store):
@@ -95,3 +100,34 @@ def test_scan_rejects_a_file_path(tmp_path):
     f.write_text("x")
     with pytest.raises(CatalogError):
         scan_folder(f)
+
+
+def test_inode_comes_from_os_stat_where_dir_entries_lack_it(tmp_path, store, monkeypatch):
+    """Windows: DirEntry.stat() reports st_ino 0; the publisher records os.stat's file id (what the
+    chunk server's fstat compares), and a re-publish still recognises unchanged files."""
+    import scp2p.catalog.publish as publish_mod
+
+    class Entry:  # an os.DirEntry whose stat() has no inode, as on Windows
+        def __init__(self, e):
+            self.name, self.path, self._e = e.name, e.path, e
+
+        def stat(self, *, follow_symlinks=True):
+            st = self._e.stat(follow_symlinks=follow_symlinks)
+            times = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
+            extra = {k: getattr(st, k) for k in times}
+            return os.stat_result((st.st_mode, 0, *tuple(st)[2:10]), extra)
+
+    real_scandir = os.scandir
+    monkeypatch.setattr(publish_mod.os, "scandir", lambda d: [Entry(e) for e in real_scandir(d)])
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"a" * 1000)
+    key = ShareKey.generate()
+    monkeypatch.setattr(publish_mod, "_ENTRY_HAS_INODE", True)  # POSIX behaviour with such entries: inode 0
+    publish_folder(store, key, root, now=1)
+    assert [f.inode for f in store.published_files(key.share_id)] == [0]
+    monkeypatch.setattr(publish_mod, "_ENTRY_HAS_INODE", False)  # the Windows branch
+    r = publish_folder(store, key, root, now=2)
+    assert r.hashed_files == 1  # the recorded inode changed from unknown to known: hashed once more
+    assert [f.inode for f in store.published_files(key.share_id)] == [os.stat(root / "a.bin").st_ino] != [0]
+    assert publish_folder(store, key, root, now=3).hashed_files == 0  # unchanged: not hashed again

@@ -40,7 +40,8 @@ def test_init_is_idempotent(tmp_path):
     again = jrun("init", data_dir=d)
     assert first["created"] and not again["created"]
     assert first["node_id"] == again["node_id"] and len(first["node_id"]) == 40
-    assert oct((d / "scp2p.db").stat().st_mode & 0o777) == "0o600"
+    if os.name == "posix":  # Windows has no POSIX permission bits
+        assert oct((d / "scp2p.db").stat().st_mode & 0o777) == "0o600"
 
 
 def test_publish_invite_subscribe_roundtrip(tmp_path, folder):
@@ -99,3 +100,12 @@ def test_version_and_usage(tmp_path):
     out = jrun("--version", data_dir=tmp_path)
     assert out["backend"] in ("native", "pure") and out["version"]
     assert run(data_dir=tmp_path, check=False).returncode == 2
+
+
+def test_names_the_console_cannot_encode_are_escaped_not_fatal(tmp_path, folder):
+    # Windows writes to consoles and pipes in the ANSI code page (cp1252): a title in another script
+    title = "\u65e5\u672c\u306e\u97f3\u697d"
+    run("publish", str(folder), "--title", title, data_dir=tmp_path / "p")
+    shown = run("shares", data_dir=tmp_path / "p", env={"PYTHONIOENCODING": "cp1252"})
+    assert "\\u65e5\\u672c" in shown.stdout
+    assert jrun("shares", data_dir=tmp_path / "p", env={"PYTHONIOENCODING": "cp1252"})[0]["title"] == title

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Unix control socket")
+from scp2p.node import control
+
+POSIX = os.name == "posix"
+#: what a running node leaves in its data dir: the Unix socket, or (Windows) the port + token file
+CONTROL_FILE = control.SOCKET_NAME if control._USE_UNIX else control.TOKEN_FILE
 
 
 def cli(data_dir, *args, check=True, timeout=120):
@@ -45,7 +49,10 @@ class Running:
         return self.info["listen"][0]
 
     def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+        if POSIX:
+            self.proc.send_signal(signal.SIGTERM)
+        else:  # Windows: no SIGTERM to catch (send_signal would TerminateProcess); ask over the control channel
+            cli(self.data_dir, "stop")
         rc = self.proc.wait(timeout=30)
         self.proc.stdout.close()
         self.proc.stderr.close()
@@ -55,7 +62,7 @@ class Running:
 @pytest.fixture
 def short_dir():
     # Unix socket paths are limited to ~100 bytes: keep data dirs short
-    with tempfile.TemporaryDirectory(prefix="scp2p-", dir="/tmp") as d:
+    with tempfile.TemporaryDirectory(prefix="scp2p-", dir="/tmp" if POSIX else None) as d:
         yield Path(d)
 
 
@@ -90,7 +97,7 @@ def test_start_status_publish_subscribe_sync_stop(short_dir, tmp_path):
         assert a.stop() == 0
     gone = cli(a.data_dir, "status", check=False)
     assert gone.returncode == 1 and "no node is running" in gone.stderr
-    assert not (a.data_dir / "control.sock").exists()
+    assert not (a.data_dir / CONTROL_FILE).exists()
 
 
 def test_sync_without_a_running_node_uses_a_temporary_one(short_dir, tmp_path):
