@@ -576,19 +576,26 @@ class NPostings(_Postings):
         self.ddir = DeltaDir()
         self.kills_at_merge = -1  # State.kills when this merged part was made (-1: unknown)
         self.merging = None  # a MergeJob running on the build thread
+        self.folding = None  # a FoldJob running on the build thread
 
     def add_seg(self, st, Seg g):
-        # fold the unfolded Segs first: g's share is not live yet (its range is set after
-        # add_share), and a fold drops dead runs
-        if len(self.segs) - self.nfolded >= SEG_FOLD:
-            new = self.segs[self.nfolded:]
-            (<DeltaDir>self.ddir).truncate(self.ddir_mark, new)
-            self.segs[self.nfolded:] = [_fold_segs(st, new)]
-            (<DeltaDir>self.ddir).add(self.nfolded, <Seg>self.segs[self.nfolded])
-            self.nfolded += 1
-            self.ddir_mark = (<DeltaDir>self.ddir).n  # the folded Segs' entries end here
         (<DeltaDir>self.ddir).add(len(self.segs), g)
         self.segs.append(g)
+        self.settle_fold(False)
+        if self.folding is None and len(self.segs) - self.nfolded >= SEG_FOLD:
+            # the first SEG_FOLD unfolded Segs folded into one on the build thread (a fold drops
+            # the runs dead when it starts; the Segs stay in use until it is installed)
+            job = FoldJob()
+            job.setup(st, self.segs[self.nfolded:self.nfolded + SEG_FOLD], self.nfolded)
+            self.folding = job
+            job.start()
+            self.settle_fold(False)
+
+    def settle_fold(self, bint wait):
+        """Install the pending fold if it has finished (``wait``: waiting for it)."""
+        cdef FoldJob job = self.folding
+        if job is not None and (wait or job.finished()):
+            job.install(self)
 
     def to_disk(self, st, all_live=False):
         """Move the merged part's post / blk arrays to the PostFile (after a merge -- every run
@@ -2404,70 +2411,149 @@ cdef int _put_seg_runs(const SegC* sc, Py_ssize_t nsegs, Py_ssize_t* cur, Py_ssi
     return 0
 
 
-cdef Seg _fold_segs(st, list segs):
-    """``segs`` folded into one sparse Seg (the lists any of them holds, in id order; per list
+cdef struct FJob:       # a Seg fold's C part (_fold_run), run by a build thread without the GIL
+    SegC* sc
+    Py_ssize_t nsegs
+    Py_ssize_t* cur
+    const unsigned int* lo_  # the slot ranges when the fold started (a copy)
+    const unsigned int* hi_
+    unsigned int* ids       # the result (its arrays sized for the upper bounds by the caller)
+    unsigned int* off
+    unsigned int* boff
+    Sink sp, sb             # in memory: postings, block pairs
+    size_t m
+    int err
+    PyThread_type_lock done
+
+
+cdef void _fold_run(FJob* j) noexcept nogil:
+    """The Segs folded into one sparse Seg (the lists any of them holds, in id order; per list
     each Seg's live runs in order; dead runs and lists left empty dropped): the same Seg as
     folding them into dense CSR arrays over every list id and dropping the empty lists, without
-    the dense per-list scratch arrays (~8 MB at 1M items, fresh memory in every fold). The lists
-    come from a walk of the Segs' sorted ids (a cursor per Seg)."""
-    cdef array slot_lo = st.slot_lo, slot_hi = st.slot_hi
-    cdef const unsigned int* lo_ = slot_lo.data.as_uints
-    cdef const unsigned int* hi_ = slot_hi.data.as_uints
-    cdef Py_ssize_t nsegs = len(segs), k, i, r, start, end, m = 0, tids = 0, tpost = 0, tblk = 0
-    cdef unsigned long long np_ = 0, nb = 0, b0, w
-    cdef unsigned int t, s
+    the dense per-list scratch arrays. The lists come from a walk of the Segs' sorted ids (a
+    cursor per Seg)."""
+    cdef Py_ssize_t k, m = 0
+    cdef unsigned long long b0, w
+    cdef unsigned int t
     cdef bint any_
-    cdef Seg g = Seg(), x
-    cdef Sink sp, sb
-    cdef SegC* sc = <SegC*>malloc((nsegs + 1) * sizeof(SegC))
-    cdef Py_ssize_t* cur = <Py_ssize_t*>calloc(nsegs + 1, sizeof(Py_ssize_t))
-    try:
-        if sc == NULL or cur == NULL:
-            raise MemoryError()
-        _seg_views(segs, sc)
-        for k in range(nsegs):
-            x = <Seg>segs[k]
+    while True:
+        any_ = False
+        t = 0
+        for k in range(j.nsegs):
+            if j.cur[k] < j.sc[k].n and (not any_ or j.sc[k].ids[j.cur[k]] < t):
+                t = j.sc[k].ids[j.cur[k]]
+                any_ = True
+        if not any_:
+            break
+        b0 = j.sb.n
+        j.off[m] = <unsigned int>j.sp.n
+        j.boff[m] = <unsigned int>j.sb.n
+        w = 0
+        if _put_seg_runs(j.sc, j.nsegs, j.cur, t, j.lo_, j.hi_, &j.sp, &j.sb, &w):
+            j.err = -1  # (never: the arrays are sized for every run)
+            return
+        if j.sb.n > b0:
+            j.ids[m] = t
+            m += 1
+    j.off[m] = <unsigned int>j.sp.n
+    j.boff[m] = <unsigned int>j.sb.n
+    j.m = m
+
+
+cdef void _fold_main(void* arg) noexcept nogil:
+    cdef FJob* j = <FJob*>arg
+    _fold_run(j)
+    PyThread_release_lock(j.done)
+
+
+cdef class FoldJob:
+    """Folding SEG_FOLD Segs (segs[k0:k0 + SEG_FOLD] of a posting set) into one on a build thread;
+    the Segs stay in use until ``install`` swaps the folded one in (later Segs renumbered)."""
+    cdef FJob c
+    cdef bint running
+    cdef Seg g
+    cdef list segs
+    cdef array lo, hi
+    cdef Py_ssize_t k0
+
+    def __cinit__(self):
+        memset(&self.c, 0, sizeof(FJob))
+        self.running = False
+
+    def __dealloc__(self):
+        _join(self.c.done, &self.running, True)
+        free(self.c.sc)
+        free(self.c.cur)
+        if self.c.done != NULL:
+            PyThread_free_lock(self.c.done)
+
+    cdef int setup(self, st, list segs, Py_ssize_t k0) except -1:
+        cdef Py_ssize_t k, tids = 0, tpost = 0, tblk = 0
+        cdef Seg x, g = Seg()
+        self.segs, self.k0 = segs, k0
+        self.lo, self.hi = array("I", st.slot_lo), array("I", st.slot_hi)
+        for o in segs:
+            x = <Seg>o
             tids += len(x.ids)
             tpost += len(x.post)
             tblk += len(x.blk)
         g.ids, g.off, g.boff, g.post, g.blk = array("I"), array("I"), array("I"), array("I"), array("I")
-        resize_smart(g.ids, tids)  # upper bounds (untouched capacity is not resident), trimmed below
+        resize_smart(g.ids, tids)  # upper bounds (untouched capacity is not resident), trimmed after
         resize_smart(g.off, tids + 1)
         resize_smart(g.boff, tids + 1)
         resize_smart(g.post, tpost)
         resize_smart(g.blk, tblk)
-        sp.buf, sp.cap, sp.n, sp.at, sp.fd = g.post.data.as_uints, tpost, 0, 0, -1  # in memory: never full
-        sb.buf, sb.cap, sb.n, sb.at, sb.fd = g.blk.data.as_uints, tblk, 0, 0, -1
-        while True:
-            any_ = False
-            t = 0
-            for k in range(nsegs):
-                if cur[k] < sc[k].n and (not any_ or sc[k].ids[cur[k]] < t):
-                    t = sc[k].ids[cur[k]]
-                    any_ = True
-            if not any_:
-                break
-            b0 = sb.n
-            g.off.data.as_uints[m] = <unsigned int>sp.n
-            g.boff.data.as_uints[m] = <unsigned int>sb.n
-            w = 0
-            if _put_seg_runs(sc, nsegs, cur, t, lo_, hi_, &sp, &sb, &w):
-                raise RuntimeError("search fold: output larger than its bound")
-            if sb.n > b0:
-                g.ids.data.as_uints[m] = t
-                m += 1
-        np_, nb = sp.n, sb.n
-        g.off.data.as_uints[m] = <unsigned int>np_
-        g.boff.data.as_uints[m] = <unsigned int>nb
-        resize_smart(g.ids, m)
-        resize_smart(g.off, m + 1)
-        resize_smart(g.boff, m + 1)
-        resize_smart(g.post, np_)
-        resize_smart(g.blk, nb)
-    finally:
-        free(sc)
-        free(cur)
-    return g
+        self.g = g
+        self.c.sc = <SegC*>malloc((len(segs) + 1) * sizeof(SegC))
+        self.c.cur = <Py_ssize_t*>calloc(len(segs) + 1, sizeof(Py_ssize_t))
+        self.c.done = PyThread_allocate_lock()
+        if self.c.sc == NULL or self.c.cur == NULL or self.c.done == NULL:
+            raise MemoryError()
+        _seg_views(segs, self.c.sc)
+        self.c.nsegs = len(segs)
+        self.c.lo_, self.c.hi_ = self.lo.data.as_uints, self.hi.data.as_uints
+        self.c.ids, self.c.off, self.c.boff = g.ids.data.as_uints, g.off.data.as_uints, g.boff.data.as_uints
+        self.c.sp.buf, self.c.sp.cap, self.c.sp.fd = g.post.data.as_uints, tpost, -1
+        self.c.sb.buf, self.c.sb.cap, self.c.sb.fd = g.blk.data.as_uints, tblk, -1
+        return 0
+
+    cdef void start(self) noexcept:
+        if _bg_threads:
+            PyThread_acquire_lock(self.c.done, 1)
+            if PyThread_start_new_thread(_fold_main, &self.c) != <unsigned long>-1:
+                self.running = True
+                return
+            PyThread_release_lock(self.c.done)
+        _fold_run(&self.c)
+
+    cdef bint finished(self) noexcept:
+        return _join(self.c.done, &self.running, False)
+
+    cdef int install(self, L) except -1:
+        """Wait, then segs[k0:k0 + SEG_FOLD] -> the folded Seg (the delta directory: their entries
+        and the later Segs' cut back, the folded Seg's and the later ones' added)."""
+        cdef Seg g = self.g
+        cdef DeltaDir dd = L.ddir
+        cdef list later
+        cdef Py_ssize_t i, k0 = self.k0
+        _join(self.c.done, &self.running, True)
+        L.folding = None
+        if self.c.err:
+            raise RuntimeError("search fold: output larger than its bound")
+        resize_smart(g.ids, self.c.m)
+        resize_smart(g.off, self.c.m + 1)
+        resize_smart(g.boff, self.c.m + 1)
+        resize_smart(g.post, self.c.sp.n)
+        resize_smart(g.blk, self.c.sb.n)
+        later = L.segs[k0 + len(self.segs):]
+        dd.truncate(L.ddir_mark, L.segs[k0:])
+        L.segs[k0:] = [g] + later
+        dd.add(k0, g)
+        L.nfolded = k0 + 1
+        L.ddir_mark = dd.n  # the folded Segs' entries end here
+        for i in range(len(later)):
+            dd.add(k0 + 1 + i, <Seg>later[i])
+        return 0
 
 
 cdef enum:
@@ -2697,6 +2783,7 @@ cdef class MergeJob:
         self.wait()
         self.release()
         L.merging = None
+        L.settle_fold(True)  # (on Segs after the snapshot: renumbered below)
         if self.c.err:
             if self.c.err == -2:
                 raise SearchError("search index over 2**32 postings in one posting set")
@@ -2737,6 +2824,7 @@ def merge(st, L):
         if job.finished():
             job.install(st, L)
         return
+    L.settle_fold(True)  # the merge takes every Seg there is
     job = MergeJob()
     job.setup(st, L)
     L.merging = job
@@ -3039,6 +3127,7 @@ def flush(st, bint wait=True):
     err = None
     _flush_share(st)
     for L in st.lists:  # every merge is installed (or dropped, failed) before an error is raised
+        L.settle_fold(wait)
         job = L.merging
         if job is not None and (wait or job.finished()):
             try:

@@ -38,7 +38,10 @@ query = st.lists(clause, min_size=1, max_size=4).map(" ".join)
 
 def build(mod, operations, merges=()):
     """Apply the operations; after op i, fold the posting deltas in when merges[i] (exercises both layouts)."""
-    ix = mod.Index()
+    return build_into(mod.Index(), operations, merges)
+
+
+def build_into(ix, operations, merges=()):
     for i, op in enumerate(operations):
         if i < len(merges) and merges[i]:
             ix._maybe_merge(force=True)
@@ -297,6 +300,25 @@ def test_background_build_matches_inline_and_the_pure_twin():
     pure.replace_share(sid(21), [item("yyy.so", ["lib"])])
     pure.flush()  # the pure twin has nothing pending
     assert images[0] == images[1] == pure.to_bytes()
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+@pytest.mark.parametrize("merge_min", [40, 600])
+def test_background_merges_and_folds_interleaved(monkeypatch, merge_min):
+    """With a tiny merge threshold the native twin starts a merge on the build thread every few
+    updates, while later updates go on and their Segs are folded (also on the thread): pages
+    along the way and the final image equal the pure twin's."""
+    from scp2p.search import _base
+
+    monkeypatch.setattr(_base, "MERGE_MIN", merge_min)
+    ops_, _ = random_ops(5, 150, 0.1, 30, ["usr", "lib", "share doc", "bin"])
+    native, pure = index_module("native").Index(), index_module("pure").Index()
+    for i in range(0, len(ops_), 30):
+        for ix in (native, pure):
+            build_into(ix, ops_[i:i + 30])
+        for q in ("usr", "lib*", "so", '"share doc"', "-gz py*", "ext:so", "a*"):
+            assert native.search(q, limit=20) == pure.search(q, limit=20), (i, q)
+    assert native.to_bytes() == pure.to_bytes()
 
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
