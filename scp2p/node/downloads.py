@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from ..catalog.manifest import decode_manifest
 from ..errors import NodeError, Scp2pError
+from ..limits import U64_MAX
 from ..store import CompletedDownload
 from ..transfer.downloader import Downloader, DownloadSpec
 from ..transfer.progress import Progress
@@ -45,6 +46,12 @@ MAX_NAME_BYTES = 226
 #: names Windows reserves for devices in every folder, with or without an extension
 _RESERVED = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
                       + [f"{p}{d}" for p in ("COM", "LPT") for d in "123456789\u00b9\u00b2\u00b3"])
+
+
+def file_id(st: os.stat_result) -> int:
+    """``st_ino`` as the store records it: 0 (unknown) when it does not fit 64 bits (a 128-bit
+    ReFS file id, Python >= 3.12 on Windows)."""
+    return st.st_ino if st.st_ino <= U64_MAX else 0
 
 
 def safe_name(name: str) -> str:
@@ -124,7 +131,7 @@ async def run_download(node: Any, handle: DownloadHandle, spec: DownloadSpec) ->
         bus.emit(ev.DownloadFailed(spec.content_id, "cancelled"))
         raise
     st = os.stat(path)
-    done = CompletedDownload(spec.content_id, str(path), st.st_size, st.st_mtime_ns, st.st_ino, int(time.time()))
+    done = CompletedDownload(spec.content_id, str(path), st.st_size, st.st_mtime_ns, file_id(st), int(time.time()))
     await node.store.run(lambda s: s.put_completed_download(done))
     node.chunks.add_file(spec.content_id, str(path), spec.size)
     node.counters.downloads += 1
@@ -172,7 +179,7 @@ async def restore_completed(node: Any) -> int:
             st = os.stat(d.path)
         except OSError:
             st = None
-        if st is not None and d.matches_stat(st.st_size, st.st_mtime_ns, st.st_ino):
+        if st is not None and d.matches_stat(st.st_size, st.st_mtime_ns, file_id(st)):
             node.chunks.add_file(d.content_id, d.path, d.size)
             served += 1
         else:

@@ -36,3 +36,14 @@ def test_never_a_path():
     for name in ["../../etc/passwd", "..\\..\\..\\boot.ini", "/abs/path", "\\\\server\\share\\f", "a/b\\c/.."]:
         out = safe_name(name)
         assert "/" not in out and "\\" not in out and out not in ("", ".", "..")
+
+
+def test_file_id_fits_the_store():
+    import os
+
+    from scp2p.node.downloads import file_id
+
+    st = os.stat(__file__)
+    assert file_id(st) == st.st_ino
+    big = os.stat_result((0o100644, 2**64 + 5, 0, 1, 0, 0, 10, 0, 0, 0))
+    assert big.st_ino == 2**64 + 5 and file_id(big) == 0
