@@ -14,7 +14,7 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from libc.errno cimport errno, EINTR, ENOSPC
+from libc.errno cimport errno, EINTR, ENOSPC, EIO
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 from scp2p.search import ranking
@@ -730,6 +730,9 @@ cdef int _cmp_recat(const void* x, const void* y) noexcept nogil:
     return -1 if a < b else (1 if a > b else 0)
 
 
+cdef int _fail_doc_writes = -1   # tests: the document-store write after this many more fails (ENOSPC)
+
+
 cdef class DocStore:
     """Cold per-document data on disk: one record per doc, ``content id (32) | mime id (u32) |
     name length (u32) | size (u64) | name (UTF-8) | zero padding to 4 bytes`` (little-endian),
@@ -827,8 +830,21 @@ cdef class DocStore:
         return 0
 
     cdef int flush(self) except -1:
-        """Write the collected records (the file's end is ``flushed``)."""
-        _pio(self.fd, self.wbuf, self.wlen, self.flushed, True, "search document store")
+        """Write the collected records (the file's end is ``flushed``). A failed write raises
+        SearchIndexIOError and keeps the records in ``wbuf`` (still readable; the next flush
+        writes them again, from the same position)."""
+        global _fail_doc_writes
+        cdef int e
+        if _fail_doc_writes == 0 and self.wlen:
+            e = ENOSPC
+        else:
+            e = _pio_c(self.fd, self.wbuf, self.wlen, self.flushed, True)
+        if _fail_doc_writes > 0 and self.wlen:
+            _fail_doc_writes -= 1
+        if e:
+            import os
+            e = e if e > 0 else EIO
+            raise SearchIndexIOError(e, "search document store: " + os.strerror(e))
         self.flushed += self.wlen
         self.wlen = 0
         if self.wcap > (4 << 20):  # a load's big batch: do not keep its buffer
@@ -920,11 +936,16 @@ cdef class DocStore:
         return _get_le(self.get(d) + 40, 8)
 
     cdef bytes span(self, Py_ssize_t lo, Py_ssize_t hi):
-        """The records of docs lo..hi-1 (flushed), as one bytes."""
+        """The records of docs lo..hi-1, as one bytes (a part not yet written -- after a failed
+        write -- from ``wbuf``)."""
         cdef unsigned long long a = self.at(lo)
         cdef unsigned long long b = self.at(hi)
+        cdef unsigned long long m = b if b < self.flushed else (a if a > self.flushed else self.flushed)
         cdef bytes out = PyBytes_FromStringAndSize(NULL, b - a)
-        self.read_at(PyBytes_AS_STRING(out), b - a, a)
+        if m > a:
+            self.read_at(PyBytes_AS_STRING(out), m - a, a)
+        if b > m:
+            memcpy(PyBytes_AS_STRING(out) + (m - a), self.wbuf + (m - self.flushed), b - m)
         return out
 
     def items(self, Py_ssize_t lo, Py_ssize_t hi, list mimes):
@@ -2330,6 +2351,12 @@ cdef struct Sink:      # a staging buffer written to a file region in order (the
 
 
 cdef int _fail_writes = -1   # tests: the postings-file write after this many more fails (ENOSPC)
+
+
+def set_doc_write_failure(int after):
+    """Tests: make the document store's write after ``after`` more writes fail with ENOSPC (-1: never)."""
+    global _fail_doc_writes
+    _fail_doc_writes = after
 
 
 def set_write_failure(int after):

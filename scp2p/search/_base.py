@@ -33,7 +33,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..errors import IndexImageError, SearchError
+from ..errors import IndexImageError, SearchError, SearchIndexIOError
 from . import ranking
 from .query import Query, parse_query
 from .text import token_spans, tokenize as _pure_tokenize
@@ -488,7 +488,17 @@ class IndexBase:
         st.slot_trust[slot] = tcode
         lo = st.ndocs
         st.slot_lo[slot] = lo
-        self._k.add_share(st, slot, rows)
+        try:
+            self._k.add_share(st, slot, rows)
+        except SearchIndexIOError:
+            # the native twin's document store could not be written (disk full, I/O error): the
+            # docs were appended with their postings; the share is removed (old and new content
+            # dead, as replace_share then remove_share would leave it), later updates work
+            st.slot_hi[slot] = st.ndocs
+            self._kill(slot)
+            st.slot_alive[slot] = 0
+            self._set_share_meta(slot, "", "")
+            raise
         st.slot_hi[slot] = st.ndocs
         st.slot_alive[slot] = 1
         self._maybe_merge()

@@ -365,6 +365,58 @@ def test_full_disk_during_merge_leaves_the_index_unchanged(tmp_path, on):
 
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+@pytest.mark.parametrize("on", [True, False])
+def test_full_disk_in_document_store_removes_the_share(tmp_path, on):
+    """A document-store write that fails in replace_share (ENOSPC injected; only the native twin
+    has a document-store file) raises SearchIndexIOError and leaves the share removed -- the
+    index then equals the pure twin's after replace_share + remove_share (pages, image), no
+    half-indexed document is ever returned, and later updates (of that share too) work."""
+    import errno
+
+    from scp2p.errors import SearchError, SearchIndexIOError
+
+    native_mod = index_module("native")
+    queries = ("usr", "lib*", "so", '"share doc"', "readme md", "ext:so", "a*", "zzfail*", "bash3")
+
+    def items(n, tag="usr"):
+        return [item(f"{w}{n}.so", [tag, "share doc"], key=f"{n}/{w}") for w in WORDS]
+
+    with background(on):
+        native, pure = native_mod.Index(doc_dir=tmp_path), index_module("pure").Index()
+        for ix in (native, pure):
+            for n in range(1, 6):
+                ix.replace_share(sid(n), items(n), title=f"share {n}")
+            ix._maybe_merge(force=True)
+        # an existing share's update and a new share's first content fail
+        for n, new in ((3, [item(f"zzfail{w}.so", ["usr"], key=f"f/{w}") for w in WORDS]), (7, items(7))):
+            native_mod.set_doc_write_failure(0)
+            try:
+                with pytest.raises(SearchIndexIOError) as info:
+                    native.replace_share(sid(n), new, title="failed")
+            finally:
+                native_mod.set_doc_write_failure(-1)
+            assert info.value.errno == errno.ENOSPC and isinstance(info.value, (OSError, SearchError))
+            pure.replace_share(sid(n), new, title="failed")
+            assert pure.remove_share(sid(n))
+            for q in queries:
+                assert native.search(q, limit=30) == pure.search(q, limit=30), (n, q)
+            assert native.to_bytes() == pure.to_bytes()
+            assert native.search("zzfail*").total == 0 and native.search("usr").total == pure.search("usr").total
+        assert not native.remove_share(sid(3))  # already removed
+        for ix in (native, pure):
+            ix.replace_share(sid(3), items(3, "bin"))
+            ix.replace_share(sid(8), items(8))
+            ix._maybe_merge(force=True)
+        for q in queries + ("bin",):
+            assert native.search(q, limit=30) == pure.search(q, limit=30), q
+        assert native.search("bash3").total == 1
+        assert native.to_bytes() == pure.to_bytes()
+        native.compact()
+        pure.compact()
+        assert native.to_bytes() == pure.to_bytes()
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
 def test_twins_rank_order_on_close_names():
     """The native rank sort compares a 64-bit prefix key (token count, first 7 name bytes) before
     the full key: names equal in their first 7 bytes, NULs and prefixes of each other must still
