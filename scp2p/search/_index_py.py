@@ -344,7 +344,9 @@ def run(st: State, plan, exhaustive: bool = False):
     # the items named exactly as the query first (their EXACT_NAME bonus is not in the share
     # bounds); the share loop then skips them (_score with skip_exact)
     if plan.exact_ids is not None:
-        for d in st.exact.lookup(st, plan.exact_ids):
+        # newest first, as the native twin walks its exact-name chains: which of them are
+        # skipped (and so whether the total is an estimate) depends on the order
+        for d in reversed(st.exact.lookup(st, plan.exact_ids)):
             s = st.doc_share[d]
             if plan.mask[s] and lo_[s] <= d < hi_[s]:
                 eb = (nt * _NAME + ranking.EXACT_NAME) * st.slot_wq[s]  # an exact-name item's best score

@@ -417,6 +417,25 @@ def test_full_disk_in_document_store_removes_the_share(tmp_path, on):
 
 
 @pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+def test_twins_agree_on_estimate_with_tied_exact_names():
+    """Items named exactly as the query with equal scores (weight 0): whether the total is an
+    estimate depends on the order the exact-name items are visited in, which both twins share
+    (newest first; hypothesis found the pure twin visiting oldest first)."""
+    its = [item("lib", [], size=0, key="lib0"), item("lib", [], size=0, key="lib1"), item("lib", ["usr"], key="lib2")]
+    pages = []
+    for mod in (index_module("native"), index_module("pure")):
+        for nshares in (1, 2):
+            ix = mod.Index()
+            ix.replace_share(sid(1), its[:2], description="lib", weight=0.0, trust="trusted")
+            if nshares == 2:
+                ix.replace_share(sid(2), its, weight=1.0)
+            pages.append([ix.search(q, limit=lim, offset=off) for q in ("lib", "lib usr")
+                          for lim, off in ((0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (5, 0))])
+    assert pages[:2] == pages[2:]
+    assert pages[0][1].total_is_estimate is False  # (the pure twin said True)
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
 def test_twins_rank_order_on_close_names():
     """The native rank sort compares a 64-bit prefix key (token count, first 7 name bytes) before
     the full key: names equal in their first 7 bytes, NULs and prefixes of each other must still
