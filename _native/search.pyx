@@ -93,6 +93,16 @@ cdef extern from *:
     """
     void SCP2P_PREFETCH(const void* p) nogil
 
+cdef extern from *:
+    """
+    typedef struct { PyObject_VAR_HEAD char* ob_item; Py_ssize_t allocated; } scp2p_arrhead;
+    /* free entries of an array.array before the next append reallocates (CPython's layout) */
+    static CYTHON_INLINE Py_ssize_t scp2p_room(PyObject* a) {
+        return ((scp2p_arrhead*)a)->allocated - Py_SIZE(a);
+    }
+    """
+    Py_ssize_t scp2p_room(object a)
+
 cdef extern from "Python.h":
     object PyTuple_New(Py_ssize_t n)
     void PyTuple_SET_ITEM(object p, Py_ssize_t pos, object o)
@@ -1603,6 +1613,10 @@ cdef class Dict:
     cdef KeyHash kh
     cdef array sorted_ids     # term ids sorted by their bytes (prefix expansion), the first nsorted terms
     cdef size_t nsorted
+    # the pending share update (BgJob) while its build thread may run: it reads the forward
+    # index, the doc tagsets, the tagset tokens and term_pfx, so an append that would move one
+    # of them (a realloc) waits for it first (settle_job)
+    cdef object job
     # a small direct-mapped cache of short terms (hash, id, bytes): names repeat their tokens
     # (so, gz, debian, lib...), and a hit touches neither the hash table nor the blob
     cdef unsigned int c_h[TCACHE]
@@ -1629,6 +1643,13 @@ cdef class Dict:
                 and self.kh.sync(self.kblob, self.koff)):
             raise IndexImageError("duplicate entries in a search index dictionary")
 
+    cdef int settle_job(self) except -1:
+        """Wait for the pending share update's build thread (an array it reads is about to move)."""
+        if self.job is not None:
+            (<BgJob>self.job).wait()
+            self.job = None
+        return 0
+
     cdef unsigned int term_find(self, const char* buf, Py_ssize_t blen) noexcept:
         return self.th.find(_hash_bytes(buf, blen), buf, blen, PyByteArray_AS_STRING(self.tblob),
                             self.toff.data.as_ulonglongs)
@@ -1654,6 +1675,8 @@ cdef class Dict:
         self.th.add(self.tblob, self.toff, h, buf, blen)
         t = <unsigned int>(len(self.toff) - 2)
         self._remember(c, h, buf, blen, t)
+        if self.job is not None and scp2p_room(self.tpfx) <= len(PLENS):
+            self.settle_job()
         for L in PLENS:
             pl = _char_prefix(buf, blen, L)
             if pl < 0:
@@ -1662,6 +1685,8 @@ cdef class Dict:
             h = _hash_bytes(buf, pl)
             p = self.ph.find(h, buf, pl, PyByteArray_AS_STRING(self.pblob), self.poff.data.as_ulonglongs)
             if not p:
+                if len(self.poff) >= (1 << 30):  # prefix ids + 1 are posting-list ids (30 bits)
+                    raise OverflowError("more than 2**30 distinct prefixes")
                 self.ph.add(self.pblob, self.poff, h, buf, pl)
                 p = <unsigned int>(len(self.poff) - 1)
             push(self.tpfx, p)
@@ -1844,6 +1869,8 @@ cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
     cdef unsigned int tid
     cdef tuple tt
     cdef bint whole
+    if D.job is not None and (scp2p_room(toks) <= 2 * MAX_TAG_TOKENS or scp2p_room(st.ts_toff) <= 1):
+        D.settle_job()  # at most MAX_TAG_TOKENS tokens and the 0s between tags are appended
     D.kh.add(D.kblob, D.koff, _hash_bytes(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)), PyBytes_AS_STRING(key),
              PyBytes_GET_SIZE(key))
     i = <int>(len(D.koff) - 2)
@@ -2118,7 +2145,7 @@ def prepare(items):
     return r
 
 
-cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned int t, unsigned int f) noexcept:
+cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned int t, unsigned int f) noexcept nogil:
     """OR flag f into t's entry of the per-doc (ids, fl) set; returns the new size (capacity 512)."""
     cdef int j
     for j in range(nids):
@@ -2133,39 +2160,32 @@ cdef inline int _flag(unsigned int* ids, unsigned int* fl, int nids, unsigned in
 
 
 def add_share(st, unsigned int slot, Rows rows):
-    """Append one share's items (``rows`` from prepare, in rank order) as docs."""
-    cdef unsigned int lo = len(st.doc_tagset), d, t, p
+    """Append one share's items (``rows`` from prepare, in rank order) as docs: their term ids
+    (forward index), tagsets, sizes, mimes, extensions and document-store records. Gathering
+    their postings and prefixes, grouping them into Segs and the exact-name table are the
+    share's BgJob, on a build thread while the caller goes on (the next update's loop included:
+    see Dict.job)."""
+    cdef unsigned int lo = len(st.doc_tagset), d, t
     cdef array doc_size = st.doc_size
     cdef array doc_tagset = st.doc_tagset, fwd = st.fwd, fwd_off = st.fwd_off
     cdef ExtCodes exts = st.exts
-    cdef array term_pfx, ts_toks, ts_toff
+    cdef array ts_toff
     cdef DocStore docs = st.docs
     cdef bytes nb
     cdef dict mime_ids = st.mime_ids
-    TL, PL = st.lists
-    cdef unsigned int ids[512]
-    cdef unsigned int fl[512]
-    cdef int nids, j, k, ts, npl = len(PLENS), first
-    cdef Py_ssize_t dot, nposts = 0, npfx = 0
+    cdef int j, ts, npl = len(PLENS)
+    cdef Py_ssize_t dot, nterm, tbound = 0, pbound = 0
     cdef str name, tok
-    cdef list toks
     cdef dict tcache = {}
-    cdef PBuf tb, pb
-    tb.v = pb.v = NULL
-    tb.n = tb.cap = pb.n = pb.cap = 0
     cdef list r_names = rows.names, r_cids = rows.cids, r_mimes = rows.mimes, r_tags = rows.tags
     cdef list r_toks = rows.toks
     cdef Dict D = st.dict
-    term_pfx = st.term_pfx
-    ts_toks = st.ts_toks
     ts_toff = st.ts_toff
-    cdef Py_ssize_t ri, i, ntok, nlen, n0
-    cdef unsigned int tids[64]
+    cdef Py_ssize_t ri, i, ntok, nlen
     cdef object last_mime = _NO_MIME
     cdef unsigned int last_mid = 0
     cdef bytes cid
     cdef BgJob job
-    _flush_share(st)  # the previous update's background part (it reads fwd, which this one grows)
     if rows.n:
         (<DocRuns>st.runs).add(lo, slot)
     cdef TokEnt* ring = <TokEnt*>malloc(TOK_RING * sizeof(TokEnt))
@@ -2194,10 +2214,11 @@ def add_share(st, unsigned int slot, Rows rows):
                 mo = mime_ids.get(mime or "")
                 last_mid = st.mime_id(mime) if mo is None else mo
                 last_mime = mime
-            push(doc_tagset, ts)
-            nids = 0
-            first = len(fwd)
             ntok = rows.ntok[i]
+            if D.job is not None and (scp2p_room(fwd) <= ntok or scp2p_room(fwd_off) <= 1 or
+                                      scp2p_room(doc_tagset) <= 1):
+                D.settle_job()  # these appends would move arrays the pending update's thread reads
+            push(doc_tagset, ts)
             o = <object>PyList_GET_ITEM(r_toks, i)
             if o is None:
                 # ASCII name: its tokens straight from its bytes, through the term hash
@@ -2208,14 +2229,10 @@ def add_share(st, unsigned int slot, Rows rows):
                     te.owner = ri
                     D.scan_ascii(name, ntok, te)
                 for j in range(te.ntok):
-                    t = D.term_id_h(te.b + te.off[j], te.len[j], te.h[j])
-                    push(fwd, t)
-                    nids = _flag(ids, fl, nids, t, FN)
+                    push(fwd, D.term_id_h(te.b + te.off[j], te.len[j], te.h[j]))
             else:
                 for tok in <list>o:
-                    t = D.term_of(tok)
-                    push(fwd, t)
-                    nids = _flag(ids, fl, nids, t, FN)
+                    push(fwd, D.term_of(tok))
             push(fwd_off, <unsigned int>len(fwd))
             t = 0
             dot = name.rfind(".")
@@ -2235,43 +2252,22 @@ def add_share(st, unsigned int slot, Rows rows):
             else:
                 nb = name.encode()
                 docs.append(PyBytes_AS_STRING(cid), last_mid, rows.sizes[i], PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb))
-            for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
-                t = ts_toks.data.as_uints[k]
-                if t:
-                    nids = _flag(ids, fl, nids, t, FT)
-            for j in range(nids):
-                pbuf_push(&tb, ids[j], d, fl[j])
-            nposts += nids
-            # strict prefixes (the arrays grow in place: their data pointers are re-read per access)
-            nids = 0
-            for k in range(ts_toff.data.as_ulonglongs[ts], ts_toff.data.as_ulonglongs[ts + 1]):
-                t = ts_toks.data.as_uints[k]  # the tag tokens' prefixes (derived: see derive_ts_pfx)
-                if t:
-                    for j in range(npl):
-                        p = term_pfx.data.as_uints[npl * t + j]
-                        if p:
-                            nids = _flag(ids, fl, nids, p - 1, FT)
-            for k in range(first, len(fwd)):
-                t = fwd.data.as_uints[k]
-                for j in range(npl):
-                    p = term_pfx.data.as_uints[npl * t + j]
-                    if p:
-                        nids = _flag(ids, fl, nids, p - 1, FN)
-            for j in range(nids):
-                pbuf_push(&pb, ids[j], d, fl[j])
-            npfx += nids
-        # the rest (grouping the postings into Segs, the exact-name table) on a build thread
+            # bounds of the doc's distinct posting lists (a doc holds at most 512 of each set)
+            nterm = <Py_ssize_t>(fwd_off.data.as_uints[d + 1] - fwd_off.data.as_uints[d]) + \
+                <Py_ssize_t>(ts_toff.data.as_ulonglongs[ts + 1] - ts_toff.data.as_ulonglongs[ts])
+            tbound += nterm if nterm < 512 else 512
+            pbound += npl * nterm if npl * nterm < 512 else 512
+        # the previous update's job ends here (one at a time: its Segs are added before these),
+        # then this one's starts (everything it writes allocated by prepare)
+        _flush_share(st)
         job = BgJob()
-        job.c.tb, job.c.pb, job.c.slot = tb, pb, slot
-        tb.v = pb.v = NULL
-        job.prepare(st, st.exact, fwd, fwd_off, lo, <unsigned int>len(doc_tagset))
+        job.c.slot = slot
+        job.prepare(st, st.exact, lo, <unsigned int>len(doc_tagset), tbound, pbound)
         st.job = job
         job.start()
-        TL.ndelta += nposts
-        PL.ndelta += npfx
+        if job.running:
+            D.job = job
     finally:
-        free(tb.v)
-        free(pb.v)
         free(ring)
         docs.flush()
 
@@ -2846,11 +2842,12 @@ def merge(st, L):
     unmapped after). Every run of the merged part is live if no share died since this merge
     made it (a fresh or loaded part, kills_at_merge = -1, is checked run by run)."""
     cdef MergeJob job = L.merging
-    _flush_share(st)
     if job is not None:
         if job.finished():
+            _flush_share(st)
             job.install(st, L)
-        return
+        return  # (a merge still running leaves the pending share update running too)
+    _flush_share(st)
     L.settle_fold(True)  # the merge takes every Seg there is
     job = MergeJob()
     job.setup(st, L)
@@ -3020,21 +3017,84 @@ cdef class ExactNames:
 
 # ---------------------------------------------------------------------- background build
 cdef struct JobC:       # one share update's C part, run by a build thread without the GIL
-    PBuf tb, pb         # the share's postings (terms, strict prefixes), grouped by list there
+    PBuf tb, pb         # the share's postings (terms, strict prefixes): gathered, then grouped by list
     unsigned int slot
     SegOut so[2]        # their Segs (allocated by the caller, like everything the thread writes)
     XTab* xt            # the exact-name table: docs lo..hi added (hs: scratch for their hashes)
-    const unsigned int* F
-    const unsigned int* O
+    const unsigned int* F    # what the thread reads of docs lo..hi: the forward index and its
+    const unsigned int* O    # offsets, the docs' tagsets, the tagsets' tokens and offsets and
+    const unsigned int* DT   # the terms' strict-prefix ids (entries that exist when it starts;
+    const unsigned int* TT   # later appends never move them: see Dict.job)
+    const unsigned long long* TO
+    const unsigned int* TP
+    int npl
     unsigned int* hs
     unsigned int lo, hi
     bint done_          # the work is done
     PyThread_type_lock done
 
 
+cdef inline void _pput(PBuf* p, unsigned int t, unsigned int d, unsigned int flags) noexcept nogil:
+    """pbuf_push into a buffer sized ahead (ids below 2**30: Dict.term_id_h checks)."""
+    p.v[p.n] = (<unsigned long long>t << 34) | (<unsigned long long>d << 2) | flags
+    p.n += 1
+
+
+cdef int _pbuf_alloc(PBuf* p, SegOut* o, size_t n) except -1:
+    """Room for n postings in p and for their Seg in o (nothing for n = 0)."""
+    if n:
+        p.v = <unsigned long long*>malloc(n * sizeof(unsigned long long))
+        if p.v == NULL:
+            raise MemoryError()
+        p.cap = n
+        _segout_alloc(o, n)
+    return 0
+
+
+cdef void _gather(JobC* j) noexcept nogil:
+    """Docs lo..hi's postings: per doc its distinct name and tag terms (flags OR'ed; at most 512)
+    into tb, then the strict prefixes of its tag and name terms into pb -- in doc order, each
+    doc's lists in first-seen order (the buffers are sized by add_share's bounds)."""
+    cdef unsigned int ids[512]
+    cdef unsigned int fl[512]
+    cdef int nids, m, q, npl = j.npl
+    cdef unsigned int d, t, p
+    cdef unsigned long long k, f0, f1, k0, k1
+    for d in range(j.lo, j.hi):
+        nids = 0
+        f0, f1 = j.O[d], j.O[d + 1]
+        k0, k1 = j.TO[j.DT[d]], j.TO[j.DT[d] + 1]
+        for k in range(f0, f1):
+            nids = _flag(ids, fl, nids, j.F[k], FN)
+        for k in range(k0, k1):
+            t = j.TT[k]
+            if t:
+                nids = _flag(ids, fl, nids, t, FT)
+        for m in range(nids):
+            _pput(&j.tb, ids[m], d, fl[m])
+        nids = 0
+        for k in range(k0, k1):
+            t = j.TT[k]  # the tag tokens' prefixes (derived: see derive_ts_pfx)
+            if t:
+                for q in range(npl):
+                    p = j.TP[npl * t + q]
+                    if p:
+                        nids = _flag(ids, fl, nids, p - 1, FT)
+        for k in range(f0, f1):
+            t = j.F[k]
+            for q in range(npl):
+                p = j.TP[npl * t + q]
+                if p:
+                    nids = _flag(ids, fl, nids, p - 1, FN)
+        for m in range(nids):
+            _pput(&j.pb, ids[m], d, fl[m])
+
+
 cdef void _job_run(JobC* j) noexcept nogil:
     if j.done_:
         return
+    if j.hi > j.lo:
+        _gather(j)
     if j.tb.n:
         _seg_build(&j.tb, j.slot, &j.so[0])
     if j.pb.n:
@@ -3060,12 +3120,16 @@ def set_background(bint on):
 
 
 cdef class BgJob:
-    """One share update's C part (JobC) -- sorting its postings into Segs and adding its names to
-    the exact-name table -- started on a build thread when add_share returns, so the caller's
-    next share update (its prepare and Python side) runs while it does. ``flush`` waits for it
-    and adds the Segs; every read and every other update flushes first. The thread allocates
-    nothing and touches only the job's own buffers and the exact-name table (reserved ahead),
-    and reads the forward index, which nothing changes before the flush."""
+    """One share update's C part (JobC) -- gathering its docs' postings and strict prefixes,
+    sorting them into Segs and adding its names to the exact-name table -- started on a build
+    thread when add_share returns, so the caller's next share update (its prepare, Python side
+    and add_share's own loop) runs while it does. The next add_share waits for it at its end
+    (``finish``: the Segs added, then that update's job starts); every read and every other
+    update flushes first. The thread allocates nothing and writes only the job's own buffers and
+    the exact-name table (reserved ahead). It reads the docs' entries of the forward index and
+    its offsets, the doc tagsets, the tagset tokens and term_pfx: the next add_share only
+    appends to those arrays, and an append that would move one (a realloc) waits for the thread
+    first (Dict.job, settle_job)."""
     cdef JobC c
     cdef bint running
     cdef int added      # bit 0: the term Seg added, bit 1: the prefix Seg
@@ -3087,25 +3151,37 @@ cdef class BgJob:
         if self.c.done != NULL:
             PyThread_free_lock(self.c.done)
 
-    cdef int prepare(self, st, ExactNames ex, array fwd, array fwd_off, unsigned int lo,
-                     unsigned int hi) except -1:
-        """Everything the thread will write, allocated here."""
-        if self.c.tb.n:
-            _segout_alloc(&self.c.so[0], self.c.tb.n)
-        if self.c.pb.n:
-            _segout_alloc(&self.c.so[1], self.c.pb.n)
+    cdef int prepare(self, st, ExactNames ex, unsigned int lo, unsigned int hi, size_t tbound,
+                     size_t pbound) except -1:
+        """Everything the thread will write, allocated here: the posting buffers for at most
+        tbound / pbound postings and their Segs."""
+        cdef array fwd = st.fwd, fwd_off = st.fwd_off, dt = st.doc_tagset, tt = st.ts_toks
+        cdef array to = st.ts_toff, tp = st.term_pfx
+        if hi <= lo:
+            tbound = pbound = 0
+        _pbuf_alloc(&self.c.tb, &self.c.so[0], tbound)
+        _pbuf_alloc(&self.c.pb, &self.c.so[1], pbound)
         if hi > lo:
             self.c.hs = <unsigned int*>malloc((hi - lo) * sizeof(unsigned int))
             if self.c.hs == NULL or _xt_reserve(&ex.x, lo, hi) < 0:
                 raise MemoryError()
             self.c.xt = &ex.x
-            self.c.F, self.c.O = fwd.data.as_uints, fwd_off.data.as_uints
+            self.c.npl = len(PLENS)
             self.c.lo, self.c.hi = lo, hi
-        self.keep = (ex, fwd, fwd_off)
+        self.keep = (ex, fwd, fwd_off, dt, tt, to, tp)
+        self.bind()
         self.c.done = PyThread_allocate_lock()
         if self.c.done == NULL:
             raise MemoryError()
         return 0
+
+    cdef void bind(self) noexcept:
+        """Point the job at the arrays' data (again before it runs inline: they may have moved)."""
+        cdef array fwd, fwd_off, dt, tt, to, tp
+        _, fwd, fwd_off, dt, tt, to, tp = self.keep
+        self.c.F, self.c.O = fwd.data.as_uints, fwd_off.data.as_uints
+        self.c.DT, self.c.TT, self.c.TO = dt.data.as_uints, tt.data.as_uints, to.data.as_ulonglongs
+        self.c.TP = tp.data.as_uints
 
     cdef void start(self) noexcept:
         if not _bg_threads:
@@ -3123,7 +3199,9 @@ cdef class BgJob:
         """Wait for the thread (or do the work here), add the Segs (a MemoryError there leaves the
         job pending: the next flush retries what is left)."""
         self.wait()
-        _job_run(&self.c)
+        if not self.c.done_:  # not run on a thread (inline, or no thread could start)
+            self.bind()
+            _job_run(&self.c)
         TL, PL = st.lists
         if self.c.tb.n and self.gt is None:
             self.gt = _seg_wrap(&self.c.so[0])
@@ -3131,9 +3209,11 @@ cdef class BgJob:
             self.gp = _seg_wrap(&self.c.so[1])
         if self.gt is not None and not self.added & 1:
             TL.add_seg(st, self.gt)
+            TL.ndelta += self.c.tb.n
             self.added |= 1
         if self.gp is not None and not self.added & 2:
             PL.add_seg(st, self.gp)
+            PL.ndelta += self.c.pb.n
             self.added |= 2
         return 0
 
@@ -3142,6 +3222,7 @@ def _flush_share(st):
     """Finish the pending share update's background part (see BgJob)."""
     job = st.job
     if job is not None:
+        (<Dict>st.dict).job = None
         (<BgJob>job).finish(st)
         st.job = None
 
