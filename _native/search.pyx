@@ -9,8 +9,10 @@ into array('I') buffers, and the query kernel over raw uint32 pointers.
 from cpython.array cimport array, resize_smart
 from cpython.unicode cimport PyUnicode_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdlib cimport malloc, calloc, free, realloc
-from libc.string cimport memcmp, memset, memcpy
+from libc.string cimport memcmp, memset, memcpy, memchr
 from libc.stdlib cimport qsort
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
@@ -1830,74 +1832,102 @@ cdef int _ascii_ids(Dict D, const char* s, Py_ssize_t n, int take, unsigned int*
     return k
 
 
-cdef tuple _tag_ids(Dict D, str tag, int budget, bint* whole):
-    """The term ids of an ASCII tag's first ``budget`` tokens (tokenize's cap applies);
-    ``whole`` says whether that was every token (the same ids, in the same order, as
-    ``[term id of t for t in tokenize(tag)[:budget]]``)."""
-    cdef const char* s = PyUnicode_1BYTE_DATA(tag)
-    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag)
-    cdef int nw = _alnum_runs(s, n), take, k
-    cdef unsigned int ids[64]
-    if nw > MAX_TOKENS_PER_FIELD:
-        nw = MAX_TOKENS_PER_FIELD
-    take = nw if nw <= budget else budget
-    whole[0] = nw <= budget
-    k = _ascii_ids(D, s, n, take, ids)
-    cdef tuple out = PyTuple_New(k)
-    for j in range(k):
-        v = PyLong_FromUnsignedLong(ids[j])
-        Py_INCREF(v)
-        PyTuple_SET_ITEM(out, j, v)
-    return out
+cdef int _MAX_TAG = MAX_TAG_TOKENS
+if _MAX_TAG > 64:  # _tagset's id buffer holds 64
+    raise ImportError("MAX_TAG_TOKENS > 64")
+
+
+cdef int _tag_term_ids(Dict D, object tag, int budget, dict cache, unsigned int* out) except -1:
+    """The term ids of a tag's first ``budget`` tokens (tokenize's cap applies) into ``out``;
+    returns how many (the same ids, in the same order, as ``[term id of t for t in
+    tokenize(tag)[:budget]]``). ASCII tags are read from their bytes; others are tokenized,
+    their ids cached per call under the tag string (a str never equals the tuple keys), only
+    whole, so ids are assigned in the same order as without the cache."""
+    cdef const char* s
+    cdef Py_ssize_t n
+    cdef int nw, k
+    cdef tuple tt
+    if budget <= 0:
+        return 0
+    if type(tag) is str and PyUnicode_IS_ASCII(tag):
+        s = PyUnicode_1BYTE_DATA(tag)
+        n = PyUnicode_GET_LENGTH(tag)
+        nw = _alnum_runs(s, n)
+        if nw > MAX_TOKENS_PER_FIELD:
+            nw = MAX_TOKENS_PER_FIELD
+        return _ascii_ids(D, s, n, nw if nw <= budget else budget, out)
+    tt = cache.get(tag)
+    if tt is None:
+        words = tokenize(tag)
+        tt = tuple([D.term_of(t) for t in words[:budget]])
+        if len(words) <= budget:
+            cache[tag] = tt
+    tt = tt[:budget]
+    for k in range(len(tt)):
+        out[k] = tt[k]
+    return <int>len(tt)
+
+
+cdef Py_ssize_t _plain_key(tuple tags, char* buf, Py_ssize_t cap) noexcept:
+    """_tags_key(tags) for the usual tags -- ASCII str, non-empty, no NUL, no leading \\x01 --
+    written into buf (NUL-joined; one tag ends with its NUL); its length, or -1 when a tag is not
+    of that kind or the key would not fit in cap bytes."""
+    cdef Py_ssize_t k, n, pos = 0, nt = len(tags)
+    cdef const char* s
+    cdef PyObject* t
+    for k in range(nt):
+        t = PyTuple_GET_ITEM(tags, k)
+        if not PyUnicode_CheckExact(<object>t) or not PyUnicode_IS_ASCII(<object>t):
+            return -1
+        n = PyUnicode_GET_LENGTH(<object>t)
+        s = PyUnicode_1BYTE_DATA(<object>t)
+        if n == 0 or s[0] == 1 or memchr(s, 0, n) != NULL or pos + n + 1 > cap:
+            return -1
+        memcpy(buf + pos, s, n)
+        pos += n
+        if k + 1 < nt or nt == 1:
+            buf[pos] = 0
+            pos += 1
+    return pos
 
 
 cdef int _tagset(object st, tuple tags, dict cache, Dict D) except -1:
-    """State.tagset_id, typed, with a per-call cache keyed by the tags tuple."""
+    """State.tagset_id, typed, with a per-call cache keyed by the tags tuple (the key bytes of
+    the usual tags built on the stack: no Python object per tagset)."""
     o = cache.get(tags)
     if o is not None:
         return o
     if not tags:
         return 0
-    cdef bytes key = _key_bytes(tags)
-    cdef int i = D.tagset_find(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+    cdef char kb[1024]
+    cdef bytes key = None
+    cdef const char* buf = kb
+    cdef Py_ssize_t blen = _plain_key(tags, kb, sizeof(kb))
+    if blen < 0:
+        key = _key_bytes(tags)
+        buf, blen = PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)
+    cdef unsigned int h = _hash_bytes(buf, blen)
+    cdef int i = D.kh.find(h, buf, blen, PyByteArray_AS_STRING(D.kblob), D.koff.data.as_ulonglongs)
     if i:
         cache[tags] = i
         return i
-    cdef int ntok = 0
+    cdef int ntok = 0, k, m
     cdef array toks = st.ts_toks
     cdef Py_ssize_t start = len(toks)
-    cdef unsigned int tid
-    cdef tuple tt
-    cdef bint whole
-    if D.job is not None and (scp2p_room(toks) <= 2 * MAX_TAG_TOKENS or scp2p_room(st.ts_toff) <= 1):
+    cdef unsigned int ids[64]
+    if D.job is not None and (scp2p_room(toks) <= 2 * _MAX_TAG or scp2p_room(st.ts_toff) <= 1):
         D.settle_job()  # at most MAX_TAG_TOKENS tokens and the 0s between tags are appended
-    D.kh.add(D.kblob, D.koff, _hash_bytes(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)), PyBytes_AS_STRING(key),
-             PyBytes_GET_SIZE(key))
+    D.kh.add(D.kblob, D.koff, h, buf, blen)
     i = <int>(len(D.koff) - 2)
     for tag in tags:
-        # a tag's term ids, cached per call under the tag string (a str never equals the tuple
-        # keys); only cached whole, so ids are assigned in the same order as without the cache
-        tt = cache.get(tag)
-        if tt is None and type(tag) is str and PyUnicode_IS_ASCII(tag):
-            tt = _tag_ids(D, tag, MAX_TAG_TOKENS - ntok, &whole)
-            if whole:
-                cache[tag] = tt
-        elif tt is None:
-            words = tokenize(tag)
-            if len(words) <= MAX_TAG_TOKENS - ntok:
-                tt = tuple([D.term_of(t) for t in words])
-                cache[tag] = tt
-            else:
-                tt = tuple([D.term_of(t) for t in words[:MAX_TAG_TOKENS - ntok]])
-        tt = tt[:MAX_TAG_TOKENS - ntok]
-        if not tt:
+        k = _tag_term_ids(D, tag, _MAX_TAG - ntok, cache, ids)
+        if not k:
             continue
-        ntok += len(tt)
+        ntok += k
         if len(toks) > start:
             push(toks, 0)
-        for t in tt:
-            tid = t
-            push(toks, tid)
+        for m in range(k):
+            push(toks, ids[m])
     push_q(st.ts_toff, len(toks))
     cache[tags] = i
     return i
