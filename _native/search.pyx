@@ -2109,7 +2109,8 @@ def prepare(items):
         if type(it) is not tp:
             tp = type(it)
             direct = _item_layout(tp)
-        cid = bytes(_field(it, 0, direct))
+        c = _field(it, 0, direct)
+        cid = <bytes>c if type(c) is bytes else bytes(c)
         if PyBytes_GET_SIZE(cid) != 32:
             raise SearchError("content ids must be 32 bytes")
         j = len(seen)
