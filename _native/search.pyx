@@ -274,7 +274,7 @@ cdef class Seg:
     cdef array ids, off, boff, post, blk
 
 
-cdef struct SegOut:     # a Seg built without the GIL (the background build): malloc'd arrays
+cdef struct SegOut:     # a Seg built without the GIL (the background build), in its job's arena
     unsigned int* ids
     unsigned int* off
     unsigned int* post
@@ -284,29 +284,37 @@ cdef struct SegOut:     # a Seg built without the GIL (the background build): ma
 
 
 cdef void _segout_free(SegOut* o) noexcept nogil:
-    free(o.ids)
-    free(o.off)
-    free(o.post)
-    free(o.blk)
-    free(o.tmp)
+    """Forget o's arrays (they belong to its job's arena)."""
     o.ids = o.off = o.post = o.blk = NULL
     o.tmp = NULL
 
 
-cdef int _segout_alloc(SegOut* o, size_t n) except -1:
-    """Room for the Seg of n postings (at most n lists) and the sort's scratch, allocated by the
-    caller's thread (the build thread allocates nothing: glibc would give it an arena of its
-    own, whose freed memory stays resident)."""
-    o.ids = <unsigned int*>malloc((n + 1) * 4)
-    o.off = <unsigned int*>malloc((n + 2) * 4)
-    o.post = <unsigned int*>malloc((n + 1) * 4)
-    o.blk = <unsigned int*>malloc((2 * n + 1) * 4)
-    o.tmp = <unsigned long long*>malloc((n + 1) * 8)
-    if o.ids == NULL or o.off == NULL or o.post == NULL or o.blk == NULL or o.tmp == NULL:
-        _segout_free(o)
-        raise MemoryError()
+cdef inline char* _carve(char** at, size_t nbytes) noexcept nogil:
+    """The next nbytes of an arena (16-byte aligned pieces)."""
+    cdef char* p = at[0]
+    at[0] += (nbytes + 15) & ~(<size_t>15)
+    return p
+
+
+cdef size_t _pbuf_bytes(size_t n) noexcept nogil:
+    """Arena bytes for n postings and their Seg (see _pbuf_carve)."""
+    return 0 if n == 0 else 36 * n + 6 * 16 + 16 * 4
+
+
+cdef void _pbuf_carve(PBuf* p, SegOut* o, size_t n, char** at) noexcept nogil:
+    """Room for n postings in p and for their Seg (at most n lists) and the sort's scratch in o,
+    carved from a job's arena (allocated by the caller's thread: the build thread allocates
+    nothing, since glibc would give it an arena of its own, whose freed memory stays resident)."""
+    if n == 0:
+        return
+    p.v = <unsigned long long*>_carve(at, n * 8)
+    p.cap = n
+    o.ids = <unsigned int*>_carve(at, (n + 1) * 4)
+    o.off = <unsigned int*>_carve(at, (n + 2) * 4)
+    o.post = <unsigned int*>_carve(at, (n + 1) * 4)
+    o.blk = <unsigned int*>_carve(at, (2 * n + 1) * 4)
+    o.tmp = <unsigned long long*>_carve(at, (n + 1) * 8)
     o.m = o.n = 0
-    return 0
 
 
 cdef void _seg_build(PBuf* p, unsigned int slot, SegOut* o) noexcept nogil:
@@ -3051,6 +3059,7 @@ cdef struct JobC:       # one share update's C part, run by a build thread witho
     PBuf tb, pb         # the share's postings (terms, strict prefixes): gathered, then grouped by list
     unsigned int slot
     SegOut so[2]        # their Segs (allocated by the caller, like everything the thread writes)
+    char* arena         # one block for tb, pb and so: big ones are mapped, handed back when freed
     XTab* xt            # the exact-name table: docs lo..hi added (hs: scratch for their hashes)
     const unsigned int* F    # what the thread reads of docs lo..hi: the forward index and its
     const unsigned int* O    # offsets, the docs' tagsets, the tagsets' tokens and offsets and
@@ -3069,17 +3078,6 @@ cdef inline void _pput(PBuf* p, unsigned int t, unsigned int d, unsigned int fla
     """pbuf_push into a buffer sized ahead (ids below 2**30: Dict.term_id_h checks)."""
     p.v[p.n] = (<unsigned long long>t << 34) | (<unsigned long long>d << 2) | flags
     p.n += 1
-
-
-cdef int _pbuf_alloc(PBuf* p, SegOut* o, size_t n) except -1:
-    """Room for n postings in p and for their Seg in o (nothing for n = 0)."""
-    if n:
-        p.v = <unsigned long long*>malloc(n * sizeof(unsigned long long))
-        if p.v == NULL:
-            raise MemoryError()
-        p.cap = n
-        _segout_alloc(o, n)
-    return 0
 
 
 cdef void _gather(JobC* j) noexcept nogil:
@@ -3174,11 +3172,8 @@ cdef class BgJob:
 
     def __dealloc__(self):
         self.wait()  # never free what a running thread writes
-        free(self.c.tb.v)
-        free(self.c.pb.v)
+        free(self.c.arena)
         free(self.c.hs)
-        _segout_free(&self.c.so[0])
-        _segout_free(&self.c.so[1])
         if self.c.done != NULL:
             PyThread_free_lock(self.c.done)
 
@@ -3190,8 +3185,13 @@ cdef class BgJob:
         cdef array to = st.ts_toff, tp = st.term_pfx
         if hi <= lo:
             tbound = pbound = 0
-        _pbuf_alloc(&self.c.tb, &self.c.so[0], tbound)
-        _pbuf_alloc(&self.c.pb, &self.c.so[1], pbound)
+        cdef char* at
+        if tbound + pbound:
+            self.c.arena = at = <char*>malloc(_pbuf_bytes(tbound) + _pbuf_bytes(pbound))
+            if at == NULL:
+                raise MemoryError()
+            _pbuf_carve(&self.c.tb, &self.c.so[0], tbound, &at)
+            _pbuf_carve(&self.c.pb, &self.c.so[1], pbound, &at)
         if hi > lo:
             self.c.hs = <unsigned int*>malloc((hi - lo) * sizeof(unsigned int))
             if self.c.hs == NULL or _xt_reserve(&ex.x, lo, hi) < 0:
