@@ -63,13 +63,47 @@ cdef extern from *:
     #if defined(__GLIBC__)
     #include <malloc.h>
     static int scp2p_mmap_big(void) { return mallopt(M_MMAP_THRESHOLD, 1 << 20); }
+    /* free bytes held by malloc's heap (not handed back to the kernel) */
+    static size_t scp2p_heap_free(void) {
+    #if __GLIBC_PREREQ(2, 33)
+        struct mallinfo2 mi = mallinfo2();
+        return mi.fordblks;
+    #else
+        struct mallinfo mi = mallinfo();
+        return (size_t)(unsigned int)mi.fordblks;
+    #endif
+    }
+    static void scp2p_heap_trim(void) { malloc_trim(0); }
     #else
     static int scp2p_mmap_big(void) { return 0; }
+    static size_t scp2p_heap_free(void) { return 0; }
+    static void scp2p_heap_trim(void) { }
     #endif
     """
     int scp2p_mmap_big() nogil
+    size_t scp2p_heap_free() nogil
+    void scp2p_heap_trim() nogil
 
 cdef bint _malloc_set = False
+cdef enum:
+    TRIM_EVERY = 1 << 16     # docs indexed between two looks at the heap's free memory
+cdef size_t TRIM_FREE = 8 << 20  # free heap bytes above which they are handed back (malloc_trim)
+cdef Py_ssize_t _docs_since_trim = 0
+
+
+cdef void _maybe_trim(Py_ssize_t ndocs) noexcept:
+    """Every TRIM_EVERY docs indexed (process-wide), hand the heap's free memory back to the
+    kernel when there is more than TRIM_FREE of it (glibc; elsewhere nothing). A share update
+    frees many mid-sized buffers (its rows, caches, moved arrays, staging buffers: below the
+    mmap threshold, so from the heap) and glibc keeps the pages of freed chunks inside the heap
+    resident: at 1M items ~16 MB of RSS. Measured at 1M items: 16 looks (~50 us each) and as
+    many trims (~0.7 ms each)."""
+    global _docs_since_trim
+    _docs_since_trim += ndocs
+    if _docs_since_trim >= TRIM_EVERY:
+        _docs_since_trim = 0
+        if scp2p_heap_free() > TRIM_FREE:
+            scp2p_heap_trim()
 
 
 cdef void _big_buffers_mapped() noexcept:
@@ -2309,6 +2343,7 @@ def add_share(st, unsigned int slot, Rows rows):
     finally:
         free(ring)
         docs.flush()
+    _maybe_trim(rows.n)
 
 
 cdef struct SegC:       # a Seg's arrays (merges and folds walk the Segs list by list)
