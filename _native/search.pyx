@@ -2134,9 +2134,46 @@ cdef inline object _field(object it, int i, bint direct):
     return getattr(it, _ITEM_FIELDS[i])
 
 
+from os import urandom as _urandom
+cdef unsigned long long _cid_seed = int.from_bytes(_urandom(8), "little")
+
+
+cdef inline unsigned long long _cid_hash(const char* p) noexcept nogil:
+    """A 32-byte content id's hash for prepare's duplicate check (seeded per process, so a
+    crafted catalog cannot pile its ids into one probe chain)."""
+    cdef unsigned long long w[4]
+    cdef unsigned long long h
+    memcpy(w, p, 32)
+    h = _cid_seed ^ w[0]
+    h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL
+    h = (h ^ w[1] ^ (h >> 32)) * 0x94d049bb133111ebULL
+    h = (h ^ w[2] ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL
+    h = (h ^ w[3] ^ (h >> 32)) * 0x94d049bb133111ebULL
+    return h ^ (h >> 31)
+
+
+cdef int _cid_table_grow(unsigned int** tab, size_t* cap, list cids, Py_ssize_t n) except -1:
+    """Double prepare's duplicate table (rows + 1 by content id hash) and put rows 0..n-1 back."""
+    cdef size_t ncap = cap[0] * 2 if cap[0] else 1024, i
+    cdef Py_ssize_t k
+    cdef unsigned int* nt = <unsigned int*>calloc(ncap, sizeof(unsigned int))
+    if nt == NULL:
+        raise MemoryError()
+    for k in range(n):
+        i = _cid_hash(PyBytes_AS_STRING(<bytes>PyList_GET_ITEM(cids, k))) & (ncap - 1)
+        while nt[i]:
+            i = (i + 1) & (ncap - 1)
+        nt[i] = <unsigned int>(k + 1)
+    free(tab[0])
+    tab[0], cap[0] = nt, ncap
+    return 0
+
+
 def prepare(items):
     """The share's items in rank order, duplicate content ids dropped (a ``Rows``)."""
-    cdef set seen = set()
+    cdef unsigned int* seen = NULL  # rows + 1 by content id hash (open addressing, half full at most)
+    cdef size_t scap = 0, si
+    cdef bint dup
     cdef Rows r = Rows()
     cdef list names = [], cids = [], mimes = [], tags = [], toks = [], keyed
     cdef bytes cid
@@ -2147,44 +2184,55 @@ def prepare(items):
     cdef SortKey* keys
     cdef object tp = None
     cdef bint direct = False
-    for it in items:
-        if type(it) is not tp:
-            tp = type(it)
-            direct = _item_layout(tp)
-        c = _field(it, 0, direct)
-        cid = <bytes>c if type(c) is bytes else bytes(c)
-        if PyBytes_GET_SIZE(cid) != 32:
-            raise SearchError("content ids must be 32 bytes")
-        j = len(seen)
-        seen.add(cid)  # one set lookup: a duplicate leaves the size unchanged (the first one wins)
-        if len(seen) == j:
-            continue
-        name = _field(it, 2, direct)
-        if n == cap:
-            cap = cap * 2 + 256
-            nv = realloc(r.sizes, cap * sizeof(unsigned long long))
-            if nv == NULL:
-                raise MemoryError()
-            r.sizes = <unsigned long long*>nv
-            nv = realloc(r.ntok, cap * sizeof(Py_ssize_t))
-            if nv == NULL:
-                raise MemoryError()
-            r.ntok = <Py_ssize_t*>nv
-        if PyUnicode_IS_ASCII(name):
-            nt = _alnum_runs(PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name))
-            r.ntok[n] = nt if nt < MAX_TOKENS_PER_FIELD else MAX_TOKENS_PER_FIELD
-            toks.append(None)
-        else:
-            ascii = False
-            tl = tokenize(name)
-            r.ntok[n] = len(tl)
-            toks.append(tl)
-        r.sizes[n] = int(_field(it, 1, direct))
-        names.append(name)
-        cids.append(cid)
-        mimes.append(_field(it, 3, direct))
-        tags.append(tuple(_field(it, 4, direct)))
-        n += 1
+    try:
+        for it in items:
+            if type(it) is not tp:
+                tp = type(it)
+                direct = _item_layout(tp)
+            c = _field(it, 0, direct)
+            cid = <bytes>c if type(c) is bytes else bytes(c)
+            if PyBytes_GET_SIZE(cid) != 32:
+                raise SearchError("content ids must be 32 bytes")
+            if <size_t>(n + 1) * 2 > scap:
+                _cid_table_grow(&seen, &scap, cids, n)
+            si = _cid_hash(PyBytes_AS_STRING(cid)) & (scap - 1)
+            dup = False
+            while seen[si]:  # a duplicate content id: the first one wins
+                if memcmp(PyBytes_AS_STRING(<bytes>PyList_GET_ITEM(cids, seen[si] - 1)), PyBytes_AS_STRING(cid), 32) == 0:
+                    dup = True
+                    break
+                si = (si + 1) & (scap - 1)
+            if dup:
+                continue
+            seen[si] = <unsigned int>(n + 1)
+            name = _field(it, 2, direct)
+            if n == cap:
+                cap = cap * 2 + 256
+                nv = realloc(r.sizes, cap * sizeof(unsigned long long))
+                if nv == NULL:
+                    raise MemoryError()
+                r.sizes = <unsigned long long*>nv
+                nv = realloc(r.ntok, cap * sizeof(Py_ssize_t))
+                if nv == NULL:
+                    raise MemoryError()
+                r.ntok = <Py_ssize_t*>nv
+            if PyUnicode_IS_ASCII(name):
+                nt = _alnum_runs(PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name))
+                r.ntok[n] = nt if nt < MAX_TOKENS_PER_FIELD else MAX_TOKENS_PER_FIELD
+                toks.append(None)
+            else:
+                ascii = False
+                tl = tokenize(name)
+                r.ntok[n] = len(tl)
+                toks.append(tl)
+            r.sizes[n] = int(_field(it, 1, direct))
+            names.append(name)
+            cids.append(cid)
+            mimes.append(_field(it, 3, direct))
+            tags.append(tuple(_field(it, 4, direct)))
+            n += 1
+    finally:
+        free(seen)
     r.names, r.cids, r.mimes, r.tags, r.toks, r.n = names, cids, mimes, tags, toks, n
     r.order = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
     if r.order == NULL:
