@@ -12,6 +12,7 @@ from scp2p.search import Blocklist, Index, SearchPage, parse_query
 from scp2p.search import _index_py
 from scp2p.store import Store
 from scp2p.store.records import TrustLevel
+from scp2p.wire.records import ItemV1
 
 
 def names(page: SearchPage) -> list[str]:
@@ -153,6 +154,22 @@ def test_duplicates_and_bad_input(twin):
         ix.replace_share(b"short", [])
     with pytest.raises(QueryError):
         ix.search('"open')
+
+
+def test_duplicate_content_ids_first_wins_in_a_large_share(twin):
+    """The first item of each content id is kept, in shares large enough that the native twin's
+    duplicate table grows several times; content ids given as bytearray / memoryview count as
+    the same bytes."""
+    ix = twin.Index()
+    items = [ItemV1(content_id=cid(f"k{i % 1700}"), size=i, name=f"n{i} file.txt", mime=None, tags=("d",))
+             for i in range(3000)]
+    items[2500] = ItemV1(content_id=bytearray(cid("k9")), size=1, name="late copy.txt", mime=None, tags=())
+    items[2600] = ItemV1(content_id=memoryview(cid("fresh")), size=1, name="fresh one.txt", mime=None, tags=())
+    ix.replace_share(sid(7), items)
+    assert len(ix) == 1701
+    assert ix.search("n1699").total == 1 and ix.search("n1700").total == 0
+    assert ix.search("late").total == 0 and [h.name for h in ix.search("fresh").hits] == ["fresh one.txt"]
+    assert [h.size for h in ix.search("n9").hits] == [9]
 
 
 def test_compaction_keeps_results(twin):
