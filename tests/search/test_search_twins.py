@@ -618,3 +618,36 @@ def test_twins_identical_with_long_records(tmp_path):
         out.append((image, pages, [back.search(q, limit=100) for q in ("txt", "n009")],
                     [ix.search(q, limit=100) for q in ("txt", "n009")], ix.to_bytes()))
     assert out[0] == out[1]
+
+
+@pytest.mark.skipif(twin_names() == ["pure"], reason="native twin not built (SCP2P_NO_EXTENSIONS)")
+@pytest.mark.parametrize("lazy", [False, True])
+def test_twins_identical_on_sparse_terms_in_large_shares(lazy):
+    """A term (or prefix) with a few matches in shares of hundreds of items: the native twin
+    walks the sorted union of its lists' postings there instead of marking every doc of the
+    share -- same hits, order, totals and estimates as the pure twin, with the term's lists in
+    the merged part and in delta Segs, and a doc in several of them (prefix expansion)."""
+    rare = ["zebra.so", "zebras crossing.txt", "zebra zebrafish.png", "Zebu notes.txt", "zebrafish.dat"]
+
+    def share(n):
+        items = [item(f"filler{n} {i}.dat", ["usr", f"d{i % 7}"], size=i, key=f"{n}/{i}") for i in range(300)]
+        for j, name in enumerate(rare[n % 2::2 if n % 3 else 1]):
+            items.insert(37 * (j + 1) + n, item(name, ["usr", "zoo"], size=j, key=f"{n}/r{j}"))
+        return items
+
+    with lazy_posts(lazy):
+        ixs = []
+        for mod in (index_module("native"), index_module("pure")):
+            ix = mod.Index()
+            for n in range(1, 4):
+                ix.replace_share(sid(n), share(n))
+                if n == 1:
+                    ix._maybe_merge(force=True)  # share 1 in the merged part, 2 and 3 in Segs
+            ixs.append(ix)
+        native, pure = ixs
+        for q in ("zebra", "zeb*", "zebra*", "zebr", "zeb* -crossing", "zebra so", "zebrafish", "tag:zoo zeb*"):
+            for limit, offset in ((1, 0), (2, 1), (50, 0)):
+                for typing in (False, True):
+                    assert native.search(q, limit=limit, offset=offset, typing=typing) == \
+                        pure.search(q, limit=limit, offset=offset, typing=typing), (q, limit, offset, typing)
+        assert native.search("zeb*", limit=50).total == pure.search("zeb*", limit=50).total > 3
