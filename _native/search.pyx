@@ -1716,6 +1716,8 @@ cdef class Dict:
             return t
         if len(self.toff) - 1 >= (1 << 30):
             raise OverflowError("more than 2**30 distinct terms")
+        if len(self.poff) - 1 + len(PLENS) > (1 << 30):  # prefix ids are posting-list ids too (30 bits)
+            raise OverflowError("more than 2**30 distinct prefixes")
         self.th.add(self.tblob, self.toff, h, buf, blen)
         t = <unsigned int>(len(self.toff) - 2)
         self._remember(c, h, buf, blen, t)
@@ -1729,8 +1731,6 @@ cdef class Dict:
             h = _hash_bytes(buf, pl)
             p = self.ph.find(h, buf, pl, PyByteArray_AS_STRING(self.pblob), self.poff.data.as_ulonglongs)
             if not p:
-                if len(self.poff) >= (1 << 30):  # prefix ids + 1 are posting-list ids (30 bits)
-                    raise OverflowError("more than 2**30 distinct prefixes")
                 self.ph.add(self.pblob, self.poff, h, buf, pl)
                 p = <unsigned int>(len(self.poff) - 1)
             push(self.tpfx, p)
