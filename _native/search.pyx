@@ -248,21 +248,6 @@ cdef struct PBuf:      # one share's postings before they are grouped by list: (
     size_t n, cap
 
 
-cdef int pbuf_push(PBuf* p, unsigned int t, unsigned int d, unsigned int flags) except -1:
-    cdef unsigned long long* nv
-    cdef unsigned long long key = (<unsigned long long>t << 34) | (<unsigned long long>d << 2) | flags
-    if t >= (1U << 30):
-        raise OverflowError("more than 2**30 distinct terms")
-    if p.n == p.cap:
-        nv = <unsigned long long*>realloc(p.v, (p.cap * 2 + 1024) * sizeof(unsigned long long))
-        if nv == NULL:
-            raise MemoryError()
-        p.v, p.cap = nv, p.cap * 2 + 1024
-    p.v[p.n] = key
-    p.n += 1
-    return 0
-
-
 cdef void _sort_keys(PBuf* p, unsigned long long* tmp) noexcept nogil:
     """Stable LSD radix sort of the keys by list id (the bits above 34); doc order inside a
     list is kept (postings were pushed in doc order). tmp: scratch for p.n keys."""
@@ -1781,11 +1766,6 @@ cdef class Dict:
                 k += 1
         e.ntok = k
 
-    cdef int tagset_find(self, const char* buf, Py_ssize_t blen) noexcept:
-        """Tagset id of key bytes buf[:blen] (non-empty), 0 if absent."""
-        return self.kh.find(_hash_bytes(buf, blen), buf, blen, PyByteArray_AS_STRING(self.kblob),
-                            self.koff.data.as_ulonglongs)
-
     cdef int sort_terms(self) except -1:
         """Bring ``sorted_ids`` up to every term (new ids sorted, then merged in)."""
         global _sort_blob, _sort_off
@@ -3158,7 +3138,8 @@ cdef struct JobC:       # one share update's C part, run by a build thread witho
 
 
 cdef inline void _pput(PBuf* p, unsigned int t, unsigned int d, unsigned int flags) noexcept nogil:
-    """pbuf_push into a buffer sized ahead (ids below 2**30: Dict.term_id_h checks)."""
+    """Append a posting key (list id << 34 | doc << 2 | flags) to a buffer sized ahead (list ids
+    are below 2**30: Dict.term_id_h checks terms and prefixes)."""
     p.v[p.n] = (<unsigned long long>t << 34) | (<unsigned long long>d << 2) | flags
     p.n += 1
 
